@@ -1,0 +1,36 @@
+// `quotapolicy check ADDRESS [--size BYTES]`: one decision through the same
+// code as the daemon (recipient mapping, helper channel, decision, actions),
+// with a helper process of its own. Run it as root to read others' quotas.
+import { spawn } from 'node:child_process';
+import { Duplex } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../frontend/config/load.js';
+import { flagOf, UsageError, type CommandLine } from '../frontend/options.js';
+import { HelperClient } from '../frontend/quota/helper-client.js';
+import { PolicyService } from '../frontend/policy/service.js';
+import { resolveDelimiters } from '../frontend/policy/delimiter.js';
+import { makeLogger } from '../frontend/log.js';
+
+export const HELPER_MAIN = fileURLToPath(new URL('../helper/main.js', import.meta.url));
+
+export async function check(cl: CommandLine, out: (s: string) => void): Promise<number> {
+  const address = cl.positionals[1];
+  if (address === undefined || cl.positionals.length > 2) throw new UsageError('usage: quotapolicy check ADDRESS [--size BYTES]');
+  if (cl.size !== undefined && !/^\d{1,15}$/.test(cl.size)) throw new UsageError('--size must be a number of bytes');
+  const { config } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+  const child = spawn(process.execPath, [HELPER_MAIN, '--quota-path', config.quota_path,
+    '--timeout-ms', String(config.quota_timeout_ms), '--min-uid', String(config.min_uid)], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const helper = new HelperClient(Duplex.from({ readable: child.stdout, writable: child.stdin }), config.quota_timeout_ms);
+  try {
+    const minUid = await helper.hello();
+    const log = makeLogger('cli', 'silent');
+    const service = new PolicyService(config, resolveDelimiters(config.recipient_delimiter).delimiters, minUid, { queryQuota: (uid) => helper.query(uid) }, log);
+    const req = new Map([['request', 'smtpd_access_policy'], ['protocol_state', 'RCPT'], ['recipient', address], ['size', cl.size ?? '0']]);
+    const r = await service.decide(req);
+    out(`action: ${r.action}\nverdict: ${r.verdict}\nreason: ${r.reason}\n${r.user === undefined ? '' : `user: ${r.user}\n`}`);
+    return 0;
+  } finally {
+    helper.close('done');
+    child.kill();
+  }
+}

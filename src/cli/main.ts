@@ -1,0 +1,70 @@
+// The `quotapolicy` command. Every failure ends in one line on stderr and a
+// sysexits-style status, never a stack trace.
+import { readFileSync } from 'node:fs';
+import { parseCommandLine, UsageError } from '../frontend/options.js';
+import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH } from '../frontend/config/load.js';
+import { flagOf } from '../frontend/options.js';
+import { serve, StartError } from './serve.js';
+import { check } from './check.js';
+import { ListenError } from './listeners.js';
+
+export const EX_USAGE = 64;
+export const EX_CONFIG = 78;
+export const EX_SOFTWARE = 70;
+
+export const USAGE = `usage: quotapolicy COMMAND [options]
+
+Commands:
+  serve                      run the daemon (as root: root helper + unprivileged front)
+  check ADDRESS [--size N]   print the action for one recipient, and why
+  check-config               validate the configuration and exit
+  help                       this text
+
+Options:
+  -c, --config PATH          config file (default ${DEFAULT_CONFIG_PATH}; absent = built-in defaults)
+  -u, --user NAME            service user for the front process (default quotapolicy)
+  -l, --listen SPEC          unix:/path, inet:IPV4:PORT or inet:[IPV6]:PORT; repeat for more
+      --quota-path PATH      quota(1) binary run by the root helper (default /usr/bin/quota)
+      --min-uid N            never check users below this uid (default 1000)
+      --recipient-delimiter S  extension delimiters (default: postconf's, else "+")
+      --log-level LEVEL      debug, info, warn or error (default info)
+      --size BYTES           message size for check
+  -h, --help                 this text
+  -V, --version              print the version
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function run(argv: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  try {
+    const cl = parseCommandLine(argv);
+    if (cl.version) return out(`quotapolicy ${version()}\n`), 0;
+    const command = cl.positionals[0];
+    if (cl.help || command === 'help') return out(USAGE), 0;
+    switch (command) {
+      case 'serve':
+        if (cl.positionals.length > 1) throw new UsageError(`serve takes no arguments, got "${cl.positionals[1]}"`);
+        await serve(cl);
+        return -1;
+      case 'check':
+        return await check(cl, out);
+      case 'check-config': {
+        const { source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+        out(`config OK (${source})\n`);
+        return 0;
+      }
+      case undefined:
+        throw new UsageError('no command given (try quotapolicy --help)');
+      default:
+        throw new UsageError(`unknown command "${command}" (try quotapolicy --help)`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) return err(`quotapolicy: ${e.message}\n`), EX_USAGE;
+    if (e instanceof ConfigError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
+    if (e instanceof StartError || e instanceof ListenError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
+    return err(`quotapolicy: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`), EX_SOFTWARE;
+  }
+}

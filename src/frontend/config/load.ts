@@ -1,0 +1,107 @@
+// Reads the YAML config once, checks every key against schema.ts, rejects
+// unknown keys, names the key and line in every error, and freezes the result.
+import { readFileSync } from 'node:fs';
+import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } from 'yaml';
+import { FIELDS, ACTION_FIELDS, type Config, type Field } from './schema.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/quotapolicy/quotapolicy.yaml';
+/** A config file is a few KiB; this refuses a wrong file (a log, a binary) early. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  readonly code = 'EQP_CONFIG';
+}
+
+function defaultsOf(fields: Record<string, Field>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).map(([k, f]) => [k, structuredClone(f.default)]));
+}
+
+export function defaultConfig(): Config {
+  return { ...defaultsOf(FIELDS), actions: defaultsOf(ACTION_FIELDS) } as unknown as Config;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+function closest(name: string, known: string[]): string {
+  const near = known.find((k) => k.includes(name) || name.includes(k) || k.replace(/_/g, '') === name.replace(/[_-]/g, ''));
+  return near === undefined ? '' : ` (did you mean ${near}?)`;
+}
+
+function applyMap(node: Node | null, fields: Record<string, Field>, into: Record<string, unknown>, where: (n: Node | null) => string, prefix: string, nested?: { key: string; fields: Record<string, Field> }): void {
+  if (node === null || (isScalar(node) && node.value === null)) return;
+  if (!isMap(node)) throw new ConfigError(`${prefix || 'config'}${where(node)}: must be a mapping of keys to values`);
+  const seen = new Set<string>();
+  for (const pair of node.items as Pair<Node, Node | null>[]) {
+    const keyNode = pair.key;
+    const key = isScalar(keyNode) ? String(keyNode.value) : '';
+    const name = prefix + key;
+    if (seen.has(key)) throw new ConfigError(`${name}${where(keyNode)}: key given twice`);
+    seen.add(key);
+    if (nested && key === nested.key) {
+      applyMap(pair.value, nested.fields, into[key] as Record<string, unknown>, where, `${key}.`);
+      continue;
+    }
+    const field = fields[key];
+    if (field === undefined) {
+      const known = [...Object.keys(fields), ...(nested ? [nested.key] : [])];
+      throw new ConfigError(`unknown key ${name}${where(keyNode)}${closest(key, known)}`);
+    }
+    const value = pair.value === null ? null : pair.value.toJSON();
+    const bad = field.check(value);
+    if (bad !== undefined) throw new ConfigError(`${name}${where(pair.value ?? keyNode)}: ${bad}`);
+    into[key] = value;
+  }
+}
+
+/** Parses config text; `source` names it in errors. */
+export function parseConfig(text: string, source: string, base: Config = defaultConfig()): Config {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: false });
+  const where = (n: Node | null): string => (n?.range ? ` (${source} line ${lc.linePos(n.range[0]).line})` : ` (${source})`);
+  const err = doc.errors[0];
+  if (err) throw new ConfigError(`${source} line ${lc.linePos(err.pos[0]).line}: YAML syntax error: ${err.message.split('\n')[0]}`);
+  const cfg = structuredClone(base) as unknown as Record<string, unknown>;
+  applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', { key: 'actions', fields: ACTION_FIELDS });
+  return cfg as unknown as Config;
+}
+
+/** Command-line overrides, checked like file keys; `flagOf` names the flag in errors. */
+export function applyOverrides(cfg: Config, overrides: Record<string, unknown>, flagOf: (key: string) => string): Config {
+  const out = structuredClone(cfg) as unknown as Record<string, unknown>;
+  for (const [key, value] of Object.entries(overrides)) {
+    const field = FIELDS[key];
+    if (field === undefined) throw new ConfigError(`internal: no setting ${key}`);
+    const bad = field.check(value);
+    if (bad !== undefined) throw new ConfigError(`${flagOf(key)}: ${bad}`);
+    out[key] = value;
+  }
+  return out as unknown as Config;
+}
+
+export interface LoadOptions { path?: string | undefined; overrides?: Record<string, unknown>; flagOf?: (key: string) => string }
+
+/**
+ * Loads the file named by --config (must exist), or the default path (may be
+ * absent: built-in defaults), then applies command-line overrides. Frozen.
+ */
+export function loadConfig(opts: LoadOptions = {}): { config: Config; source: string } {
+  const path = opts.path ?? DEFAULT_CONFIG_PATH;
+  let text: string | undefined;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (!(code === 'ENOENT' && opts.path === undefined)) throw new ConfigError(`cannot read config ${path}: ${code ?? String(e)}`);
+  }
+  if (text !== undefined && Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw new ConfigError(`${path}: larger than ${MAX_CONFIG_BYTES} bytes`);
+  let config = text === undefined ? defaultConfig() : parseConfig(text, path);
+  if (opts.overrides) config = applyOverrides(config, opts.overrides, opts.flagOf ?? ((k) => k));
+  return { config: deepFreeze(config), source: text === undefined ? 'built-in defaults' : path };
+}

@@ -1,0 +1,120 @@
+// Every setting, its default and its check, in one place. The config reference
+// in README.md is checked against this table by test/config-reference.test.ts.
+import { isIP } from 'node:net';
+import { HELPER_DEFAULTS } from '../../shared/wire.js';
+
+export type Check = (v: unknown) => string | undefined;
+
+export interface Field { default: unknown; check: Check; doc: string }
+
+const CONTROL = /[\0-\x1f\x7f]/;
+/** Postfix reads a policy reply line up to its line_length_limit (2048); keep actions well inside. */
+export const MAX_ACTION_LENGTH = 512;
+
+export const str: Check = (v) => (typeof v === 'string' && v !== '' && !CONTROL.test(v) ? undefined : 'must be a non-empty string without control characters');
+export const absPath: Check = (v) => (str(v) ?? ((v as string).startsWith('/') ? undefined : 'must be an absolute path'));
+export const int = (min: number, max: number): Check => (v) =>
+  (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? undefined : `must be an integer from ${min} to ${max}`);
+export const oneOf = (...allowed: string[]): Check => (v) =>
+  (typeof v === 'string' && allowed.includes(v) ? undefined : `must be one of ${allowed.join(', ')}`);
+export const nullable = (c: Check): Check => (v) => (v === null ? undefined : c(v));
+export const listOf = (c: Check, max: number): Check => (v) => {
+  if (!Array.isArray(v)) return 'must be a list';
+  if (v.length > max) return `must have at most ${max} entries`;
+  for (const [i, item] of v.entries()) {
+    const bad = c(item);
+    if (bad !== undefined) return `entry ${i + 1} ${bad}`;
+  }
+  return undefined;
+};
+
+/** unix:/abs/path, or inet:IPV4:PORT / inet:[IPV6]:PORT. */
+export const listenSpec: Check = (v) => {
+  if (typeof v !== 'string') return 'must be a string';
+  if (v.startsWith('unix:')) return absPath(v.slice(5)) === undefined ? undefined : 'unix: needs an absolute path';
+  const m = /^inet:(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(v);
+  if (!m) return 'must be unix:/path, inet:IPV4:PORT or inet:[IPV6]:PORT';
+  const host = m[1] ?? m[2]!;
+  if (isIP(host) !== (m[1] !== undefined ? 6 : 4)) return `${host} is not an IP address`;
+  const port = Number(m[3]);
+  return port >= 1 && port <= 65535 ? undefined : 'port must be from 1 to 65535';
+};
+
+const ACTION_WORDS = new Set(['OK', 'DUNNO', 'REJECT', 'DEFER', 'DEFER_IF_REJECT', 'DEFER_IF_PERMIT', 'BCC', 'DISCARD',
+  'FILTER', 'HOLD', 'PREPEND', 'REDIRECT', 'INFO', 'WARN']);
+/** An access(5) action: a known word, or "4NN"/"5NN" text with a matching enhanced status. */
+export const action: Check = (v) => {
+  if (typeof v !== 'string' || v.trim() === '' || CONTROL.test(v)) return 'must be a non-empty action without control characters';
+  if (v.length > MAX_ACTION_LENGTH) return `must be at most ${MAX_ACTION_LENGTH} characters`;
+  const code = /^([45])\d\d(?: +(\d)\.\d{1,3}\.\d{1,3})?(?: |$)/.exec(v);
+  if (code) return code[2] === undefined || code[2] === code[1] ? undefined : 'enhanced status class must match the reply code';
+  if (/^[1-9]/.test(v)) return 'a numeric reply must be 4NN or 5NN';
+  const word = v.split(/[ :]/, 1)[0]!.toUpperCase();
+  return ACTION_WORDS.has(word) ? undefined : `"${word}" is not a Postfix access(5) action`;
+};
+
+const octalMode: Check = (v) => (typeof v === 'string' && /^0?[0-7]{3}$/.test(v) && (parseInt(v, 8) & 0o7) === 0
+  ? undefined : 'must be an octal mode like "0660", with no permissions for others');
+const userName: Check = (v) => (typeof v === 'string' && /^[a-z_][a-z0-9_.-]{0,31}\$?$/.test(v) ? undefined : 'must be a Unix user or group name');
+const domainName: Check = (v) => (typeof v === 'string' && /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i.test(v) ? undefined : 'must be a domain name');
+
+export const ACTION_FIELDS: Record<string, Field> = {
+  over_quota: { default: '452 4.2.2 Mailbox full, try again later', check: action,
+    doc: 'Recipient is at a hard limit, or over a soft limit whose grace has expired (blocks or files).' },
+  too_large: { default: '552 5.2.2 Message is larger than the recipient\'s whole quota', check: action,
+    doc: 'The message size alone is over the recipient\'s hard block limit.' },
+  does_not_fit: { default: '452 4.2.2 Message does not fit in the recipient\'s remaining quota', check: action,
+    doc: 'The message would push usage past the hard block limit.' },
+  grace: { default: null, check: nullable(action),
+    doc: 'Recipient is over a soft limit with grace running; null answers like success. Example: "PREPEND X-Quota-Warning: mailbox over soft quota".' },
+  success: { default: 'DUNNO', check: action, doc: 'Quota is fine. DUNNO, not OK, so later restrictions still run.' },
+  error: { default: 'DUNNO', check: action, doc: 'The quota lookup failed or timed out (fail open). Logged as a warning.' },
+};
+
+export const FIELDS: Record<string, Field> = {
+  user: { default: 'quotapolicy', check: userName, doc: 'Service user the front process runs as (looked up through NSS).' },
+  listen: { default: ['unix:/var/spool/postfix/private/quotapolicy'], check: listOf(listenSpec, 16),
+    doc: 'Sockets to listen on: unix:/path, inet:IPV4:PORT, inet:[IPV6]:PORT. Ignored when systemd passes sockets (LISTEN_FDS).' },
+  socket_owner: { default: null, check: nullable(userName), doc: 'Owner of unix sockets; null means the service user.' },
+  socket_group: { default: 'postfix', check: userName, doc: 'Group of unix sockets: the group Postfix\'s smtpd runs as.' },
+  socket_mode: { default: '0660', check: octalMode, doc: 'Mode of unix sockets; permissions for others are refused.' },
+  quota_path: { default: HELPER_DEFAULTS.quotaPath, check: absPath, doc: 'The quota(1) binary the root helper runs. Must be root-owned and not writable by others.' },
+  quota_timeout_ms: { default: HELPER_DEFAULTS.timeoutMs, check: int(100, 600_000), doc: 'Kill quota(1) after this long (NFS can hang) and answer the error action.' },
+  filesystems: { default: [], check: listOf(absPath, 64), doc: 'Mount points to check; empty means every file system quota reports.' },
+  min_uid: { default: HELPER_DEFAULTS.minUid, check: int(1, 0xfffffffd), doc: 'Users with a lower uid (system users) are never checked: DUNNO.' },
+  exempt_users: { default: [], check: listOf(userName, 10_000), doc: 'Users never checked: DUNNO.' },
+  domains: { default: [], check: listOf(domainName, 10_000), doc: 'Recipient domains that are local; others get DUNNO. Empty means any domain.' },
+  recipient_delimiter: { default: null, check: nullable((v) => (typeof v === 'string' && !CONTROL.test(v) ? undefined : 'must be a string')),
+    doc: 'Characters that start an address extension, as in Postfix. null reads `postconf -h recipient_delimiter`, or "+" without Postfix. "" disables.' },
+  cache_ttl_ms: { default: 10_000, check: int(0, 3_600_000), doc: 'How long a user\'s quota numbers are reused. 0 disables the cache.' },
+  negative_cache_ttl_ms: { default: 60_000, check: int(0, 3_600_000), doc: 'How long "not a Unix user" is remembered.' },
+  cache_max_entries: { default: 10_000, check: int(1, 10_000_000), doc: 'Entries kept in each cache; the oldest go first.' },
+  idle_timeout_ms: { default: 330_000, check: int(1000, 86_400_000), doc: 'Close a policy connection idle this long (Postfix itself closes after 300 s).' },
+  max_connections: { default: 512, check: int(1, 100_000), doc: 'Policy connections open at once; more are closed on arrival and logged.' },
+  log_level: { default: 'info', check: oneOf('debug', 'info', 'warn', 'error'), doc: 'Lowest level logged.' },
+};
+
+export interface Actions {
+  over_quota: string; too_large: string; does_not_fit: string; grace: string | null; success: string; error: string;
+}
+export interface Config {
+  user: string;
+  listen: string[];
+  socket_owner: string | null;
+  socket_group: string;
+  socket_mode: string;
+  quota_path: string;
+  quota_timeout_ms: number;
+  filesystems: string[];
+  min_uid: number;
+  exempt_users: string[];
+  domains: string[];
+  recipient_delimiter: string | null;
+  cache_ttl_ms: number;
+  negative_cache_ttl_ms: number;
+  cache_max_entries: number;
+  idle_timeout_ms: number;
+  max_connections: number;
+  log_level: 'debug' | 'info' | 'warn' | 'error';
+  actions: Actions;
+}

@@ -1,0 +1,92 @@
+// The quota check: policy request -> verdict. It maps the recipient to a local
+// user, asks the helper (through the caches) and hands the numbers to the pure
+// decideQuota(). The clock is passed in; every I/O dependency is injected.
+import { QuotaStatus, QUOTA_STATUS_NAMES, type UserQuota } from '../../shared/wire.js';
+import type { PolicyRequest } from '../protocol/parser.js';
+import type { Config } from '../config/schema.js';
+import { TtlCache } from '../quota/cache.js';
+import { recipientToUser, type RecipientRules } from './recipient.js';
+import { decideQuota, type QuotaVerdict } from './quota-decision.js';
+
+export type Verdict = QuotaVerdict | 'skip' | 'error';
+
+export interface CheckResult {
+  verdict: Verdict;
+  reason: string;
+  action: string;
+  user?: string;
+}
+
+export interface UserEntry { uid: number }
+export interface QuotaCheckDeps {
+  /** getpwnam(): the user's uid, or undefined when there is no such user. */
+  lookupUser(name: string): UserEntry | undefined;
+  /** The helper's numbers for one uid; never rejects. */
+  queryQuota(uid: number): Promise<UserQuota>;
+}
+
+/** Postfix sizes are bytes; more than 2^53 is not a size. */
+const SIZE = /^\d{1,15}$/;
+
+export class QuotaCheck {
+  private readonly users: TtlCache<string, UserEntry | null>;
+  private readonly quotas: TtlCache<number, UserQuota>;
+  private readonly rules: RecipientRules;
+  private readonly exempt: ReadonlySet<string>;
+
+  constructor(private readonly cfg: Config, delimiters: string, private readonly minUid: number, private readonly deps: QuotaCheckDeps) {
+    this.users = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
+    this.quotas = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
+    this.rules = { delimiters, domains: new Set(cfg.domains.map((d) => d.toLowerCase())) };
+    this.exempt = new Set(cfg.exempt_users);
+  }
+
+  private skip(reason: string, user?: string): CheckResult {
+    return { verdict: 'skip', reason, action: 'DUNNO', ...(user === undefined ? {} : { user }) };
+  }
+
+  /** Which recipient and size this request is about, or why it does not apply. */
+  static subject(req: PolicyRequest): { recipient: string; size: number } | string {
+    if (req.get('request') !== 'smtpd_access_policy') return 'not an smtpd_access_policy request';
+    const state = req.get('protocol_state');
+    const recipient = req.get('recipient') ?? '';
+    const sizeText = req.get('size') ?? '';
+    const size = SIZE.test(sizeText) ? Number(sizeText) : 0;
+    if (state === 'RCPT') return recipient === '' ? 'no recipient' : { recipient, size };
+    if (state === 'END-OF-MESSAGE') {
+      if (req.get('recipient_count') !== '1' || recipient === '') return 'not exactly one recipient';
+      return { recipient, size };
+    }
+    return `protocol state ${state ?? '(none)'} is not checked`;
+  }
+
+  async check(req: PolicyRequest, nowMs: number): Promise<CheckResult> {
+    const subject = QuotaCheck.subject(req);
+    if (typeof subject === 'string') return this.skip(subject);
+    const mapped = recipientToUser(subject.recipient, this.rules);
+    if (!mapped.ok) return this.skip(mapped.reason);
+    const name = mapped.user;
+    let entry = this.users.get(name, nowMs);
+    if (entry === undefined) {
+      entry = this.deps.lookupUser(name) ?? null;
+      this.users.set(name, entry, nowMs, entry === null ? this.cfg.negative_cache_ttl_ms : this.cfg.cache_ttl_ms);
+    }
+    if (entry === null) return this.skip('not a Unix user', name);
+    if (entry.uid < this.minUid) return this.skip(`uid ${entry.uid} below min_uid`, name);
+    if (this.exempt.has(name)) return this.skip('exempt user', name);
+    let q = this.quotas.get(entry.uid, nowMs);
+    if (q === undefined) {
+      q = await this.deps.queryQuota(entry.uid);
+      if (q.status === QuotaStatus.Ok || q.status === QuotaStatus.NoData) this.quotas.set(entry.uid, q, nowMs);
+    }
+    if (q.status === QuotaStatus.NoData) return this.skip('no quota data', name);
+    if (q.status !== QuotaStatus.Ok) {
+      return { verdict: 'error', reason: `quota lookup failed: ${QUOTA_STATUS_NAMES[q.status]}`, action: this.cfg.actions.error, user: name };
+    }
+    const d = decideQuota(q.fs, subject.size, Math.floor(nowMs / 1000), this.cfg.filesystems);
+    if (d === undefined) return this.skip('no quota limits set', name);
+    const a = this.cfg.actions;
+    const action = { pass: a.success, grace: a.grace ?? a.success, over_quota: a.over_quota, too_large: a.too_large, does_not_fit: a.does_not_fit }[d.verdict];
+    return { verdict: d.verdict, reason: d.reason, action, user: name };
+  }
+}

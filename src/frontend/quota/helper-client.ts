@@ -1,0 +1,122 @@
+// The front's end of the channel to the root helper. Lookups asked for in the
+// same tick are batched into one QUOTA_QUERY (one quota(1) run), at most
+// MAX_INFLIGHT queries are outstanding (the helper treats more as an attack),
+// and each caller gets an answer by its deadline even if the helper is slow.
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import {
+  WIRE_VERSION, MAX_BATCH, MAX_INFLIGHT, MsgType, QuotaStatus, FrameReader, decode, encode, type UserQuota,
+} from '../../shared/wire.js';
+
+/** The helper kills quota(1) at its timeout; allow it this long on top to reply. */
+export const HELPER_REPLY_MARGIN_MS = 1000;
+/** The helper answers HELLO at once; no answer in this time means it is broken. */
+export const HELLO_TIMEOUT_MS = 10_000;
+
+interface Waiter { resolve: (q: UserQuota) => void; timer: NodeJS.Timeout }
+
+export class HelperClient extends EventEmitter {
+  private frames = new FrameReader();
+  private seq = 0;
+  private inflight = new Map<number, number[]>();
+  private queued: number[] = [];
+  private waiters = new Map<number, Waiter[]>();
+  private flushScheduled = false;
+  private closed = false;
+  private helloWaiter: ((minUid: number) => void) | undefined;
+  private helloFail: ((e: Error) => void) | undefined;
+
+  constructor(private readonly channel: Duplex, private readonly replyTimeoutMs: number) {
+    super();
+    channel.on('data', (c: Buffer) => this.onData(c));
+    channel.on('close', () => this.close('channel closed'));
+    channel.on('error', (e) => this.close(`channel error: ${e.message}`));
+  }
+
+  /** Sends HELLO; resolves with the helper's min_uid. */
+  hello(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('helper did not answer HELLO')), HELLO_TIMEOUT_MS);
+      this.helloWaiter = (minUid) => { clearTimeout(timer); resolve(minUid); };
+      this.helloFail = (e) => { clearTimeout(timer); reject(e); };
+      this.channel.write(encode({ type: MsgType.Hello, version: WIRE_VERSION }));
+    });
+  }
+
+  /** Quota numbers for one uid. Never rejects: failures come back as a status. */
+  query(uid: number): Promise<UserQuota> {
+    if (this.closed) return Promise.resolve({ uid, status: QuotaStatus.ExecFailed, fs: [] });
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.settle(uid, { uid, status: QuotaStatus.Timeout, fs: [] }), this.replyTimeoutMs + HELPER_REPLY_MARGIN_MS);
+      const list = this.waiters.get(uid);
+      if (list) list.push({ resolve, timer });
+      else {
+        this.waiters.set(uid, [{ resolve, timer }]);
+        this.queued.push(uid);
+        this.scheduleFlush();
+      }
+    });
+  }
+
+  private settle(uid: number, q: UserQuota): void {
+    const list = this.waiters.get(uid);
+    if (!list) return;
+    this.waiters.delete(uid);
+    for (const w of list) {
+      clearTimeout(w.timer);
+      w.resolve(q);
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (!this.closed && this.queued.length > 0 && this.inflight.size < MAX_INFLIGHT) {
+      // A uid whose callers already timed out is not worth a run.
+      const uids = this.queued.splice(0, MAX_BATCH).filter((u) => this.waiters.has(u));
+      if (uids.length === 0) continue;
+      const seq = (this.seq = (this.seq + 1) >>> 0);
+      this.inflight.set(seq, uids);
+      this.channel.write(encode({ type: MsgType.QuotaQuery, seq, uids }));
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    try {
+      for (const payload of this.frames.push(chunk)) {
+        const msg = decode(payload);
+        if (msg.type === MsgType.HelloAck && this.helloWaiter) {
+          if (msg.version !== WIRE_VERSION) throw new Error(`helper speaks wire version ${msg.version}`);
+          this.helloWaiter(msg.minUid);
+          this.helloWaiter = this.helloFail = undefined;
+        } else if (msg.type === MsgType.QuotaReply && this.inflight.has(msg.seq)) {
+          const asked = this.inflight.get(msg.seq)!;
+          this.inflight.delete(msg.seq);
+          for (const u of msg.users) if (asked.includes(u.uid)) this.settle(u.uid, u);
+          for (const uid of asked) this.settle(uid, { uid, status: QuotaStatus.Unparsable, fs: [] });
+          this.flush();
+        } else {
+          throw new Error(`unexpected message type ${msg.type} from helper`);
+        }
+      }
+    } catch (e) {
+      this.close(`bad data from helper: ${(e as Error).message}`);
+    }
+  }
+
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.channel.destroy();
+    this.helloFail?.(new Error(reason));
+    for (const uid of [...this.waiters.keys()]) this.settle(uid, { uid, status: QuotaStatus.ExecFailed, fs: [] });
+    this.emit('closed', reason);
+  }
+}

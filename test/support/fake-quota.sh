@@ -1,0 +1,24 @@
+#!/bin/sh
+# Stand-in for quota(1), for plumbing tests only (acceptance uses the real one).
+# Appends its argv to $DIR/argv.log, one line per run, then prints $DIR/UID.out
+# for each uid (a "#UID" block with zero limits when absent). $DIR/mode picks a
+# misbehaviour: sleep (hang), stderr, garbage, exit3.
+DIR=$(dirname "$0")/fake-quota.d
+printf '%s\n' "$*" >> "$DIR/argv.log"
+mode=$(cat "$DIR/mode" 2>/dev/null)
+case "$mode" in
+  sleep) sleep 30 ;;
+  stderr) echo "quota: error while getting quota from nfs:/export for 1" >&2; exit 1 ;;
+  garbage) echo "this is not quota output"; exit 0 ;;
+  exit3) exit 3 ;;
+esac
+seen=0; rc=0
+for a in "$@"; do
+  [ "$a" = "--" ] && { seen=1; continue; }
+  [ $seen = 1 ] || continue
+  if [ -f "$DIR/$a.out" ]; then cat "$DIR/$a.out"; grep -q '\*' "$DIR/$a.out" && rc=1
+  else
+    printf 'Disk quotas for user #%s (uid %s): \n     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n          /home       0       0       0       0       0       0       0       0\n' "$a" "$a"
+  fi
+done
+exit $rc

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Sourced by every user-mode-linux init script (runs as PID 1, as root, on the
+# host's / through hostfs). It makes the guest safe for the host: /etc and /var
+# are overlays whose writes go to tmpfs, /tmp is the guest's own tmpfs, and the
+# only host directory written to is $OUT (bind-mounted at /run/out).
+# After sourcing: /home is a fresh ext4 file system with user and group quotas
+# enforced, loopback is up, and finish STATUS powers the guest off.
+set -u
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t tmpfs tmpfs /run
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
+mkdir -p /run/out
+mount --bind "$OUT" /run/out
+exec >>/run/out/console.log 2>&1
+
+finish() {
+  echo "$1" > /proc/exitcode
+  sync
+  poweroff -f
+}
+
+mods=/usr/lib/uml/modules/$(uname -r)/kernel/fs
+insmod "$mods/quota/quota_tree.ko" || finish 90
+insmod "$mods/quota/quota_v2.ko" || finish 91
+insmod "$mods/overlayfs/overlay.ko" || finish 92
+
+for d in etc var; do
+  mkdir -p /run/ov/$d/upper /run/ov/$d/work
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=/run/ov/$d/upper,workdir=/run/ov/$d/work" /$d || finish 93
+done
+mount -t tmpfs tmpfs /tmp
+mkdir -p /var/tmp && mount -t tmpfs tmpfs /var/tmp
+# hostfs keeps the host's /home visible; the quota file system replaces it.
+mount -t ext4 -o usrquota,grpquota /dev/ubda /home || finish 94
+
+ip link set lo up
+hostname uml
+echo "127.0.1.1 uml" >> /etc/hosts
