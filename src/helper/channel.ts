@@ -1,29 +1,23 @@
-// SECURITY: the helper's request loop, the root side of the channel. It
-// answers exactly two requests, in order: one HELLO, then QUOTA_QUERY for
-// validated uids. Everything else -- a bad frame, a version mismatch, a second
-// HELLO, a reply type, a uid below min_uid, a duplicate uid, too many queries
-// at once -- ends the channel (like OpenSSH's monitor: fatal, no recovery).
+// SECURITY: the root side of the channel. It answers one HELLO, then only
+// QUOTA_QUERY for validated uids. Anything else -- a bad frame, a version
+// mismatch, a second HELLO, a reply type, a uid below min_uid, a duplicate uid,
+// too many queries at once -- ends the channel, as OpenSSH's monitor does.
 import type { Readable, Writable } from 'node:stream';
-import {
-  WIRE_VERSION, MAX_INFLIGHT, MsgType, FrameReader, decode, encode, type Message,
-} from '../shared/wire.js';
+import { WIRE_VERSION, MAX_INFLIGHT, MsgType, FrameReader, decode, encode, type Message } from '../shared/wire.js';
 import type { QuotaRunner } from './quota-run.js';
 import { log } from './log.js';
 
 export interface ChannelOptions { runQuota: QuotaRunner; minUid: number }
-/** How the channel ended: the peer closed it, or broke the protocol. */
+/** The peer closed the channel, or broke the protocol. */
 export type ChannelEnd = { kind: 'closed' } | { kind: 'violation'; reason: string };
 
 export function serveChannel(input: Readable, output: Writable, opts: ChannelOptions): Promise<ChannelEnd> {
   return new Promise((resolve) => {
     const frames = new FrameReader();
-    let greeted = false;
-    let inflight = 0;
-    let ended = false;
+    let [greeted, inflight, ended] = [false, 0, false];
     const finish = (end: ChannelEnd): void => {
       if (ended) return;
       ended = true;
-      input.removeListener('data', onData);
       if (end.kind === 'violation') log('error', 'channel protocol violation, closing', { reason: end.reason });
       input.destroy();
       output.destroy();
@@ -31,8 +25,7 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
     };
     const handle = (msg: Message): string | undefined => {
       if (!greeted) {
-        if (msg.type !== MsgType.Hello) return 'expected HELLO';
-        if (msg.version !== WIRE_VERSION) return `wire version ${msg.version}, want ${WIRE_VERSION}`;
+        if (msg.type !== MsgType.Hello || msg.version !== WIRE_VERSION) return `expected HELLO version ${WIRE_VERSION}`;
         greeted = true;
         output.write(encode({ type: MsgType.HelloAck, version: WIRE_VERSION, minUid: opts.minUid }));
         return undefined;
@@ -48,17 +41,16 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
       }, (e: unknown) => finish({ kind: 'violation', reason: `quota runner failed: ${String(e)}` }));
       return undefined;
     };
-    const onData = (chunk: Buffer): void => {
+    input.on('data', (chunk: Buffer) => {
       try {
         for (const payload of frames.push(chunk)) {
-          const bad = handle(decode(payload));
+          const bad = ended ? undefined : handle(decode(payload));
           if (bad !== undefined) return finish({ kind: 'violation', reason: bad });
         }
       } catch (e) {
         finish({ kind: 'violation', reason: e instanceof Error ? e.message : String(e) });
       }
-    };
-    input.on('data', onData);
+    });
     input.on('end', () => finish(frames.pending === 0 ? { kind: 'closed' } : { kind: 'violation', reason: 'truncated frame' }));
     input.on('error', (e) => finish({ kind: 'violation', reason: `channel error: ${e.message}` }));
     output.on('error', () => finish({ kind: 'closed' }));

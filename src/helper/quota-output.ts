@@ -1,64 +1,48 @@
-// SECURITY: parses what quota(1) printed, as root, into numbers. Strict: any
-// line that does not fit the grammar rejects the whole output, so the front
-// never sees a guess. Grammar of `LC_ALL=C quota -w -p -v --show-mntpoint
-// --hide-device -u UID...` (quota-tools 4.x), one block per user:
+// SECURITY: quota(1)'s output -> numbers, as root. Strict: a line that does not
+// fit the grammar rejects the whole output, so the front never gets a guess.
+// `LC_ALL=C quota -w -p -v --show-mntpoint --hide-device -u UID...` prints,
+// per user (quota-tools 4.x; captured in test/fixtures/quota):
 //   Disk quotas for user NAME (uid N): [none]
 //        Filesystem  blocks   quota   limit   grace   files   quota   limit   grace
-//   MOUNT BLOCKS[*] SOFT HARD GRACE FILES[*] SOFT HARD GRACE       (0 or more)
-import { type FsQuota, MAX_FS, MAX_MOUNT_BYTES } from '../shared/wire.js';
+//   MOUNT BLOCKS[*] SOFT HARD GRACE FILES[*] SOFT HARD GRACE        (0 or more)
+import { type FsQuota, FS_QUOTA_NUMBERS, MAX_FS, MAX_MOUNT_BYTES } from '../shared/wire.js';
 
-export class QuotaOutputError extends Error {
-  override name = 'QuotaOutputError';
-}
+export class QuotaOutputError extends Error { override name = 'QuotaOutputError'; }
 
-const HEADER = /^Disk quotas for user (?:\S+) \(uid (\d+)\): ?(none)?$/;
+const HEADER = /^Disk quotas for user \S+ \(uid (\d+)\): ?(none)?$/;
 const COLUMNS = /^ *Filesystem +blocks +quota +limit +grace +files +quota +limit +grace *$/;
-const USAGE = /^(\d{1,15})\*?$/;
-const PLAIN = /^(\d{1,15})$/;
-
-function num(field: string | undefined, re: RegExp): number {
-  const m = field === undefined ? null : re.exec(field);
-  if (!m) throw new QuotaOutputError(`bad number field`);
-  return Number(m[1]);
-}
+/** Usage may carry a "*" (over a limit); the other six never do. */
+const FIELD = [/^(\d{1,15})\*?$/, /^(\d{1,15})$/, /^(\d{1,15})$/, /^(\d{1,15})$/];
 
 function parseRow(line: string): FsQuota {
   const f = line.trim().split(/ +/);
-  if (f.length < 9) throw new QuotaOutputError('short row');
-  const n = f.splice(f.length - 8, 8);
-  const mount = f.join(' ');
-  if (!mount.startsWith('/') || Buffer.byteLength(mount) > MAX_MOUNT_BYTES || /[\0-\x1f]/.test(mount)) {
-    throw new QuotaOutputError('bad mount point');
+  const n = f.splice(-8, 8);
+  const row = { mount: f.join(' ') } as FsQuota;
+  if (n.length !== 8 || !row.mount.startsWith('/') || Buffer.byteLength(row.mount) > MAX_MOUNT_BYTES || /[\0-\x1f]/.test(row.mount)) {
+    throw new QuotaOutputError('bad row or mount point');
   }
-  return {
-    mount,
-    blocks: num(n[0], USAGE), blockSoft: num(n[1], PLAIN), blockHard: num(n[2], PLAIN), blockGrace: num(n[3], PLAIN),
-    files: num(n[4], USAGE), fileSoft: num(n[5], PLAIN), fileHard: num(n[6], PLAIN), fileGrace: num(n[7], PLAIN),
-  };
+  FS_QUOTA_NUMBERS.forEach((k, i) => {
+    const m = FIELD[i % 4]!.exec(n[i]!);
+    if (!m) throw new QuotaOutputError(`bad ${k} field`);
+    row[k] = Number(m[1]);
+  });
+  return row;
 }
 
-/** Returns one entry per uid asked for, or throws QuotaOutputError. */
+/** One entry per uid asked for, or QuotaOutputError. */
 export function parseQuotaOutput(stdout: string, uids: readonly number[]): Map<number, FsQuota[]> {
   const out = new Map<number, FsQuota[]>();
   let rows: FsQuota[] | undefined;
   let expectColumns = false;
-  for (const line of stdout.split('\n')) {
-    if (line === '') continue;
+  for (const line of stdout.split('\n').filter((l) => l !== '')) {
     const h = HEADER.exec(line);
     if (h) {
-      const uid = Number(h[1]);
-      if (!uids.includes(uid) || out.has(uid)) throw new QuotaOutputError('unexpected user block');
-      rows = [];
-      out.set(uid, rows);
+      if (!uids.includes(Number(h[1])) || out.has(Number(h[1]))) throw new QuotaOutputError('unexpected user block');
+      out.set(Number(h[1]), (rows = []));
       expectColumns = h[2] === undefined;
-    } else if (expectColumns) {
-      if (!COLUMNS.test(line)) throw new QuotaOutputError('bad column header');
-      expectColumns = false;
-    } else if (rows !== undefined && rows.length < MAX_FS) {
-      rows.push(parseRow(line));
-    } else {
-      throw new QuotaOutputError('unexpected line');
-    }
+    } else if (expectColumns && COLUMNS.test(line)) expectColumns = false;
+    else if (!expectColumns && rows !== undefined && rows.length < MAX_FS) rows.push(parseRow(line));
+    else throw new QuotaOutputError('unexpected line');
   }
   if (expectColumns || out.size !== uids.length) throw new QuotaOutputError('missing user block');
   return out;

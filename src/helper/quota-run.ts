@@ -1,7 +1,8 @@
-// SECURITY: the only place root runs a program. The path comes from root's own
-// command line, the flags are fixed here, and the arguments after `--` are
-// uids the channel already validated as integers. No shell, no inherited
-// environment, no stdin, a hard timeout and an output cap.
+// SECURITY: the only program root runs. Its path comes from root's command
+// line, its flags are fixed here, and after `--` come only uids the channel
+// validated as integers. No shell, no inherited environment, no stdin, a hard
+// timeout and an output cap. Exit status 1 means "over a limit" as well as
+// "error", so the status alone decides nothing: stderr and stdout do.
 import { execa } from 'execa';
 import { type UserQuota, QuotaStatus } from '../shared/wire.js';
 import { parseQuotaOutput, QuotaOutputError } from './quota-output.js';
@@ -11,39 +12,31 @@ import { log } from './log.js';
 export const MAX_QUOTA_OUTPUT_BYTES = 256 * 1024;
 /** -w: no wrapping; -p: grace as epoch seconds; -v: rows even without limits. */
 export const QUOTA_FLAGS = ['-w', '-p', '-v', '--show-mntpoint', '--hide-device', '-u', '--'] as const;
-const QUOTA_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
 
-export interface QuotaRunner { (uids: number[]): Promise<UserQuota[]> }
+export type QuotaRunner = (uids: number[]) => Promise<UserQuota[]>;
 
 export function makeQuotaRunner(quotaPath: string, timeoutMs: number): QuotaRunner {
   return async (uids) => {
-    const all = (status: QuotaStatus): UserQuota[] => uids.map((uid) => ({ uid, status, fs: [] }));
+    const all = (status: QuotaStatus, why?: string, extra?: object): UserQuota[] => {
+      if (why) log(status === QuotaStatus.Timeout ? 'warn' : 'error', why, { uids, ...extra });
+      return uids.map((uid) => ({ uid, status, fs: [] }));
+    };
     const r = await execa(quotaPath, [...QUOTA_FLAGS, ...uids.map(String)], {
-      shell: false, env: QUOTA_ENV, extendEnv: false, stdin: 'ignore', reject: false,
-      timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_QUOTA_OUTPUT_BYTES, stripFinalNewline: false,
+      shell: false, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' }, extendEnv: false, stdin: 'ignore',
+      reject: false, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_QUOTA_OUTPUT_BYTES, stripFinalNewline: false,
     });
-    if (r.timedOut) return log('warn', 'quota timed out', { timeout_ms: timeoutMs, uids }), all(QuotaStatus.Timeout);
-    if (r.isMaxBuffer) return log('warn', 'quota output over the cap', { uids }), all(QuotaStatus.OutputTooLarge);
-    if (r.exitCode !== 0 && r.exitCode !== 1) {
-      log('error', 'quota failed', { exit_code: r.exitCode, signal: r.signal, error: r.code ?? r.shortMessage, uids });
-      return all(QuotaStatus.ExecFailed);
-    }
-    const stderr = String(r.stderr).trim();
-    // Exit status 1 means "over a limit" as well as "error": only the text tells.
-    if (stderr !== '') return log('warn', 'quota complained', { stderr: stderr.slice(0, 300), uids }), all(QuotaStatus.Complained);
-    // Without any quota-enabled file system quota prints nothing and exits 1.
-    if (String(r.stdout).trim() === '') return all(QuotaStatus.NoData);
-    let parsed: Map<number, UserQuota['fs']>;
+    const [stdout, stderr] = [String(r.stdout), String(r.stderr).trim()];
+    if (r.timedOut) return all(QuotaStatus.Timeout, 'quota timed out', { timeout_ms: timeoutMs });
+    if (r.isMaxBuffer) return all(QuotaStatus.OutputTooLarge, 'quota output over the cap');
+    if (r.exitCode !== 0 && r.exitCode !== 1) return all(QuotaStatus.ExecFailed, 'quota failed', { exit_code: r.exitCode, signal: r.signal, error: r.code });
+    if (stderr !== '') return all(QuotaStatus.Complained, 'quota complained', { stderr: stderr.slice(0, 300) });
+    if (stdout.trim() === '') return all(QuotaStatus.NoData); // no quota-enabled file system at all
     try {
-      parsed = parseQuotaOutput(String(r.stdout), uids);
+      const parsed = parseQuotaOutput(stdout, uids);
+      return uids.map((uid) => ({ uid, status: parsed.get(uid)!.length > 0 ? QuotaStatus.Ok : QuotaStatus.NoData, fs: parsed.get(uid)! }));
     } catch (e) {
       if (!(e instanceof QuotaOutputError)) throw e;
-      log('error', 'quota output not understood', { reason: e.message, uids });
-      return all(QuotaStatus.Unparsable);
+      return all(QuotaStatus.Unparsable, 'quota output not understood', { reason: e.message });
     }
-    return uids.map((uid) => {
-      const fs = parsed.get(uid) ?? [];
-      return { uid, status: fs.length > 0 ? QuotaStatus.Ok : QuotaStatus.NoData, fs };
-    });
   };
 }

@@ -1,72 +1,51 @@
-// SECURITY: this is the whole vocabulary between the unprivileged front and
-// the root helper. It is closed: four message types, fixed binary layouts,
-// every field range-checked on decode, trailing or missing bytes rejected.
-// The helper treats any DecodeError as fatal and exits.
-//
-// Frame: u32 big-endian payload length, then the payload. Payload: u8 type,
-// then the body for that type. All integers big-endian.
+// SECURITY: the whole vocabulary between the unprivileged front and the root
+// helper. Closed: four message types with fixed binary layouts; every field is
+// range-checked on decode; missing or trailing bytes are refused. The helper
+// treats any DecodeError as fatal and exits. All integers big-endian.
+// Frame: u32 payload length, payload. Payload: u8 type, then:
 //   HELLO        front -> helper  u16 version
 //   HELLO_ACK    helper -> front  u16 version, u32 min_uid
 //   QUOTA_QUERY  front -> helper  u32 seq, u8 n, n x u32 uid
-//   QUOTA_REPLY  helper -> front  u32 seq, u8 n, n x user
-//     user: u32 uid, u8 status, u8 fs_count, fs_count x fs
-//     fs:   u8 mount_len, mount (UTF-8), 8 x f64 (see QuotaNumbers)
+//   QUOTA_REPLY  helper -> front  u32 seq, u8 n, n x (u32 uid, u8 status, u8 k, k x fs)
+//     fs: u8 mount_len, mount (UTF-8), 8 x f64 in FsQuota field order
 
 export const WIRE_VERSION = 1;
 /** A reply for MAX_BATCH users on MAX_FS file systems fits well below this. */
 export const MAX_FRAME_BYTES = 64 * 1024;
-/** Users per query: one `quota` run serves a whole batch; bounds argv length. */
+/** Users per query: one quota(1) run serves a whole batch; bounds its argv. */
 export const MAX_BATCH = 32;
-/** File systems reported per user: more than any real host mounts with quotas. */
+/** File systems per user: more than any real host mounts with quotas. */
 export const MAX_FS = 32;
-/** Mount point bytes: PATH_MAX would be 4096, but 255 keeps a reply small. */
+/** Mount point bytes: a u8 length; real mount points are far shorter. */
 export const MAX_MOUNT_BYTES = 255;
-/** Highest uid accepted: (uid_t)-1 and (uid_t)-2 are "no user" sentinels. */
+/** Highest uid: (uid_t)-1 and (uid_t)-2 are "no user" sentinels. */
 export const MAX_UID = 0xfffffffd;
-/** Queries the front may have outstanding; more is a protocol violation. */
+/** Queries outstanding at once; more is a protocol violation. */
 export const MAX_INFLIGHT = 8;
-
 /** Helper settings when root's command line names none (sudo mode). */
 export const HELPER_DEFAULTS = { quotaPath: '/usr/bin/quota', timeoutMs: 5000, minUid: 1000 };
 
-export const enum MsgType {
-  Hello = 1,
-  HelloAck = 2,
-  QuotaQuery = 3,
-  QuotaReply = 4,
-}
+export const enum MsgType { Hello = 1, HelloAck = 2, QuotaQuery = 3, QuotaReply = 4 }
 
-/** Per-user outcome. Anything but Ok carries no numbers. */
+/** Per-user outcome; only Ok carries numbers. */
 export const enum QuotaStatus {
   Ok = 0,
-  /** quota ran but reported no quota-enabled file system. */
-  NoData = 1,
-  /** quota did not finish within the root's configured timeout. */
-  Timeout = 2,
-  /** quota could not be run, or exited with an unexpected status. */
-  ExecFailed = 3,
-  /** quota's output did not match the strict grammar. */
-  Unparsable = 4,
-  /** quota printed more than the helper's output cap. */
-  OutputTooLarge = 5,
-  /** quota wrote to stderr: its numbers may be incomplete. */
-  Complained = 6,
+  NoData = 1, // quota ran but reported no quota-enabled file system
+  Timeout = 2, // quota did not finish within root's timeout
+  ExecFailed = 3, // quota could not run, or exited with an unexpected status
+  Unparsable = 4, // output did not match the strict grammar
+  OutputTooLarge = 5, // output over the helper's cap
+  Complained = 6, // quota wrote to stderr: its numbers may be incomplete
 }
 export const QUOTA_STATUS_NAMES = ['ok', 'no_data', 'timeout', 'exec_failed', 'unparsable', 'output_too_large', 'complained'] as const;
 
-/** One file system row of `quota -p`: blocks in KiB, grace as epoch s (0 = none). */
+/** One row of `quota -p`: blocks in KiB, grace as epoch seconds (0 = none). */
 export interface FsQuota {
   mount: string;
-  blocks: number;
-  blockSoft: number;
-  blockHard: number;
-  blockGrace: number;
-  files: number;
-  fileSoft: number;
-  fileHard: number;
-  fileGrace: number;
+  blocks: number; blockSoft: number; blockHard: number; blockGrace: number;
+  files: number; fileSoft: number; fileHard: number; fileGrace: number;
 }
-const NUMBER_FIELDS = ['blocks', 'blockSoft', 'blockHard', 'blockGrace', 'files', 'fileSoft', 'fileHard', 'fileGrace'] as const;
+export const FS_QUOTA_NUMBERS = ['blocks', 'blockSoft', 'blockHard', 'blockGrace', 'files', 'fileSoft', 'fileHard', 'fileGrace'] as const;
 
 export interface UserQuota { uid: number; status: QuotaStatus; fs: FsQuota[] }
 
@@ -76,138 +55,94 @@ export type Message =
   | { type: MsgType.QuotaQuery; seq: number; uids: number[] }
   | { type: MsgType.QuotaReply; seq: number; users: UserQuota[] };
 
-export class DecodeError extends Error {
-  override name = 'DecodeError';
-}
+export class DecodeError extends Error { override name = 'DecodeError'; }
 
-export function isValidUid(n: unknown): n is number {
-  return typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= MAX_UID;
-}
+export const isValidUid = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= MAX_UID;
 
-/** Accumulates big-endian fields; frame() prefixes the length. */
-class Writer {
-  private parts: Buffer[] = [];
-  private put(size: number, fill: (b: Buffer) => void): this { const b = Buffer.alloc(size); fill(b); this.parts.push(b); return this; }
-  u8(v: number): this { return this.put(1, (b) => b.writeUInt8(v)); }
-  u16(v: number): this { return this.put(2, (b) => b.writeUInt16BE(v)); }
-  u32(v: number): this { return this.put(4, (b) => b.writeUInt32BE(v)); }
-  f64(v: number): this { return this.put(8, (b) => b.writeDoubleBE(v)); }
-  bytes(v: Buffer): this { this.parts.push(v); return this; }
-  frame(): Buffer {
-    const payload = Buffer.concat(this.parts);
-    if (payload.length > MAX_FRAME_BYTES) throw new RangeError('frame too large');
-    return Buffer.concat([new Writer().u32(payload.length).parts[0]!, payload]);
-  }
-}
-
-/** Cursor reader in the style of OpenSMTPD's m_get_*()/m_end(). */
-class Reader {
-  private at = 0;
-  constructor(private readonly buf: Buffer) {}
-  private need(n: number): number {
-    if (this.at + n > this.buf.length) throw new DecodeError('short message');
-    const start = this.at;
-    this.at += n;
-    return start;
-  }
-  u8(): number { return this.buf.readUInt8(this.need(1)); }
-  u16(): number { return this.buf.readUInt16BE(this.need(2)); }
-  u32(): number { return this.buf.readUInt32BE(this.need(4)); }
-  f64(): number { return this.buf.readDoubleBE(this.need(8)); }
-  bytes(n: number): Buffer { const s = this.need(n); return this.buf.subarray(s, s + n); }
-  end(): void { if (this.at !== this.buf.length) throw new DecodeError('trailing bytes'); }
-}
+const WRITERS = { 1: 'writeUInt8', 2: 'writeUInt16BE', 4: 'writeUInt32BE', 8: 'writeDoubleBE' } as const;
 
 export function encode(msg: Message): Buffer {
-  const w = new Writer().u8(msg.type);
-  switch (msg.type) {
-    case MsgType.Hello: return w.u16(msg.version).frame();
-    case MsgType.HelloAck: return w.u16(msg.version).u32(msg.minUid).frame();
-    case MsgType.QuotaQuery:
-      if (msg.uids.length < 1 || msg.uids.length > MAX_BATCH || !msg.uids.every(isValidUid)) throw new RangeError('bad query');
-      w.u32(msg.seq).u8(msg.uids.length);
-      for (const uid of msg.uids) w.u32(uid);
-      return w.frame();
-    case MsgType.QuotaReply:
-      w.u32(msg.seq).u8(msg.users.length);
-      for (const u of msg.users) {
-        w.u32(u.uid).u8(u.status).u8(u.fs.length);
-        for (const fs of u.fs) {
-          const mount = Buffer.from(fs.mount);
-          if (mount.length > MAX_MOUNT_BYTES) throw new RangeError('mount point too long');
-          w.u8(mount.length).bytes(mount);
-          for (const k of NUMBER_FIELDS) w.f64(fs[k]);
-        }
+  const out: Buffer[] = [];
+  const put = (size: keyof typeof WRITERS, v: number): void => {
+    out.push(Buffer.alloc(size));
+    out[out.length - 1]![WRITERS[size]](v); // throws RangeError when v does not fit
+  };
+  put(1, msg.type);
+  if (msg.type === MsgType.Hello) put(2, msg.version);
+  else if (msg.type === MsgType.HelloAck) { put(2, msg.version); put(4, msg.minUid); }
+  else if (msg.type === MsgType.QuotaQuery) {
+    if (msg.uids.length < 1 || msg.uids.length > MAX_BATCH || !msg.uids.every(isValidUid)) throw new RangeError('bad query');
+    put(4, msg.seq); put(1, msg.uids.length);
+    for (const uid of msg.uids) put(4, uid);
+  } else {
+    put(4, msg.seq); put(1, msg.users.length);
+    for (const u of msg.users) {
+      put(4, u.uid); put(1, u.status); put(1, u.fs.length);
+      for (const fs of u.fs) {
+        const mount = Buffer.from(fs.mount);
+        if (mount.length > MAX_MOUNT_BYTES) throw new RangeError('mount point too long');
+        put(1, mount.length); out.push(mount);
+        for (const k of FS_QUOTA_NUMBERS) put(8, fs[k]);
       }
-      return w.frame();
+    }
   }
+  const payload = Buffer.concat(out);
+  if (payload.length > MAX_FRAME_BYTES) throw new RangeError('frame too large');
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(payload.length);
+  return Buffer.concat([head, payload]);
 }
 
-function decodeFs(r: Reader): FsQuota {
-  const len = r.u8();
-  const mount = new TextDecoder('utf-8', { fatal: true }).decode(r.bytes(len));
-  if (!mount.startsWith('/') || /[\0-\x1f]/.test(mount)) throw new DecodeError('bad mount point');
-  const fs = { mount } as FsQuota;
-  for (const k of NUMBER_FIELDS) {
-    const v = r.f64();
-    if (!Number.isSafeInteger(v) || v < 0) throw new DecodeError('bad quota number');
-    fs[k] = v;
-  }
-  return fs;
-}
-
-/** Decode one frame payload (without its length prefix). Throws DecodeError. */
-export function decode(payload: Buffer): Message {
-  const r = new Reader(payload);
-  const type = r.u8();
+/** Decodes one frame payload (without its length). Throws DecodeError. */
+export function decode(p: Buffer): Message {
+  let at = 0;
+  // Cursor reads in the style of OpenSMTPD's m_get_*(): never past the end.
+  const take = (n: number): number => {
+    if (at + n > p.length) throw new DecodeError('short message');
+    return (at += n) - n;
+  };
+  const u8 = (): number => p.readUInt8(take(1));
+  const u16 = (): number => p.readUInt16BE(take(2));
+  const u32 = (): number => p.readUInt32BE(take(4));
+  const count = (min: number, max: number, what: string): number => {
+    const n = u8();
+    if (n < min || n > max) throw new DecodeError(`bad ${what}`);
+    return n;
+  };
+  const type = u8();
   let msg: Message;
-  switch (type) {
-    case MsgType.Hello:
-      msg = { type, version: r.u16() };
-      break;
-    case MsgType.HelloAck:
-      msg = { type, version: r.u16(), minUid: r.u32() };
-      break;
-    case MsgType.QuotaQuery: {
-      const seq = r.u32();
-      const n = r.u8();
-      if (n < 1 || n > MAX_BATCH) throw new DecodeError('bad batch size');
-      const uids: number[] = [];
-      for (let i = 0; i < n; i++) uids.push(r.u32());
-      if (!uids.every(isValidUid)) throw new DecodeError('bad uid');
-      msg = { type, seq, uids };
-      break;
-    }
-    case MsgType.QuotaReply: {
-      const seq = r.u32();
-      const n = r.u8();
-      if (n > MAX_BATCH) throw new DecodeError('bad batch size');
-      const users: UserQuota[] = [];
-      for (let i = 0; i < n; i++) {
-        const uid = r.u32();
-        const status = r.u8();
-        if (status >= QUOTA_STATUS_NAMES.length) throw new DecodeError('bad status');
-        const count = r.u8();
-        if (count > MAX_FS || (status !== QuotaStatus.Ok && count !== 0)) throw new DecodeError('bad fs count');
-        const fs: FsQuota[] = [];
-        for (let j = 0; j < count; j++) fs.push(decodeFs(r));
-        users.push({ uid, status, fs });
-      }
-      msg = { type, seq, users };
-      break;
-    }
-    default:
-      throw new DecodeError(`unknown message type ${type}`);
-  }
-  r.end();
+  if (type === MsgType.Hello) msg = { type, version: u16() };
+  else if (type === MsgType.HelloAck) msg = { type, version: u16(), minUid: u32() };
+  else if (type === MsgType.QuotaQuery) {
+    const seq = u32();
+    const uids = Array.from({ length: count(1, MAX_BATCH, 'batch size') }, u32);
+    if (!uids.every(isValidUid)) throw new DecodeError('bad uid');
+    msg = { type, seq, uids };
+  } else if (type === MsgType.QuotaReply) {
+    const seq = u32();
+    const users = Array.from({ length: count(0, MAX_BATCH, 'batch size') }, (): UserQuota => {
+      const uid = u32();
+      const status = count(0, QUOTA_STATUS_NAMES.length - 1, 'status') as QuotaStatus;
+      const fs = Array.from({ length: count(0, status === QuotaStatus.Ok ? MAX_FS : 0, 'fs count') }, (): FsQuota => {
+        const s = take(count(0, MAX_MOUNT_BYTES, 'mount length'));
+        const mount = p.toString('utf8', s, at);
+        if (!mount.startsWith('/') || /[\0-\x1f\ufffd]/.test(mount)) throw new DecodeError('bad mount point');
+        const row = { mount } as FsQuota;
+        for (const k of FS_QUOTA_NUMBERS) {
+          row[k] = p.readDoubleBE(take(8));
+          if (!Number.isSafeInteger(row[k]) || row[k] < 0) throw new DecodeError('bad quota number');
+        }
+        return row;
+      });
+      return { uid, status, fs };
+    });
+    msg = { type, seq, users };
+  } else throw new DecodeError(`unknown message type ${type}`);
+  if (at !== p.length) throw new DecodeError('trailing bytes');
   return msg;
 }
 
-/**
- * Splits a byte stream into frame payloads. push() returns the complete
- * payloads so far; a length of 0 or over MAX_FRAME_BYTES throws DecodeError
- * before any of that frame is buffered.
- */
+/** Splits a byte stream into payloads; a length of 0 or over the cap throws before buffering. */
 export class FrameReader {
   private buf: Buffer = Buffer.alloc(0);
   push(chunk: Buffer): Buffer[] {

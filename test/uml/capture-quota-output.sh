@@ -28,5 +28,4 @@ cap nopasswd -u 4242
 cap nosuchuser -u nosuchuser
 cap batch -u 2001 2002 2003 4242
 cap byname -u under
-quota -w -p -v -u 2002 >$F/with-device.stdout 2>$F/with-device.stderr; echo $? >$F/with-device.rc
 finish 0

@@ -29,8 +29,19 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
+/** Levenshtein distance, for "did you mean" on misspelt keys. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
 function closest(name: string, known: string[]): string {
-  const near = known.find((k) => k.includes(name) || name.includes(k) || k.replace(/_/g, '') === name.replace(/[_-]/g, ''));
+  const near = known.find((k) => distance(k, name.replace(/-/g, '_')) <= 2);
   return near === undefined ? '' : ` (did you mean ${near}?)`;
 }
 

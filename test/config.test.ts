@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig, loadConfig, defaultConfig, ConfigError } from '../src/frontend/config/load.js';
+
+const err = (text: string): string => {
+  try { parseConfig(text, 'f.yaml'); } catch (e) { assert.ok(e instanceof ConfigError); return e.message; }
+  assert.fail('no error');
+};
+
+test('an empty file gives the defaults', () => {
+  assert.deepEqual(parseConfig('', 'f.yaml'), defaultConfig());
+  assert.deepEqual(parseConfig('# only a comment\n', 'f.yaml'), defaultConfig());
+});
+
+test('values override defaults, nested actions too', () => {
+  const c = parseConfig('min_uid: 500\nactions:\n  grace: "PREPEND X-Quota-Warning: soft limit"\n', 'f.yaml');
+  assert.equal(c.min_uid, 500);
+  assert.equal(c.actions.grace, 'PREPEND X-Quota-Warning: soft limit');
+  assert.equal(c.actions.success, 'DUNNO');
+});
+
+test('errors name the key and the line', () => {
+  assert.equal(err('min_uid: 5\nbogus: 1\n'), 'unknown key bogus (f.yaml line 2)');
+  assert.match(err('\n\nmin_uid: -3\n'), /^min_uid \(f\.yaml line 3\): must be an integer/);
+  assert.match(err('actions:\n  nope: DUNNO\n'), /unknown key actions\.nope \(f\.yaml line 2\)/);
+  assert.match(err('listen: [ "tcp:1.2.3.4:5" ]\n'), /listen \(f\.yaml line 1\): entry 1 must be unix/);
+  assert.match(err('min_uid: [\n'), /f\.yaml line \d+: YAML syntax error/);
+  assert.match(err('min_uid: 1\nmin_uid: 2\n'), /min_uid \(f\.yaml line 2\): key given twice/);
+  assert.match(err('- a\n- b\n'), /must be a mapping/);
+  assert.match(err('quota_timout_ms: 5\n'), /did you mean quota_timeout_ms/);
+});
+
+test('actions are checked like Postfix would read them', () => {
+  assert.match(err('actions:\n  over_quota: "452 5.2.2 full"\n'), /enhanced status class/);
+  assert.match(err('actions:\n  over_quota: "250 ok"\n'), /4NN or 5NN/);
+  assert.match(err('actions:\n  success: "ACCEPT"\n'), /not a Postfix access\(5\) action/);
+  assert.match(err('actions:\n  error: ""\n'), /non-empty/);
+  assert.equal(parseConfig('actions:\n  over_quota: "DEFER_IF_PERMIT full"\n', 'f').actions.over_quota, 'DEFER_IF_PERMIT full');
+});
+
+test('socket modes that give others access are refused', () => {
+  assert.match(err('socket_mode: "0666"\n'), /no permissions for others/);
+  assert.equal(parseConfig('socket_mode: "0600"\n', 'f').socket_mode, '0600');
+});
+
+test('listen specs: unix, IPv4, bracketed IPv6', () => {
+  const c = parseConfig('listen: ["unix:/run/q.sock", "inet:127.0.0.1:10099", "inet:[::1]:10099"]\n', 'f');
+  assert.equal(c.listen.length, 3);
+  assert.match(err('listen: ["inet:::1:10"]\n'), /must be unix/);
+  assert.match(err('listen: ["inet:300.1.1.1:10"]\n'), /not an IP/);
+  assert.match(err('listen: ["inet:127.0.0.1:0"]\n'), /port/);
+});
+
+test('an absent default file means defaults; a named missing file is an error', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qpcfg-'));
+  assert.throws(() => loadConfig({ path: join(dir, 'missing.yaml') }), /cannot read config .*ENOENT/);
+  writeFileSync(join(dir, 'c.yaml'), 'min_uid: 2000\n');
+  const { config, source } = loadConfig({ path: join(dir, 'c.yaml'), overrides: { min_uid: 3000 } });
+  assert.equal(config.min_uid, 3000);
+  assert.equal(source, join(dir, 'c.yaml'));
+  assert.ok(Object.isFrozen(config) && Object.isFrozen(config.actions) && Object.isFrozen(config.listen));
+  assert.throws(() => loadConfig({ path: join(dir, 'c.yaml'), overrides: { min_uid: 'x' }, flagOf: () => '--min-uid' }), /--min-uid: must be/);
+});

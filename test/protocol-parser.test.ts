@@ -1,0 +1,106 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { PolicyParser, ProtocolError, MAX_LINE_BYTES, MAX_REQUEST_BYTES, MAX_ATTRIBUTES } from '../src/frontend/protocol/parser.js';
+import { formatReply } from '../src/frontend/protocol/reply.js';
+
+const toObj = (reqs: ReadonlyMap<string, string>[]): Record<string, string>[] => reqs.map((r) => Object.fromEntries(r));
+
+function parseAll(chunks: Buffer[]): Record<string, string>[] {
+  const p = new PolicyParser();
+  return toObj(chunks.flatMap((c) => p.push(c)));
+}
+
+const attrName = fc.stringMatching(/^[a-z_]{1,20}$/);
+const attrValue = fc.string({ maxLength: 40 }).filter((s) => !s.includes('\n'));
+const requestArb = fc.dictionary(attrName, attrValue, { minKeys: 1, maxKeys: 12 });
+
+function encodeRequest(r: Record<string, string>): string {
+  return Object.entries(r).map(([k, v]) => `${k}=${v}\n`).join('') + '\n';
+}
+
+test('any split of the byte stream yields the same requests', () => {
+  fc.assert(fc.property(fc.array(requestArb, { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 20 }), (reqs, cuts) => {
+    const bytes = Buffer.from(reqs.map(encodeRequest).join(''));
+    const whole = parseAll([bytes]);
+    const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+    const pieces: Buffer[] = [];
+    let at = 0;
+    for (const p of points) { pieces.push(bytes.subarray(at, p)); at = p; }
+    pieces.push(bytes.subarray(at));
+    assert.deepEqual(parseAll(pieces), whole);
+    assert.deepEqual(whole, reqs.map((r) => ({ ...r })));
+  }), { numRuns: 500 });
+});
+
+test('byte-at-a-time parsing equals whole parsing, including multi-byte UTF-8', () => {
+  const bytes = Buffer.from('request=smtpd_access_policy\nrecipient=jörg+日本@example.org\n\nx=1\n\n');
+  const one = parseAll([bytes]);
+  const split = parseAll([...bytes].map((b) => Buffer.from([b])));
+  assert.deepEqual(split, one);
+  assert.equal(one[0]!.recipient, 'jörg+日本@example.org');
+});
+
+test('invalid UTF-8 becomes U+FFFD and does not break the connection', () => {
+  const p = new PolicyParser();
+  const reqs = toObj(p.push(Buffer.concat([Buffer.from('recipient=a'), Buffer.from([0xff, 0xfe]), Buffer.from('b@x\n\n')])));
+  assert.equal(reqs[0]!.recipient, 'a\ufffd\ufffdb@x');
+  assert.equal(toObj(p.push(Buffer.from('request=next\n\n')))[0]!.request, 'next');
+});
+
+test('unknown attributes are kept out of the way, last value wins, CRLF tolerated', () => {
+  const r = parseAll([Buffer.from('foo=1\r\nfoo=2\r\nrequest=smtpd_access_policy\r\n\r\n')]);
+  assert.deepEqual(r, [{ foo: '2', request: 'smtpd_access_policy' }]);
+});
+
+test('a value may contain "="', () => {
+  assert.deepEqual(parseAll([Buffer.from('ccert_subject=CN=a=b\n\n')]), [{ ccert_subject: 'CN=a=b' }]);
+});
+
+for (const [name, input, reason] of [
+  ['line without "="', 'garbage\n', /without "="/],
+  ['empty attribute name', '=x\n', /empty name/],
+  ['empty request', '\n', /empty request/],
+] as const) {
+  test(`garbage: ${name} is a ProtocolError`, () => {
+    assert.throws(() => new PolicyParser().push(Buffer.from(input)), (e: unknown) => e instanceof ProtocolError && reason.test(e.message));
+  });
+}
+
+test('an over-long line is refused before its newline arrives', () => {
+  const p = new PolicyParser();
+  p.push(Buffer.from('a=' + 'x'.repeat(MAX_LINE_BYTES - 2)));
+  assert.throws(() => p.push(Buffer.from('x')), ProtocolError);
+});
+
+test('a line of exactly the limit is accepted', () => {
+  const p = new PolicyParser();
+  assert.equal(p.push(Buffer.from('a=' + 'x'.repeat(MAX_LINE_BYTES - 2) + '\n\n')).length, 1);
+});
+
+test('an over-large request is refused', () => {
+  const p = new PolicyParser();
+  const line = 'a=' + 'x'.repeat(MAX_LINE_BYTES - 10) + '\n';
+  assert.throws(() => { for (let i = 0; i < MAX_REQUEST_BYTES / line.length + 2; i++) p.push(Buffer.from(line)); }, /larger than/);
+});
+
+test('too many attributes are refused', () => {
+  const p = new PolicyParser();
+  const body = Array.from({ length: MAX_ATTRIBUTES + 1 }, (_, i) => `a${i}=1\n`).join('');
+  assert.throws(() => p.push(Buffer.from(body)), /more than/);
+});
+
+test('random bytes never throw anything but ProtocolError', () => {
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (arr) => {
+    try {
+      new PolicyParser().push(Buffer.from(arr));
+    } catch (e) {
+      assert.ok(e instanceof ProtocolError);
+    }
+  }), { numRuns: 2000 });
+});
+
+test('replies are exactly action=TEXT and an empty line, CR/LF removed', () => {
+  assert.equal(formatReply('DUNNO'), 'action=DUNNO\n\n');
+  assert.equal(formatReply('452 4.2.2 a\r\nb\nc'), 'action=452 4.2.2 a b c\n\n');
+});

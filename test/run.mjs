@@ -1,0 +1,19 @@
+// Runs every compiled test file under dist/test with node's test runner.
+// QP_TEST_ONLY=substring narrows the files (e.g. QP_TEST_ONLY=uml).
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const root = new URL('../dist/test/', import.meta.url).pathname;
+const files = readdirSync(root, { recursive: true })
+  .map(String)
+  .filter((f) => f.endsWith('.test.js'))
+  .filter((f) => !process.env.QP_TEST_ONLY || f.includes(process.env.QP_TEST_ONLY))
+  .sort()
+  .map((f) => join(root, f));
+if (files.length === 0) {
+  console.error('no test files found: run npm run build first');
+  process.exit(1);
+}
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-reporter=spec', ...files], { stdio: 'inherit' });
+process.exit(r.status ?? 1);
