@@ -35,5 +35,5 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
   process.title = 'quotapolicy: helper (root)';
   log('info', 'helper ready', { quota_path: o.quotaPath, timeout_ms: o.timeoutMs, min_uid: o.minUid, euid: process.geteuid?.() });
   const end = await serveChannel(process.stdin, process.stdout, { runQuota: makeQuotaRunner(o.quotaPath, o.timeoutMs), minUid: o.minUid });
-  process.exitCode = end.kind === 'closed' ? 0 : 2;
+  process.exit(end.kind === 'closed' ? 0 : 2); // without waiting for quota runs still going
 }

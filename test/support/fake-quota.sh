@@ -7,7 +7,7 @@ DIR=$(dirname "$0")/fake-quota.d
 printf '%s\n' "$*" >> "$DIR/argv.log"
 mode=$(cat "$DIR/mode" 2>/dev/null)
 case "$mode" in
-  sleep) sleep 30 ;;
+  sleep) exec sleep 30 ;;
   stderr) echo "quota: error while getting quota from nfs:/export for 1" >&2; exit 1 ;;
   garbage) echo "this is not quota output"; exit 0 ;;
   exit3) exit 3 ;;
