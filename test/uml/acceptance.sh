@@ -1,0 +1,47 @@
+#!/bin/sh
+# Guest init for test/uml.test.ts: real kernel quotas, the real quota(1), the
+# real daemon as root with real privilege separation, and a real Postfix.
+# Environment (from the kernel command line): OUT, REPO.
+. "$(dirname "$0")/prelude.sh"
+set -x
+mkuser() { useradd -M -d /home/$1 -u $2 -U -s /bin/sh $1 && mkdir /home/$1 && chown $1: /home/$1; }
+fill() { setpriv --reuid=$1 --regid=$1 --clear-groups dd if=/dev/zero of=/home/$1/fill$2 bs=1024 count=$2 conv=fsync 2>/dev/null; }
+mkuser under 2001;   setquota -u under 1000 2000 100 200 /home;  fill under 10
+mkuser grace 2002;   setquota -u grace 100 200 10 20 /home;      fill grace 150
+mkuser hard 2003;    setquota -u hard 100 200 10 20 /home;       fill hard 300
+mkuser files 2004;   setquota -u files 1000 2000 3 5 /home
+for i in 1 2 3 4 5 6; do setpriv --reuid=files --regid=files --clear-groups touch /home/files/x$i 2>/dev/null; done
+mkuser expired 2005; setquota -u expired 100 200 10 20 /home;    fill expired 150; setquota -T -u expired 1 1 /home
+mkuser noquota 2006; fill noquota 5
+sleep 2   # let the expired user's 1 s grace run out
+repquota -u /home > /run/out/repquota.txt 2>&1
+
+# Postfix, chrooted smtpd as Debian ships it, policy socket in its spool.
+cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
+postconf -e 'myhostname = mx.example.test' 'mydestination = $myhostname, example.test, localhost' \
+  'inet_interfaces = loopback-only' 'inet_protocols = ipv4' 'mynetworks = 127.0.0.0/8' \
+  'maillog_file = /var/log/postfix.log' 'home_mailbox = Maildir/' 'recipient_delimiter = +' \
+  'smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service unix:private/quotapolicy' \
+  'smtpd_end_of_data_restrictions = check_policy_service unix:private/quotapolicy' \
+  'smtpd_policy_service_default_action = 451 4.3.5 Policy service unavailable' 'alias_maps =' 'alias_database ='
+mkdir -p /var/spool/postfix/private
+
+cat > /run/quotapolicy.yaml <<YAML
+listen: ["unix:/var/spool/postfix/private/quotapolicy"]
+socket_group: postfix
+actions:
+  grace: "PREPEND X-Quota-Warning: mailbox over its soft quota"
+YAML
+chmod 644 /run/quotapolicy.yaml
+node "$REPO/bin/quotapolicy.js" serve --config /run/quotapolicy.yaml > /run/out/daemon.log 2>&1 &
+for i in $(seq 1 100); do [ -S /var/spool/postfix/private/quotapolicy ] && break; sleep 0.1; done
+ls -l /var/spool/postfix/private/quotapolicy > /run/out/socket.txt
+/usr/lib/postfix/sbin/master -w
+node "$REPO/bin/quotapolicy.js" check hard@example.test > /run/out/check-hard.txt 2>&1
+node "$REPO/bin/quotapolicy.js" check under@example.test --size 3072000 > /run/out/check-under-big.txt 2>&1
+node "$REPO/dist/test/uml/probe.js" /var/spool/postfix/private/quotapolicy /run/out
+rc=$?
+cp /var/log/postfix.log /run/out/postfix.log 2>/dev/null
+postfix stop 2>/dev/null
+kill %1 2>/dev/null; sleep 0.5
+finish $rc
