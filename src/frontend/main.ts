@@ -11,7 +11,7 @@ import { makeLogger } from './log.js';
 import { HelperClient } from './quota/helper-client.js';
 import { PolicyService } from './policy/service.js';
 import { resolveDelimiters } from './policy/delimiter.js';
-import { serveConnection } from './server/connection.js';
+import { serveConnection, type Connection } from './server/connection.js';
 
 /** Channel fd in the front, set by the root's spawn stdio layout. */
 export const CHANNEL_FD = 3;
@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   const delim = resolveDelimiters(config.recipient_delimiter);
   const service = new PolicyService(config, delim.delimiters, helperMinUid, { queryQuota: (uid) => helper.query(uid) }, log);
 
-  const sockets = new Set<net.Socket>();
+  const sockets = new Map<net.Socket, Connection>();
   const servers: net.Server[] = [];
   let dropped = 0;
   setInterval(() => {
@@ -61,9 +61,8 @@ async function main(): Promise<void> {
   }, DROP_LOG_INTERVAL_MS).unref();
   for (const fd of fds) {
     const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-      sockets.add(socket);
       socket.on('close', () => sockets.delete(socket));
-      serveConnection(socket, { idleTimeoutMs: service.config.idle_timeout_ms, answer: (req) => service.answer(req), log });
+      sockets.set(socket, serveConnection(socket, { idleTimeoutMs: service.config.idle_timeout_ms, answer: (req) => service.answer(req), log }));
     });
     server.maxConnections = config.max_connections;
     server.on('drop', () => dropped++);
@@ -79,8 +78,8 @@ async function main(): Promise<void> {
   const stop = (code: number, why: string): void => {
     log.info({ open_connections: sockets.size }, why);
     for (const s of servers) s.close();
-    // A connection closes itself once its queued replies are written (half-close).
-    for (const s of sockets) s.end();
+    // Each connection closes itself once the requests it has begun are answered.
+    for (const c of sockets.values()) c.drain();
     const done = (): void => process.exit(code);
     if (sockets.size === 0) done();
     const check = setInterval(() => { if (sockets.size === 0) done(); }, 50);

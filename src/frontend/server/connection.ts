@@ -16,15 +16,21 @@ export interface ConnectionOptions {
   log: Logger;
 }
 
-export function serveConnection(socket: Socket, opts: ConnectionOptions): void {
+export interface Connection {
+  /** Stop after the requests already begun are answered (SIGTERM). */
+  drain(): void;
+}
+
+export function serveConnection(socket: Socket, opts: ConnectionOptions): Connection {
   const parser = new PolicyParser();
   const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
   let tail: Promise<void> = Promise.resolve();
   let pending = 0;
   let readEnded = false;
+  let draining = false;
 
   const maybeFinish = (): void => {
-    if (readEnded && pending === 0 && !socket.destroyed) socket.end();
+    if ((readEnded || (draining && !parser.midRequest)) && pending === 0 && !socket.destroyed) socket.end();
   };
 
   socket.setTimeout(opts.idleTimeoutMs, () => {
@@ -42,6 +48,7 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): void {
       socket.destroy();
       return;
     }
+    if (draining && requests.length === 0) maybeFinish();
     for (const req of requests) {
       const answer = opts.answer(req);
       pending++;
@@ -62,4 +69,10 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): void {
     maybeFinish();
   });
   socket.on('error', (e) => opts.log.debug({ peer, err: e.message }, 'policy connection error'));
+  return {
+    drain: () => {
+      draining = true;
+      maybeFinish();
+    },
+  };
 }
