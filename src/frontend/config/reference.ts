@@ -1,0 +1,15 @@
+// The README's config reference, generated from schema.ts so the two cannot
+// drift: test/config-reference.test.ts compares them, `npm run docs` rewrites it.
+import { FIELDS, ACTION_FIELDS, type Field } from './schema.js';
+
+function cell(v: unknown): string {
+  return `\`${JSON.stringify(v)}\``.replace(/\|/g, '\\|');
+}
+
+function rows(fields: Record<string, Field>, prefix: string): string[] {
+  return Object.entries(fields).map(([k, f]) => `| \`${prefix}${k}\` | ${cell(f.default)} | ${f.doc.replace(/\|/g, '\\|')} |`);
+}
+
+export function configReference(): string {
+  return ['| Key | Default | Meaning |', '|---|---|---|', ...rows(FIELDS, ''), ...rows(ACTION_FIELDS, 'actions.')].join('\n') + '\n';
+}

@@ -1,0 +1,95 @@
+// The front's end of the channel against a scripted helper on a real socketpair.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { HelperClient, HELPER_REPLY_MARGIN_MS } from '../src/frontend/quota/helper-client.js';
+import { encode, decode, FrameReader, MsgType, QuotaStatus, MAX_INFLIGHT, type Message } from '../src/shared/wire.js';
+
+async function pair(): Promise<[net.Socket, net.Socket]> {
+  return new Promise((resolve) => {
+    let b: net.Socket;
+    const srv = net.createServer((a) => { srv.close(); resolve([a, b]); });
+    srv.listen(0, '127.0.0.1', () => { b = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1'); });
+  });
+}
+
+function fakeHelper(sock: net.Socket, onQuery: (m: Extract<Message, { type: MsgType.QuotaQuery }>) => void): void {
+  const fr = new FrameReader();
+  sock.on('data', (c: Buffer) => {
+    for (const f of fr.push(c)) {
+      const m = decode(f);
+      if (m.type === MsgType.Hello) sock.write(encode({ type: MsgType.HelloAck, version: 1, minUid: 1234 }));
+      else if (m.type === MsgType.QuotaQuery) onQuery(m);
+    }
+  });
+}
+
+test('hello returns the helper\'s min_uid; lookups in one tick share one query', async () => {
+  const [a, b] = await pair();
+  const queries: number[][] = [];
+  fakeHelper(b, (m) => { queries.push(m.uids); b.write(encode({ type: MsgType.QuotaReply, seq: m.seq, users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })) })); });
+  const c = new HelperClient(a, 1000);
+  assert.equal(await c.hello(), 1234);
+  const r = await Promise.all([c.query(2001), c.query(2002), c.query(2001)]);
+  assert.deepEqual(queries, [[2001, 2002]]);
+  assert.deepEqual(r.map((q) => q.uid), [2001, 2002, 2001]);
+  c.close('test');
+  b.destroy();
+});
+
+test(`never more than MAX_INFLIGHT (${MAX_INFLIGHT}) queries outstanding; the rest wait`, async () => {
+  const [a, b] = await pair();
+  const held: Extract<Message, { type: MsgType.QuotaQuery }>[] = [];
+  let maxOutstanding = 0;
+  fakeHelper(b, (m) => { held.push(m); maxOutstanding = Math.max(maxOutstanding, held.length); });
+  const c = new HelperClient(a, 5000);
+  await c.hello();
+  const all: Promise<unknown>[] = [];
+  for (let i = 0; i < 20; i++) {
+    all.push(c.query(3000 + i));
+    await new Promise((r) => setImmediate(r)); // one query per tick
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(held.length, MAX_INFLIGHT);
+  while (held.length > 0) {
+    const m = held.shift()!;
+    b.write(encode({ type: MsgType.QuotaReply, seq: m.seq, users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })) }));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await Promise.all(all);
+  assert.equal(maxOutstanding, MAX_INFLIGHT);
+  c.close('test');
+  b.destroy();
+});
+
+test('a silent helper: the caller gets a timeout by its deadline', async () => {
+  const [a, b] = await pair();
+  fakeHelper(b, () => {});
+  const c = new HelperClient(a, 100);
+  await c.hello();
+  const t0 = Date.now();
+  assert.equal((await c.query(2001)).status, QuotaStatus.Timeout);
+  assert.ok(Date.now() - t0 < 100 + HELPER_REPLY_MARGIN_MS + 500);
+  c.close('test');
+  b.destroy();
+});
+
+test('the channel closing answers everyone waiting with an error and emits closed', async () => {
+  const [a, b] = await pair();
+  fakeHelper(b, () => b.destroy());
+  const c = new HelperClient(a, 5000);
+  await c.hello();
+  const closed = new Promise((r) => c.on('closed', r));
+  assert.equal((await c.query(2001)).status, QuotaStatus.ExecFailed);
+  await closed;
+  assert.equal((await c.query(2002)).status, QuotaStatus.ExecFailed, 'after close, at once');
+});
+
+test('garbage from the helper closes the channel', async () => {
+  const [a, b] = await pair();
+  const c = new HelperClient(a, 5000);
+  const closed = new Promise<string>((r) => c.on('closed', r));
+  b.write(Buffer.from([0, 0, 0, 1, 99]));
+  assert.match(await closed, /bad data from helper/);
+  b.destroy();
+});

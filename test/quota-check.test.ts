@@ -1,0 +1,78 @@
+// The quota check with its I/O replaced: caches, negative cache, errors never
+// cached, exemptions and the helper's min_uid.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { QuotaCheck } from '../src/frontend/policy/quota-check.js';
+import { parseConfig } from '../src/frontend/config/load.js';
+import { QuotaStatus, type UserQuota } from '../src/shared/wire.js';
+
+const USERS: Record<string, number> = { bob: 2001, alice: 2002, sys: 5 };
+const row = { mount: '/home', blocks: 200, blockSoft: 100, blockHard: 200, blockGrace: 1, files: 1, fileSoft: 0, fileHard: 0, fileGrace: 0 };
+
+function harness(yaml = '', helperMinUid = 1000) {
+  const calls = { lookup: [] as string[], quota: [] as number[] };
+  let status = QuotaStatus.Ok;
+  const check = new QuotaCheck(parseConfig(yaml, 't'), '+', Math.max(parseConfig(yaml, 't').min_uid, helperMinUid), {
+    lookupUser: (n) => { calls.lookup.push(n); return USERS[n] === undefined ? undefined : { uid: USERS[n]! }; },
+    queryQuota: async (uid): Promise<UserQuota> => { calls.quota.push(uid); return { uid, status, fs: status === QuotaStatus.Ok ? [row] : [] }; },
+  });
+  const ask = (recipient: string, now: number, extra: Record<string, string> = {}) =>
+    check.check(new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient, ...extra })), now);
+  return { ask, calls, setStatus: (s: QuotaStatus) => { status = s; } };
+}
+
+test('quota numbers are reused within cache_ttl_ms, then asked again', async () => {
+  const h = harness('cache_ttl_ms: 1000\n');
+  assert.equal((await h.ask('bob@x', 0)).verdict, 'over_quota');
+  await h.ask('bob@x', 999);
+  assert.deepEqual(h.calls.quota, [2001]);
+  await h.ask('bob@x', 1000);
+  assert.deepEqual(h.calls.quota, [2001, 2001]);
+});
+
+test('"not a Unix user" is remembered for negative_cache_ttl_ms', async () => {
+  const h = harness('negative_cache_ttl_ms: 5000\ncache_ttl_ms: 100\n');
+  for (const t of [0, 1000, 4999]) assert.equal((await h.ask('nobody-here@x', t)).reason, 'not a Unix user');
+  assert.deepEqual(h.calls.lookup, ['nobody-here']);
+  await h.ask('nobody-here@x', 5000);
+  assert.equal(h.calls.lookup.length, 2);
+});
+
+test('errors are answered with the error action and never cached', async () => {
+  const h = harness('actions:\n  error: "DEFER_IF_PERMIT quota lookup failed"\n');
+  h.setStatus(QuotaStatus.Timeout);
+  const r = await h.ask('bob@x', 0);
+  assert.deepEqual([r.verdict, r.action, r.reason], ['error', 'DEFER_IF_PERMIT quota lookup failed', 'quota lookup failed: timeout']);
+  h.setStatus(QuotaStatus.Ok);
+  assert.equal((await h.ask('bob@x', 1)).verdict, 'over_quota');
+  assert.deepEqual(h.calls.quota, [2001, 2001]);
+});
+
+test('no quota data is not an error: DUNNO', async () => {
+  const h = harness();
+  h.setStatus(QuotaStatus.NoData);
+  assert.deepEqual([(await h.ask('bob@x', 0)).verdict, (await h.ask('bob@x', 0)).action], ['skip', 'DUNNO']);
+});
+
+test('exempt users, system users and the helper\'s own min_uid are never asked about', async () => {
+  const h = harness('exempt_users: [alice]\nmin_uid: 1\n', 2002);
+  assert.equal((await h.ask('alice@x', 0)).reason, 'exempt user');
+  assert.match((await h.ask('bob@x', 0)).reason, /below min_uid/, 'the helper\'s min_uid 2002 wins over the config\'s 1');
+  assert.match((await h.ask('sys@x', 0)).reason, /below min_uid/);
+  assert.deepEqual(h.calls.quota, []);
+});
+
+test('states other than RCPT and END-OF-MESSAGE, and other requests, get DUNNO without lookups', async () => {
+  const h = harness();
+  const extras: Record<string, string>[] = [{ protocol_state: 'DATA' }, { protocol_state: 'MAIL' }, { request: 'junk' }, { protocol_state: 'END-OF-MESSAGE', recipient_count: '2' }];
+  for (const extra of extras) {
+    const r = await h.ask('bob@x', 0, extra);
+    assert.deepEqual([r.verdict, r.action], ['skip', 'DUNNO'], JSON.stringify(extra));
+  }
+  assert.deepEqual(h.calls.lookup, []);
+});
+
+test('a non-numeric size counts as unknown', async () => {
+  const h = harness();
+  assert.equal((await h.ask('bob@x', 0, { size: '12abc' })).verdict, 'over_quota');
+});
