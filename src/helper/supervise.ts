@@ -39,6 +39,6 @@ export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: n
     log(clean ? 'info' : 'error', clean ? 'front stopped, exiting' : 'front exited unexpectedly, exiting', { code, signal });
     process.exit(clean ? 0 : 1);
   });
-  const channel = child.stdio[3] as Duplex;
-  void serveChannel(channel, channel, { runQuota, minUid }).then((end) => end.kind === 'violation' && child.kill('SIGKILL'));
+  const channel = child.stdio[3] as Duplex; // channel gone or abused: the front goes, then the helper (non-zero)
+  void serveChannel(channel, channel, { runQuota, minUid }).then((end) => child.kill(end.kind === 'violation' ? 'SIGKILL' : 'SIGTERM'));
 }
