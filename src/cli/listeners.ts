@@ -76,7 +76,7 @@ export async function preflight(specs: readonly string[]): Promise<void> {
  * never replaces a socket that appeared meanwhile (link() refuses to).
  */
 export async function bind(spec: string, owner: UnixSocketOwner): Promise<Listener> {
-  const server = net.createServer();
+  const server = net.createServer({ allowHalfOpen: true });
   if (spec.startsWith('unix:')) {
     const path = spec.slice(5);
     const tmp = `${path}.${process.pid}.tmp`;

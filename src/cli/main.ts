@@ -7,6 +7,8 @@ import { flagOf } from '../frontend/options.js';
 import { serve, StartError } from './serve.js';
 import { check } from './check.js';
 import { ListenError } from './listeners.js';
+import { PidFileError } from './pidfile.js';
+import { query, QueryError } from './query.js';
 
 export const EX_USAGE = 64;
 export const EX_CONFIG = 78;
@@ -15,8 +17,10 @@ export const EX_SOFTWARE = 70;
 export const USAGE = `usage: quotapolicy COMMAND [options]
 
 Commands:
-  serve                      run the daemon (as root: root helper + unprivileged front)
-  check ADDRESS [--size N]   print the action for one recipient, and why
+  serve                      run the daemon (as root: root helper + unprivileged front;
+                             with privilege_mode sudo: as the service user)
+  check ADDRESS [--size N]   print the action for one recipient, and why (root reads all quotas)
+  query RECIPIENT            send one policy request to a running daemon and print the reply
   check-config               validate the configuration and exit
   help                       this text
 
@@ -28,9 +32,21 @@ Options:
       --min-uid N            never check users below this uid (default 1000)
       --recipient-delimiter S  extension delimiters (default: postconf's, else "+")
       --log-level LEVEL      debug, info, warn or error (default info)
-      --size BYTES           message size for check
+      --pid-file PATH        write the main pid here; refuse to start if it names a live process
+      --size BYTES           message size (check, query)
+      --to SPEC              daemon socket for query (default: the first listen entry)
+      --state STATE          protocol_state for query (default RCPT)
+      --attr NAME=VALUE      extra request attribute for query; repeat for more
   -h, --help                 this text
   -V, --version              print the version
+
+Flags of the original quotapolicy, same meaning:
+  -H, --homedir DIR          -s and -p are relative to DIR
+  -s, --socketfile PATH      listen on unix:PATH (default DIR/quotapolicy.socket with -H)
+  -p, --pidfile PATH         pid file (default DIR/quotapolicy.pid with -H)
+  -q, --quotapath PATH       same as --quota-path
+  -d, --recipient-delimiter S  same as --recipient-delimiter
+      --debug                same as --log-level debug (the daemon never forks anyway)
 `;
 
 function version(): string {
@@ -51,6 +67,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         return -1;
       case 'check':
         return await check(cl, out);
+      case 'query':
+        return await query(cl, out);
       case 'check-config': {
         const { source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
         out(`config OK (${source})\n`);
@@ -64,7 +82,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   } catch (e) {
     if (e instanceof UsageError) return err(`quotapolicy: ${e.message}\n`), EX_USAGE;
     if (e instanceof ConfigError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
-    if (e instanceof StartError || e instanceof ListenError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
+    if (e instanceof QueryError) return err(`quotapolicy: ${e.message}\n`), e.exitCode;
+    if (e instanceof StartError || e instanceof ListenError || e instanceof PidFileError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
     return err(`quotapolicy: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`), EX_SOFTWARE;
   }
 }

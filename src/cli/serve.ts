@@ -12,6 +12,11 @@ import { systemdFds, preflight, bind, type Listener } from './listeners.js';
 import { superviseFront } from '../helper/supervise.js';
 import { makeQuotaRunner } from '../helper/quota-run.js';
 import { log as helperLog } from '../helper/log.js';
+import { spawn } from 'node:child_process';
+import { Duplex } from 'node:stream';
+import { claimPidFile } from './pidfile.js';
+import { makeLogger } from '../frontend/log.js';
+import { runFront } from '../frontend/front.js';
 
 export class StartError extends Error {
   override name = 'StartError';
@@ -61,13 +66,15 @@ async function listeners(cfg: Config, svc: { uid: number; gid: number }): Promis
 }
 
 export async function serve(cl: CommandLine): Promise<void> {
-  if (process.getuid?.() !== 0) {
-    throw new StartError('serve must be started as root (it keeps a root helper for quota and runs the front as the service user)');
-  }
   const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+  if (config.privilege_mode === 'sudo') return serveSudo(cl, config);
+  if (process.getuid?.() !== 0) {
+    throw new StartError('serve must be started as root (it keeps a root helper for quota and runs the front as the service user); or set privilege_mode: sudo');
+  }
   const svc = lookup('user', config.user);
   if (svc.uid === 0 || svc.gid === 0) throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
   checkQuotaBinary(config.quota_path);
+  if (config.pid_file !== null) claimPidFile(config.pid_file);
   const { list, from } = await listeners(config, svc);
   delete process.env.LISTEN_FDS;
   delete process.env.LISTEN_PID;
@@ -89,4 +96,30 @@ export async function serve(cl: CommandLine): Promise<void> {
       }
     },
   }, makeQuotaRunner(config.quota_path, config.quota_timeout_ms), config.min_uid);
+}
+
+/**
+ * privilege_mode sudo: started as the service user (no systemd, or an admin
+ * who must not start it as root). This process is the front; the root helper
+ * is `sudo -n sudo_helper` with no arguments, talking on its stdin/stdout.
+ * Not possible under NoNewPrivileges=yes: sudo refuses to run there.
+ */
+async function serveSudo(cl: CommandLine, config: Config): Promise<void> {
+  if (process.getuid?.() === 0) throw new StartError('privilege_mode sudo: start serve as the service user, not as root');
+  if (config.pid_file !== null) claimPidFile(config.pid_file);
+  const me = { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 };
+  const { list } = await listeners({ ...config, socket_owner: null }, me);
+  process.title = 'quotapolicy: front (sudo mode)';
+  const log = makeLogger('front', config.log_level);
+  const helper = spawn('sudo', ['-n', config.sudo_helper], { stdio: ['pipe', 'pipe', 'inherit'] });
+  helper.on('error', (e) => {
+    log.fatal({ err: e.message }, 'cannot run sudo');
+    process.exit(1);
+  });
+  helper.on('exit', (code, signal) => log.warn({ code, signal }, 'sudo helper exited'));
+  await runFront({
+    cl, config, log,
+    channel: Duplex.from({ readable: helper.stdout, writable: helper.stdin }),
+    listen: list.map((l) => (l.server ? { server: l.server, name: l.name } : { fd: l.fd })),
+  });
 }

@@ -9,6 +9,7 @@ export const FLAG_TO_KEY = {
   'min-uid': 'min_uid',
   'log-level': 'log_level',
   'recipient-delimiter': 'recipient_delimiter',
+  'pid-file': 'pid_file',
 } as const;
 
 const OPTIONS = {
@@ -19,7 +20,19 @@ const OPTIONS = {
   'min-uid': { type: 'string' },
   'log-level': { type: 'string' },
   'recipient-delimiter': { type: 'string' },
+  'pid-file': { type: 'string' },
   size: { type: 'string' },
+  to: { type: 'string' },
+  state: { type: 'string' },
+  attr: { type: 'string', multiple: true },
+  // The original quotapolicy's flags, same meaning (see README "Coming from quotapolicy").
+  homedir: { type: 'string', short: 'H' },
+  socketfile: { type: 'string', short: 's' },
+  pidfile: { type: 'string', short: 'p' },
+  quotapath: { type: 'string', short: 'q' },
+  'recipient-delimiter-compat': { type: 'string', short: 'd' },
+  debug: { type: 'boolean' },
+  sudopath: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
 } as const;
@@ -29,6 +42,9 @@ export interface CommandLine {
   configPath: string | undefined;
   overrides: Record<string, unknown>;
   size: string | undefined;
+  to: string | undefined;
+  state: string | undefined;
+  attrs: string[];
   help: boolean;
   version: boolean;
 }
@@ -50,17 +66,29 @@ export function parseCommandLine(argv: string[]): CommandLine {
     throw new UsageError((e as Error).message);
   }
   const v = parsed.values;
+  if (v.sudopath !== undefined) throw new UsageError('--sudopath is gone: quotapolicy needs no sudo to read quotas (remove the flag and the sudoers line)');
   const overrides: Record<string, unknown> = {};
+  // Original quotapolicy: -s and -p are relative to -H (default quotapolicy.socket / quotapolicy.pid).
+  const inHome = (f: string): string => (f.startsWith('/') || v.homedir === undefined ? f : `${v.homedir.replace(/\/$/, '')}/${f}`);
+  if (v.socketfile !== undefined || v.homedir !== undefined) overrides.listen = [`unix:${inHome(v.socketfile ?? 'quotapolicy.socket')}`];
+  if (v.pidfile !== undefined || v.homedir !== undefined) overrides.pid_file = inHome(v.pidfile ?? 'quotapolicy.pid');
+  if (v.quotapath !== undefined) overrides.quota_path = v.quotapath;
+  if (v['recipient-delimiter-compat'] !== undefined) overrides.recipient_delimiter = v['recipient-delimiter-compat'];
+  if (v.debug) overrides.log_level = 'debug';
   for (const [flag, key] of Object.entries(FLAG_TO_KEY)) {
     const value = v[flag as keyof typeof v];
     if (value === undefined) continue;
-    overrides[key] = key === 'min_uid' ? (/^\d+$/.test(String(value)) ? Number(value) : value) : value;
+    if (key in overrides && key !== 'listen') throw new UsageError(`--${flag} and its old-style twin given together`);
+    overrides[key] = key === 'listen' && key in overrides ? [...(overrides.listen as string[]), ...(value as string[])] : key === 'min_uid' ? (/^\d+$/.test(String(value)) ? Number(value) : value) : value;
   }
   return {
     positionals: parsed.positionals,
     configPath: v.config,
     overrides,
     size: v.size,
+    to: v.to,
+    state: v.state,
+    attrs: v.attr ?? [],
     help: v.help ?? false,
     version: v.version ?? false,
   };

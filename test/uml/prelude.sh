@@ -27,7 +27,8 @@ insmod "$mods/quota/quota_tree.ko" || finish 90
 insmod "$mods/quota/quota_v2.ko" || finish 91
 insmod "$mods/overlayfs/overlay.ko" || finish 92
 
-for d in etc var; do
+# OVERLAY_USR=1 (kernel command line) also protects /usr, for install tests.
+for d in etc var $( [ "${OVERLAY_USR:-}" = 1 ] && echo usr ); do
   mkdir -p /run/ov/$d/upper /run/ov/$d/work
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=/run/ov/$d/upper,workdir=/run/ov/$d/work" /$d || finish 93
 done

@@ -12,6 +12,7 @@ const CONTROL = /[\0-\x1f\x7f]/;
 export const MAX_ACTION_LENGTH = 512;
 
 export const str: Check = (v) => (typeof v === 'string' && v !== '' && !CONTROL.test(v) ? undefined : 'must be a non-empty string without control characters');
+export const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
 export const absPath: Check = (v) => (str(v) ?? ((v as string).startsWith('/') ? undefined : 'must be an absolute path'));
 export const int = (min: number, max: number): Check => (v) =>
   (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? undefined : `must be an integer from ${min} to ${max}`);
@@ -92,6 +93,12 @@ export const FIELDS: Record<string, Field> = {
   idle_timeout_ms: { default: 330_000, check: int(1000, 86_400_000), doc: 'Close a policy connection idle this long (Postfix itself closes after 300 s).' },
   max_connections: { default: 512, check: int(1, 100_000), doc: 'Policy connections open at once; more are closed on arrival and logged.' },
   log_level: { default: 'info', check: oneOf('debug', 'info', 'warn', 'error'), doc: 'Lowest level logged.' },
+  privilege_mode: { default: 'root', check: oneOf('root', 'sudo'),
+    doc: 'root: `serve` starts as root and keeps the root helper (systemd). sudo: `serve` starts as the service user and runs the helper through `sudo -n sudo_helper`.' },
+  sudo_helper: { default: '/usr/lib/quotapolicy/quotapolicy-helper', check: absPath, doc: 'The helper command the sudoers drop-in allows (sudo mode only).' },
+  pid_file: { default: null, check: nullable(absPath), doc: 'Write the main pid here (non-systemd setups); a live pid in it refuses a second start, a stale one is replaced.' },
+  metrics: { default: false, check: bool, doc: 'Serve Prometheus metrics at /metrics.' },
+  metrics_listen: { default: 'inet:127.0.0.1:9163', check: listenSpec, doc: 'Where /metrics listens (loopback by default; unix:/path also works).' },
 };
 
 export interface Actions {
@@ -116,5 +123,10 @@ export interface Config {
   idle_timeout_ms: number;
   max_connections: number;
   log_level: 'debug' | 'info' | 'warn' | 'error';
+  privilege_mode: 'root' | 'sudo';
+  sudo_helper: string;
+  pid_file: string | null;
+  metrics: boolean;
+  metrics_listen: string;
   actions: Actions;
 }

@@ -23,6 +23,8 @@ export interface QuotaCheckDeps {
   lookupUser(name: string): UserEntry | undefined;
   /** The helper's numbers for one uid; never rejects. */
   queryQuota(uid: number): Promise<UserQuota>;
+  /** Told of every cache lookup (for metrics). */
+  onCacheLookup?(cache: 'quota' | 'user', hit: boolean): void;
 }
 
 /** Postfix sizes are bytes; more than 2^53 is not a size. */
@@ -67,6 +69,7 @@ export class QuotaCheck {
     if (!mapped.ok) return this.skip(mapped.reason);
     const name = mapped.user;
     let entry = this.users.get(name, nowMs);
+    this.deps.onCacheLookup?.('user', entry !== undefined);
     if (entry === undefined) {
       entry = this.deps.lookupUser(name) ?? null;
       this.users.set(name, entry, nowMs, entry === null ? this.cfg.negative_cache_ttl_ms : this.cfg.cache_ttl_ms);
@@ -75,6 +78,7 @@ export class QuotaCheck {
     if (entry.uid < this.minUid) return this.skip(`uid ${entry.uid} below min_uid`, name);
     if (this.exempt.has(name)) return this.skip('exempt user', name);
     let q = this.quotas.get(entry.uid, nowMs);
+    this.deps.onCacheLookup?.('quota', q !== undefined);
     if (q === undefined) {
       q = await this.deps.queryQuota(entry.uid);
       if (q.status === QuotaStatus.Ok || q.status === QuotaStatus.NoData) this.quotas.set(entry.uid, q, nowMs);

@@ -7,6 +7,7 @@ import type { PolicyRequest } from '../protocol/parser.js';
 import type { Config } from '../config/schema.js';
 import { QuotaCheck, type CheckResult, type UserEntry } from './quota-check.js';
 import type { UserQuota } from '../../shared/wire.js';
+import type { Metrics } from '../metrics.js';
 
 /** getpwnam() through NSS (userid's native binding); undefined when there is no such user. */
 export function lookupUnixUser(name: string): UserEntry | undefined {
@@ -20,6 +21,7 @@ export function lookupUnixUser(name: string): UserEntry | undefined {
 
 export interface ServiceDeps {
   queryQuota(uid: number): Promise<UserQuota>;
+  metrics?: Metrics;
   lookupUser?: (name: string) => UserEntry | undefined;
   now?: () => number;
 }
@@ -31,9 +33,16 @@ export class PolicyService {
   }
 
   private build(cfg: Config): QuotaCheck {
+    const m = this.deps.metrics;
     return new QuotaCheck(cfg, this.delimiters, Math.max(cfg.min_uid, this.helperMinUid), {
       lookupUser: this.deps.lookupUser ?? lookupUnixUser,
-      queryQuota: this.deps.queryQuota,
+      queryQuota: m === undefined ? this.deps.queryQuota : async (uid) => {
+        const t0 = performance.now();
+        const q = await this.deps.queryQuota(uid);
+        m.helperLatency((performance.now() - t0) / 1000);
+        return q;
+      },
+      onCacheLookup: m === undefined ? undefined : (cache, hit) => m.cacheLookup(cache, hit),
     });
   }
 
@@ -70,8 +79,11 @@ export class PolicyService {
       action: r.action,
       latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
     };
-    if (r.verdict === 'error') this.log.warn(line, 'decision');
-    else this.log.info(line, 'decision');
+    this.deps.metrics?.decision('quota', r.verdict);
+    if (r.verdict === 'error') {
+      this.deps.metrics?.error(r.reason.replace(/^quota lookup failed: /, 'quota_').replace(/^internal error: .*/, 'internal'));
+      this.log.warn(line, 'decision');
+    } else this.log.info(line, 'decision');
     return r.action;
   }
 }

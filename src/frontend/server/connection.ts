@@ -14,6 +14,7 @@ export interface ConnectionOptions {
   /** Never rejects: returns the action to answer. */
   answer(req: PolicyRequest): Promise<string>;
   log: Logger;
+  onProtocolError?(reason: string): void;
 }
 
 export interface Connection {
@@ -45,6 +46,7 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
       opts.log.warn({ peer, reason: e.message }, 'bad policy request, closing connection without a reply');
+      opts.onProtocolError?.(e.message);
       socket.destroy();
       return;
     }

@@ -1,0 +1,125 @@
+// The front's run loop, whichever way it was started: spawned by root's
+// `quotapolicy serve` (channel on fd 3, sockets on fds 4..), or as the service
+// user in sudo mode (channel = the sudo'd helper's stdin/stdout, sockets bound
+// here). Speaks the Postfix policy protocol; asks the helper for numbers.
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { flagOf, type CommandLine } from './options.js';
+import { loadConfig, ConfigError } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { HelperClient } from './quota/helper-client.js';
+import { PolicyService } from './policy/service.js';
+import { resolveDelimiters } from './policy/delimiter.js';
+import { serveConnection, type Connection } from './server/connection.js';
+import { Metrics } from './metrics.js';
+
+/** After SIGTERM, open requests get this long to be answered. */
+export const DRAIN_TIMEOUT_MS = 10_000;
+/** Connection-limit warnings are logged at most this often. */
+const DROP_LOG_INTERVAL_MS = 5000;
+/** Settings the running front cannot change: they are the root's. */
+const RESTART_ONLY = ['user', 'listen', 'socket_owner', 'socket_group', 'socket_mode', 'quota_path', 'quota_timeout_ms', 'privilege_mode', 'sudo_helper'] as const;
+
+export type Listen = { fd: number } | { server: net.Server; name: string };
+
+export interface FrontOptions {
+  cl: CommandLine;
+  config: Config;
+  log: Logger;
+  channel: Duplex;
+  listen: Listen[];
+  /** Called instead of exiting the process, for tests; default process.exit. */
+  exit?: (code: number) => void;
+}
+
+export async function runFront(o: FrontOptions): Promise<void> {
+  const { config, log } = o;
+  const exit = o.exit ?? ((code: number) => process.exit(code));
+  const helper = new HelperClient(o.channel, config.quota_timeout_ms);
+  let helperMinUid: number;
+  try {
+    helperMinUid = await helper.hello();
+  } catch (e) {
+    log.fatal({ err: (e as Error).message }, 'helper handshake failed');
+    return exit(1);
+  }
+  const delim = resolveDelimiters(config.recipient_delimiter);
+  const metrics = new Metrics();
+  const service = new PolicyService(config, delim.delimiters, helperMinUid, { queryQuota: (uid) => helper.query(uid), metrics }, log);
+
+  const sockets = new Map<net.Socket, Connection>();
+  const servers: net.Server[] = [];
+  let dropped = 0;
+  setInterval(() => {
+    if (dropped > 0) log.warn({ dropped, max_connections: service.config.max_connections }, 'connections refused: max_connections reached');
+    dropped = 0;
+  }, DROP_LOG_INTERVAL_MS).unref();
+  metrics.openConnections = () => sockets.size;
+  const onConnection = (socket: net.Socket): void => {
+    socket.on('close', () => sockets.delete(socket));
+    sockets.set(socket, serveConnection(socket, {
+      idleTimeoutMs: service.config.idle_timeout_ms, answer: (req) => service.answer(req), log,
+      onProtocolError: () => metrics.error('protocol'),
+    }));
+  };
+  for (const l of o.listen) {
+    const server = 'server' in l ? l.server : net.createServer({ allowHalfOpen: true });
+    server.on('connection', onConnection);
+    server.maxConnections = config.max_connections;
+    server.on('drop', () => { dropped++; metrics.error('connection_limit'); });
+    server.on('error', (e) => {
+      log.fatal({ err: e.message, listener: 'fd' in l ? l.fd : l.name }, 'listener failed');
+      exit(1);
+    });
+    if ('fd' in l) server.listen({ fd: l.fd });
+    servers.push(server);
+  }
+  log.info({ listeners: o.listen.map((l) => ('fd' in l ? `fd ${l.fd}` : l.name)), min_uid: Math.max(config.min_uid, helperMinUid), recipient_delimiter: delim.delimiters, delimiter_source: delim.source, uid: process.getuid?.(), gid: process.getgid?.() }, 'front ready');
+
+  if (config.metrics) {
+    try {
+      const ms = await metrics.serve(config.metrics_listen);
+      servers.push(ms as unknown as net.Server);
+      log.info({ metrics_listen: config.metrics_listen }, 'metrics at /metrics');
+    } catch (e) {
+      log.fatal({ err: (e as Error).message, metrics_listen: config.metrics_listen }, 'cannot listen for metrics');
+      return exit(1);
+    }
+  }
+
+  let stopping = false;
+  const stop = (code: number, why: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ open_connections: sockets.size }, why);
+    for (const s of servers) s.close();
+    // Each connection closes itself once the requests it has begun are answered.
+    for (const c of sockets.values()) c.drain();
+    const check = setInterval(() => { if (sockets.size === 0) exit(code); }, 50);
+    setTimeout(() => { clearInterval(check); log.warn({ open_connections: sockets.size }, 'drain deadline passed'); exit(code); }, DRAIN_TIMEOUT_MS).unref();
+    if (sockets.size === 0) exit(code);
+  };
+  process.on('SIGTERM', () => stop(0, 'SIGTERM: draining'));
+  process.on('SIGINT', () => stop(0, 'SIGINT: draining'));
+  process.on('SIGHUP', () => reload(service, o.cl, log, servers));
+  helper.on('closed', (reason: string) => {
+    log.fatal({ reason }, 'helper channel closed');
+    stop(1, 'helper gone: stopping');
+  });
+}
+
+function reload(service: PolicyService, cl: CommandLine, log: Logger, servers: net.Server[]): void {
+  try {
+    const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+    const old = service.config;
+    const ignored = RESTART_ONLY.filter((k) => JSON.stringify(old[k]) !== JSON.stringify(config[k]));
+    const delim = resolveDelimiters(config.recipient_delimiter);
+    service.reconfigure(config, delim.delimiters);
+    for (const s of servers) s.maxConnections = config.max_connections;
+    log.level = config.log_level;
+    log.info({ source, needs_restart: ignored.length ? ignored : undefined }, 'config reloaded');
+  } catch (e) {
+    log.error({ reason: e instanceof ConfigError ? e.message : String(e) }, 'config reload failed, keeping the old config');
+  }
+}

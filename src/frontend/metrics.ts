@@ -1,0 +1,74 @@
+// Prometheus metrics (text format 0.0.4), kept by the front and served at
+// /metrics when `metrics: true`. No client library: five metric families do
+// not need one.
+import http from 'node:http';
+
+/** Helper round-trip buckets, seconds: cache-miss lookups take ~2-80 ms, NFS up to the timeout. */
+export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+type Labels = Record<string, string>;
+const key = (l: Labels): string => Object.entries(l).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',');
+
+class Counter {
+  readonly values = new Map<string, number>();
+  inc(labels: Labels, by = 1): void {
+    const k = key(labels);
+    this.values.set(k, (this.values.get(k) ?? 0) + by);
+  }
+  get(labels: Labels): number {
+    return this.values.get(key(labels)) ?? 0;
+  }
+}
+
+export class Metrics {
+  readonly decisions = new Counter();
+  readonly cache = new Counter();
+  readonly errors = new Counter();
+  private readonly buckets = LATENCY_BUCKETS.map(() => 0);
+  private latencyCount = 0;
+  private latencySum = 0;
+  openConnections: () => number = () => 0;
+
+  decision(check: string, verdict: string): void { this.decisions.inc({ check, verdict }); }
+  cacheLookup(cache: 'quota' | 'user', hit: boolean): void { this.cache.inc({ cache, result: hit ? 'hit' : 'miss' }); }
+  error(kind: string): void { this.errors.inc({ kind }); }
+  helperLatency(seconds: number): void {
+    this.latencyCount++;
+    this.latencySum += seconds;
+    LATENCY_BUCKETS.forEach((b, i) => { if (seconds <= b) this.buckets[i]!++; });
+  }
+
+  render(): string {
+    const out: string[] = [];
+    const family = (name: string, type: string, help: string, c: Counter): void => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const [k, v] of c.values) out.push(`${name}{${k}} ${v}`);
+    };
+    family('quotapolicy_decisions_total', 'counter', 'Policy decisions by check and verdict.', this.decisions);
+    family('quotapolicy_cache_lookups_total', 'counter', 'Cache lookups by cache and result (hit or miss).', this.cache);
+    family('quotapolicy_errors_total', 'counter', 'Errors by kind.', this.errors);
+    out.push('# HELP quotapolicy_helper_latency_seconds Time from asking the root helper to its answer.',
+      '# TYPE quotapolicy_helper_latency_seconds histogram');
+    LATENCY_BUCKETS.forEach((b, i) => out.push(`quotapolicy_helper_latency_seconds_bucket{le="${b}"} ${this.buckets[i]}`));
+    out.push(`quotapolicy_helper_latency_seconds_bucket{le="+Inf"} ${this.latencyCount}`,
+      `quotapolicy_helper_latency_seconds_sum ${this.latencySum}`, `quotapolicy_helper_latency_seconds_count ${this.latencyCount}`);
+    out.push('# HELP quotapolicy_open_connections Policy connections open now.', '# TYPE quotapolicy_open_connections gauge',
+      `quotapolicy_open_connections ${this.openConnections()}`);
+    return out.join('\n') + '\n';
+  }
+
+  /** Serves GET /metrics; anything else is 404. */
+  serve(spec: string): Promise<http.Server> {
+    const server = http.createServer((req, res) => {
+      if (req.method === 'GET' && req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.render());
+      } else res.writeHead(404).end();
+    });
+    const m = /^inet:(?:\[(.+)\]|([^:]+)):(\d+)$/.exec(spec);
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      if (m) server.listen({ host: m[1] ?? m[2]!, port: Number(m[3]) }, () => resolve(server));
+      else server.listen({ path: spec.slice(5) }, () => resolve(server));
+    });
+  }
+}
