@@ -3,7 +3,8 @@
 #   scripts/setup.sh          what the daemon needs: Node.js (if missing), quota,
 #                             Postfix, build tools; npm ci; build; service user
 #   scripts/setup.sh --test   the same, plus what the test suite needs:
-#                             user-mode-linux (real kernel quotas), kmod, iproute2
+#                             user-mode-linux (real kernel quotas), kmod, iproute2,
+#                             sudo and systemd's tools (deployment tests)
 # Safe to run again. Postfix is installed unconfigured ("No configuration").
 set -eu
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 SERVICE_USER=quotapolicy
 
 pkgs="quota postfix ca-certificates make g++ python3"
-[ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux kmod iproute2 e2fsprogs util-linux"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux kmod iproute2 e2fsprogs util-linux sudo systemd"
 # Debian 13 ships Node 20.19; an existing node (>= 20.19) is kept as it is.
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 

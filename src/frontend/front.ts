@@ -45,6 +45,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
     return exit(1);
   }
   const delim = resolveDelimiters(config.recipient_delimiter);
+  log.debug({ config }, 'effective config');
   const metrics = new Metrics();
   const service = new PolicyService(config, delim.delimiters, helperMinUid, { queryQuota: (uid) => helper.query(uid), metrics }, log);
 

@@ -1,0 +1,130 @@
+// Running it: /metrics, the query client, the pid file, the original's flags.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, chmodSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import http from 'node:http';
+import userid from 'userid';
+import { BIN, fakeQuota, quotaBlock, freePort, writeConfig, startDaemon } from './support/daemon.js';
+import { exchange, rcpt } from './support/policy-client.js';
+
+function setup(extra = ''): { dir: string; cfg: string; sock: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-ops-'));
+  chmodSync(dir, 0o755);
+  const fq = fakeQuota();
+  const uid = userid.ids('quotapolicy').uid;
+  fq.setOutput(uid, quotaBlock(uid, '200*', 100, 200, 1));
+  const sock = join(dir, 'p.sock');
+  const cfg = writeConfig(dir, `quota_path: ${fq.path}\nmin_uid: 100\nrecipient_delimiter: "+"\nsocket_group: quotapolicy\nlisten: ["unix:${sock}"]\n${extra}`);
+  return { dir, cfg, sock };
+}
+
+const get = (port: number, path: string): Promise<{ status: number; body: string }> => new Promise((resolve, reject) => {
+  http.get({ host: '127.0.0.1', port, path }, (res) => {
+    let body = '';
+    res.on('data', (d) => { body += d; });
+    res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+  }).on('error', reject);
+});
+
+const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
+
+test('/metrics: decisions by check and verdict, helper latency, cache, errors, open connections', async () => {
+  const port = await freePort();
+  const { cfg, sock } = setup(`metrics: true\nmetrics_listen: "inet:127.0.0.1:${port}"\ncache_ttl_ms: 60000\n`);
+  const d = startDaemon(['--config', cfg]);
+  try {
+    await d.waitFor((l) => l.msg === 'metrics at /metrics');
+    await exchange({ path: sock }, [rcpt('quotapolicy@x')], { replies: 1 });
+    await exchange({ path: sock }, [rcpt('quotapolicy@x') + rcpt('nosuchuser@x')], { replies: 2 });
+    await exchange({ path: sock }, ['garbage\n']);
+    const held = await new Promise<import('node:net').Socket>((r) => { const s = require_('node:net').connect(sock, () => r(s)); });
+    await new Promise((r) => setTimeout(r, 100));
+    const m = await get(port, '/metrics');
+    held.destroy();
+    assert.equal(m.status, 200);
+    assert.match(m.body, /^quotapolicy_decisions_total\{check="quota",verdict="over_quota"\} 2$/m);
+    assert.match(m.body, /^quotapolicy_decisions_total\{check="quota",verdict="skip"\} 1$/m);
+    assert.match(m.body, /^quotapolicy_cache_lookups_total\{cache="quota",result="hit"\} 1$/m);
+    assert.match(m.body, /^quotapolicy_cache_lookups_total\{cache="quota",result="miss"\} 1$/m);
+    assert.match(m.body, /^quotapolicy_errors_total\{kind="protocol"\} 1$/m);
+    assert.match(m.body, /^quotapolicy_helper_latency_seconds_count 1$/m);
+    assert.match(m.body, /^quotapolicy_open_connections 1$/m);
+    assert.equal((await get(port, '/other')).status, 404);
+  } finally {
+    await d.stop();
+  }
+});
+
+import { createRequire } from 'node:module';
+const require_ = createRequire(import.meta.url);
+
+test('/metrics is off by default', async () => {
+  const { cfg } = setup();
+  const d = startDaemon(['--config', cfg]);
+  try {
+    await d.waitFor((l) => l.msg === 'front ready');
+    await assert.rejects(get(9163, '/metrics'));
+    assert.ok(!d.lines.some((l) => l.msg === 'metrics at /metrics'));
+  } finally {
+    await d.stop();
+  }
+});
+
+test('quotapolicy query: one request to a running daemon, the reply printed; clear errors otherwise', async () => {
+  const { cfg, sock } = setup();
+  const d = startDaemon(['--config', cfg]);
+  try {
+    await d.waitFor((l) => l.msg === 'front ready');
+    const r = cli('query', 'quotapolicy@example.test', '--config', cfg);
+    assert.deepEqual([r.status, r.stdout], [0, 'action=452 4.2.2 Mailbox full, try again later\n']);
+    const r2 = cli('query', 'quotapolicy@example.test', '--to', `unix:${sock}`, '--state', 'DATA');
+    assert.deepEqual([r2.status, r2.stdout], [0, 'action=DUNNO\n']);
+    assert.match(cli('query', 'x@y', '--to', `unix:${sock}`, '--attr', 'nonsense').stderr, /--attr needs NAME=VALUE/);
+  } finally {
+    await d.stop();
+  }
+  const gone = cli('query', 'quotapolicy@example.test', '--to', `unix:${sock}.none`);
+  assert.equal(gone.status, 69);
+  assert.match(gone.stderr, /cannot reach unix:.*ENOENT/);
+});
+
+test('pid file: written, a live pid refuses a second start, a stale one is replaced, removed on exit', async () => {
+  const { cfg, dir } = setup();
+  const pidFile = join(dir, 'qp.pid');
+  writeFileSync(pidFile, '999999\n'); // stale: no such process
+  const d = startDaemon(['--config', cfg, '--pid-file', pidFile]);
+  await d.waitFor((l) => l.msg === 'front ready');
+  assert.equal(readFileSync(pidFile, 'utf8'), `${d.proc.pid}\n`);
+  const second = cli('serve', '--config', cfg, '--pid-file', pidFile, '--listen', `unix:${join(dir, 'other.sock')}`);
+  assert.equal(second.status, 78);
+  assert.match(second.stderr, new RegExp(`already running: pid ${d.proc.pid}`));
+  assert.equal(await d.stop(), 0);
+  assert.ok(!existsSync(pidFile));
+});
+
+test('the original quotapolicy\'s flags: -H, -s, -p, -q, -d, --debug; --sudopath fails with a hint', async () => {
+  const { cfg, dir } = setup();
+  const fq = fakeQuota();
+  const uid = userid.ids('quotapolicy').uid;
+  fq.setOutput(uid, quotaBlock(uid, '10', 100, 200));
+  const d = startDaemon(['--config', cfg, '-H', dir, '-q', fq.path, '-d', '-', '--debug']);
+  try {
+    await d.waitFor((l) => l.msg === 'front ready');
+    assert.ok(existsSync(join(dir, 'quotapolicy.socket')), '-H DIR: socket DIR/quotapolicy.socket');
+    assert.equal(readFileSync(join(dir, 'quotapolicy.pid'), 'utf8'), `${d.proc.pid}\n`, '-H DIR: pid file DIR/quotapolicy.pid');
+    const r = await exchange({ path: join(dir, 'quotapolicy.socket') }, [rcpt('quotapolicy-ext@x')], { replies: 1 });
+    assert.equal(r.text, 'action=DUNNO\n\n');
+    const line = await d.waitFor((l) => l.msg === 'decision');
+    assert.equal(line.user, 'quotapolicy', '-d - cut the extension at "-"');
+    assert.equal(line.verdict, 'pass', '-q: the other quota binary answered');
+    assert.ok(d.lines.some((l) => l.level === 20), '--debug: debug lines are logged');
+  } finally {
+    await d.stop();
+  }
+  const s = cli('serve', '-s', 'x.sock', '-p', 'x.pid', '--sudopath', '/usr/bin/sudo');
+  assert.equal(s.status, 64);
+  assert.match(s.stderr, /--sudopath is gone/);
+});
