@@ -7,6 +7,7 @@ import { mkdtempSync, chmodSync, statSync, writeFileSync, existsSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import userid from 'userid';
+import net from 'node:net';
 import { startDaemon, fakeQuota, quotaBlock, freePort, writeConfig, type Daemon, type FakeQuota } from './support/daemon.js';
 import { exchange, rcpt, request, actions } from './support/policy-client.js';
 
@@ -167,9 +168,20 @@ test('one decision line per request, with the fields an admin greps for', async 
 });
 
 test('SIGHUP reloads the config; the front cannot read a root-only file, so that reload fails and the old config stays', async () => {
+  // A connection opened before the reload is answered before and after it.
+  const open = net.connect(sock);
+  let got = '';
+  open.on('data', (c: Buffer) => { got += c.toString(); });
+  const replies = async (n: number): Promise<void> => { while (got.split('\n\n').length - 1 < n) await new Promise((r) => setTimeout(r, 10)); };
+  open.write(rcpt(`${SERVICE_USER}@x`));
+  await replies(1);
   writeFileSync(cfgPath, config('exempt_users: [quotapolicy]\n'));
   d.proc.kill('SIGHUP');
   await d.waitFor((l) => l.msg === 'config reloaded');
+  open.write(rcpt(`${SERVICE_USER}@x`));
+  await replies(2);
+  open.destroy();
+  assert.deepEqual(actions(got), [FULL, 'DUNNO'], 'same connection, new config');
   assert.deepEqual(actions((await exchange({ path: sock }, [rcpt(`${SERVICE_USER}@x`)], { replies: 1 })).text), ['DUNNO']);
   chmodSync(cfgPath, 0o600); // root-only
   writeFileSync(cfgPath, config());
