@@ -2,7 +2,10 @@
 // unknown keys, names the key and line in every error, and freezes the result.
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } from 'yaml';
-import { FIELDS, ACTION_FIELDS, type Config, type Field } from './schema.js';
+import { FIELDS, ACTION_FIELDS, RATE_FIELDS, type Config, type Field } from './schema.js';
+
+/** Sections: keys whose value is a mapping of its own fields. */
+const SECTIONS: Record<string, Record<string, Field>> = { actions: ACTION_FIELDS, rate_limit: RATE_FIELDS };
 
 export const DEFAULT_CONFIG_PATH = '/etc/quotapolicy/quotapolicy.yaml';
 /** A config file is a few KiB; this refuses a wrong file (a log, a binary) early. */
@@ -18,7 +21,7 @@ function defaultsOf(fields: Record<string, Field>): Record<string, unknown> {
 }
 
 export function defaultConfig(): Config {
-  return { ...defaultsOf(FIELDS), actions: defaultsOf(ACTION_FIELDS) } as unknown as Config;
+  return { ...defaultsOf(FIELDS), ...Object.fromEntries(Object.entries(SECTIONS).map(([k, f]) => [k, defaultsOf(f)])) } as unknown as Config;
 }
 
 function deepFreeze<T>(o: T): T {
@@ -45,7 +48,7 @@ function closest(name: string, known: string[]): string {
   return near === undefined ? '' : ` (did you mean ${near}?)`;
 }
 
-function applyMap(node: Node | null, fields: Record<string, Field>, into: Record<string, unknown>, where: (n: Node | null) => string, prefix: string, nested?: { key: string; fields: Record<string, Field> }): void {
+function applyMap(node: Node | null, fields: Record<string, Field>, into: Record<string, unknown>, where: (n: Node | null) => string, prefix: string, sections: Record<string, Record<string, Field>> = {}): void {
   if (node === null || (isScalar(node) && node.value === null)) return;
   if (!isMap(node)) throw new ConfigError(`${prefix || 'config'}${where(node)}: must be a mapping of keys to values`);
   const seen = new Set<string>();
@@ -55,13 +58,13 @@ function applyMap(node: Node | null, fields: Record<string, Field>, into: Record
     const name = prefix + key;
     if (seen.has(key)) throw new ConfigError(`${name}${where(keyNode)}: key given twice`);
     seen.add(key);
-    if (nested && key === nested.key) {
-      applyMap(pair.value, nested.fields, into[key] as Record<string, unknown>, where, `${key}.`);
+    if (key in sections) {
+      applyMap(pair.value, sections[key]!, into[key] as Record<string, unknown>, where, `${key}.`);
       continue;
     }
     const field = fields[key];
     if (field === undefined) {
-      const known = [...Object.keys(fields), ...(nested ? [nested.key] : [])];
+      const known = [...Object.keys(fields), ...Object.keys(sections)];
       throw new ConfigError(`unknown key ${name}${where(keyNode)}${closest(key, known)}`);
     }
     const value = pair.value === null ? null : pair.value.toJSON();
@@ -79,8 +82,22 @@ export function parseConfig(text: string, source: string, base: Config = default
   const err = doc.errors[0];
   if (err) throw new ConfigError(`${source} line ${lc.linePos(err.pos[0]).line}: YAML syntax error: ${err.message.split('\n')[0]}`);
   const cfg = structuredClone(base) as unknown as Record<string, unknown>;
-  applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', { key: 'actions', fields: ACTION_FIELDS });
+  applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', SECTIONS);
+  crossCheck(cfg as unknown as Config, source);
   return cfg as unknown as Config;
+}
+
+/** Rules that involve several keys. */
+function crossCheck(c: Config, source: string): void {
+  const r = c.rate_limit;
+  const at = ` (${source})`;
+  if (r.backend !== 'sqlite' && r.url === null) throw new ConfigError(`rate_limit.url${at}: required with backend ${r.backend}`);
+  if (r.url !== null && r.backend !== 'sqlite' && !r.url.startsWith(r.backend === 'postgresql' ? 'postgres' : `${r.backend}:`)) {
+    throw new ConfigError(`rate_limit.url${at}: a ${r.backend} URL must start with ${r.backend === 'postgresql' ? 'postgresql://' : `${r.backend}://`}`);
+  }
+  if (r.sql_limits_by_id !== '' && r.backend === 'redis') throw new ConfigError(`rate_limit.sql_limits_by_id${at}: needs an SQL backend`);
+  if (r.report && (r.report_from === null || r.report_to === null)) throw new ConfigError(`rate_limit.report${at}: report_from and report_to are required`);
+  if (r.smtp_credentials !== null && !r.smtp_starttls) throw new ConfigError(`rate_limit.smtp_credentials${at}: set smtp_starttls: true, credentials are never sent in clear`);
 }
 
 /** Command-line overrides, checked like file keys; `flagOf` names the flag in errors. */

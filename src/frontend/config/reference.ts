@@ -1,6 +1,6 @@
 // The README's config reference, generated from schema.ts so the two cannot
 // drift: test/config-reference.test.ts compares them, `npm run docs` rewrites it.
-import { FIELDS, ACTION_FIELDS, type Field } from './schema.js';
+import { FIELDS, ACTION_FIELDS, RATE_FIELDS, type Field } from './schema.js';
 
 function cell(v: unknown): string {
   return `\`${JSON.stringify(v)}\``.replace(/\|/g, '\\|');
@@ -11,5 +11,5 @@ function rows(fields: Record<string, Field>, prefix: string): string[] {
 }
 
 export function configReference(): string {
-  return ['| Key | Default | Meaning |', '|---|---|---|', ...rows(FIELDS, ''), ...rows(ACTION_FIELDS, 'actions.')].join('\n') + '\n';
+  return ['| Key | Default | Meaning |', '|---|---|---|', ...rows(FIELDS, ''), ...rows(ACTION_FIELDS, 'actions.'), ...rows(RATE_FIELDS, 'rate_limit.')].join('\n') + '\n';
 }

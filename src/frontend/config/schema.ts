@@ -93,6 +93,8 @@ export const FIELDS: Record<string, Field> = {
   idle_timeout_ms: { default: 330_000, check: int(1000, 86_400_000), doc: 'Close a policy connection idle this long (Postfix itself closes after 300 s).' },
   max_connections: { default: 512, check: int(1, 100_000), doc: 'Policy connections open at once; more are closed on arrival and logged.' },
   log_level: { default: 'info', check: oneOf('debug', 'info', 'warn', 'error'), doc: 'Lowest level logged.' },
+  checks: { default: ['quota'], check: (v) => listOf(oneOf('quota', 'rate_limit'), 2)(v) ?? (new Set(v as string[]).size === (v as string[]).length ? undefined : 'must not repeat a check'),
+    doc: 'Checks that run, in order of precedence: when several refuse, the first one listed answers. Leave one out to turn it off.' },
   privilege_mode: { default: 'root', check: oneOf('root', 'sudo'),
     doc: 'root: `serve` starts as root and keeps the root helper (systemd). sudo: `serve` starts as the service user and runs the helper through `sudo -n sudo_helper`.' },
   sudo_helper: { default: '/usr/lib/quotapolicy/quotapolicy-helper', check: absPath, doc: 'The helper command the sudoers drop-in allows (sudo mode only).' },
@@ -100,6 +102,98 @@ export const FIELDS: Record<string, Field> = {
   metrics: { default: false, check: bool, doc: 'Serve Prometheus metrics at /metrics.' },
   metrics_listen: { default: 'inet:127.0.0.1:9163', check: listenSpec, doc: 'Where /metrics listens (loopback by default; unix:/path also works).' },
 };
+
+const limitPair: Check = (v) => (Array.isArray(v) && v.length === 2 && Number.isSafeInteger(v[0]) && v[0] >= 0 && Number.isSafeInteger(v[1]) && v[1] >= 1
+  ? undefined : 'must be [count, seconds] with count >= 0 and seconds >= 1');
+/** Windows per id: policyd-rate-limit users list two or three; 16 is plenty. */
+export const limitList = listOf(limitPair, 16);
+const limitsMap = (what: Check): Check => (v) => {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'must be a mapping';
+  for (const [k, l] of Object.entries(v)) {
+    const bad = what(k) ?? limitList(l);
+    if (bad !== undefined) return `${k}: ${bad}`;
+  }
+  return undefined;
+};
+const anyId: Check = (v) => (typeof v === 'string' && v !== '' && v.length <= 255 && !CONTROL.test(v) ? undefined : 'must be a non-empty id');
+const cidr: Check = (v) => (typeof v === 'string' && /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(v) && isIP(v.split('/')[0]!) !== 0
+  && (v.split('/')[1] === undefined || Number(v.split('/')[1]) <= (isIP(v.split('/')[0]!) === 4 ? 32 : 128)) ? undefined : 'must be an IP network in CIDR notation');
+const email: Check = (v) => (typeof v === 'string' && /^[^\s@<>]+@[^\s@<>]+$/.test(v) ? undefined : 'must be an e-mail address');
+const hostPort: Check = (v) => (Array.isArray(v) && v.length >= 1 && v.length <= 2 && typeof v[0] === 'string' && v[0] !== '' && (v[1] === undefined || (Number.isInteger(v[1]) && v[1] >= 1 && v[1] <= 65535))
+  ? undefined : 'must be [host, port]');
+const credentials: Check = (v) => (Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'string' && x !== '') ? undefined : 'must be [user, password]');
+const oneOrMany = (c: Check): Check => (v) => (Array.isArray(v) ? listOf(c, 100)(v) : c(v));
+
+/** Rate limiting: policyd-rate-limit's settings, same names and meaning, plus ours. */
+export const RATE_FIELDS: Record<string, Field> = {
+  limits: { default: [[10, 60], [150, 86400]], check: limitList, doc: 'Windows [count, seconds]: more than count events in the last seconds refuses (policyd-rate-limit\'s limits).' },
+  limits_by_id: { default: {}, check: limitsMap(anyId), doc: 'Per-id overrides (SASL user, sender, or client IP/group); [] means unlimited.' },
+  sql_limits_by_id: { default: '', check: (v) => (typeof v === 'string' ? undefined : 'must be a string'),
+    doc: 'SQL backends: a query with one placeholder (? for sqlite/mysql, $1 for postgresql) returning "[[count, seconds], ...]" for an id, or no row.' },
+  limit_by_sasl: { default: true, check: bool, doc: 'Count by SASL user name when there is one.' },
+  limit_by_sender: { default: false, check: bool, doc: 'Else count by envelope sender.' },
+  limit_by_ip: { default: false, check: bool, doc: 'Else count by client IP, if it is in limited_networks.' },
+  limited_networks: { default: [], check: listOf(cidr, 1000), doc: 'Client networks limited by IP (CIDR, IPv4 and IPv6); empty = none, as in policyd-rate-limit.' },
+  ipv4_prefix: { default: 32, check: int(8, 32), doc: 'IPv4 clients are counted per this prefix.' },
+  ipv6_prefix: { default: 64, check: int(16, 128), doc: 'IPv6 clients are counted per this prefix (one /64 is usually one host).' },
+  count_mode: { default: 'rcpt', check: oneOf('rcpt', 'data_recipients', 'data_messages'),
+    doc: 'rcpt: one per RCPT TO; data_recipients: recipient_count at DATA/BDAT; data_messages: one per message at DATA/BDAT. Postfix must call the policy at that stage.' },
+  success_action: { default: 'DUNNO', check: action, doc: 'Under every limit.' },
+  fail_action: { default: 'DEFER_IF_PERMIT Rate limit reach, retry later', check: action, doc: 'Over a limit (not counted).' },
+  db_error_action: { default: 'DUNNO', check: action, doc: 'The store is unreachable or failed; logged as a warning.' },
+  dry_run: { default: false, check: bool, doc: 'Log what would be refused, answer success_action (and do not count it).' },
+  exempt_ids: { default: [], check: listOf(anyId, 10_000), doc: 'Ids never limited.' },
+  exempt_networks: { default: [], check: listOf(cidr, 1000), doc: 'Clients never limited, whatever their id.' },
+  limits_by_recipient_domain: { default: {}, check: limitsMap(anyId), doc: 'Extra windows per recipient domain (at RCPT, or DATA with one recipient), shared by all senders.' },
+  limits_by_sender_domain: { default: {}, check: limitsMap(anyId), doc: 'Extra windows per envelope sender domain, shared by its senders.' },
+  backend: { default: 'sqlite', check: oneOf('sqlite', 'postgresql', 'mysql', 'redis'), doc: 'Where counts live. sqlite is embedded; the others let several MX hosts share exact limits.' },
+  sqlite_path: { default: '/var/lib/quotapolicy/ratelimit.sqlite3', check: absPath, doc: 'SQLite file (WAL); its directory must be writable by the service user.' },
+  url: { default: null, check: nullable(str), doc: 'postgresql://..., mysql://... or redis://... for the other backends.' },
+  store_timeout_ms: { default: 1000, check: int(50, 60_000), doc: 'A store call taking longer answers db_error_action.' },
+  report: { default: false, check: bool, doc: 'On `quotapolicy clean`, mail a report of ids that hit report_limits windows.' },
+  report_from: { default: null, check: nullable(email), doc: 'Report sender; required with report.' },
+  report_to: { default: null, check: nullable(oneOrMany(email)), doc: 'One address or a list; required with report.' },
+  report_subject: { default: 'policyd-rate-limit report', check: str, doc: 'Report subject.' },
+  report_limits: { default: [86400], check: listOf(int(1, 100_000_000), 16), doc: 'Window lengths (seconds) whose hits are reported.' },
+  report_only_if_needed: { default: true, check: bool, doc: 'Send nothing when nobody hit a reported window.' },
+  smtp_server: { default: ['localhost', 25], check: hostPort, doc: 'SMTP server for reports, [host, port].' },
+  smtp_starttls: { default: false, check: bool, doc: 'Use STARTTLS (required before smtp_credentials are sent).' },
+  smtp_credentials: { default: null, check: nullable(credentials), doc: '[user, password] for SMTP AUTH, or null.' },
+};
+
+export interface RateConfig {
+  limits: [number, number][];
+  limits_by_id: Record<string, [number, number][]>;
+  sql_limits_by_id: string;
+  limit_by_sasl: boolean;
+  limit_by_sender: boolean;
+  limit_by_ip: boolean;
+  limited_networks: string[];
+  ipv4_prefix: number;
+  ipv6_prefix: number;
+  count_mode: 'rcpt' | 'data_recipients' | 'data_messages';
+  success_action: string;
+  fail_action: string;
+  db_error_action: string;
+  dry_run: boolean;
+  exempt_ids: string[];
+  exempt_networks: string[];
+  limits_by_recipient_domain: Record<string, [number, number][]>;
+  limits_by_sender_domain: Record<string, [number, number][]>;
+  backend: 'sqlite' | 'postgresql' | 'mysql' | 'redis';
+  sqlite_path: string;
+  url: string | null;
+  store_timeout_ms: number;
+  report: boolean;
+  report_from: string | null;
+  report_to: string | string[] | null;
+  report_subject: string;
+  report_limits: number[];
+  report_only_if_needed: boolean;
+  smtp_server: [string, number?];
+  smtp_starttls: boolean;
+  smtp_credentials: [string, string] | null;
+}
 
 export interface Actions {
   over_quota: string; too_large: string; does_not_fit: string; grace: string | null; success: string; error: string;
@@ -128,5 +222,7 @@ export interface Config {
   pid_file: string | null;
   metrics: boolean;
   metrics_listen: string;
+  checks: ('quota' | 'rate_limit')[];
   actions: Actions;
+  rate_limit: RateConfig;
 }

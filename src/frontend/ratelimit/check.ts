@@ -1,0 +1,98 @@
+// The rate-limit check: request -> verdict, with the store's atomic
+// check-and-record. Needs no root; lives wholly in the front.
+import type { PolicyRequest } from '../protocol/parser.js';
+import type { RateConfig } from '../config/schema.js';
+import { subject, type RateRules, type Limit } from './decide.js';
+import { parseNetwork, type Network } from './net.js';
+import { StoreError, type RateStore } from './store.js';
+import { openStore } from './open-store.js';
+
+export type RateVerdict = 'pass' | 'rate_limited' | 'would_limit' | 'skip' | 'error';
+export interface RateResult { verdict: RateVerdict; reason: string; action: string; id?: string }
+
+/** After a failed open, wait this long before trying the store again. */
+export const STORE_RETRY_MS = 1000;
+
+function nets(list: readonly string[]): Network[] {
+  return list.map((c) => parseNetwork(c)!);
+}
+
+export function rulesFrom(c: RateConfig): RateRules {
+  const m = (o: Record<string, [number, number][]>, lower = false): Map<string, readonly Limit[]> =>
+    new Map(Object.entries(o).map(([k, v]) => [lower ? k.toLowerCase() : k, v]));
+  return {
+    limits: c.limits, limitsById: m(c.limits_by_id), bySasl: c.limit_by_sasl, bySender: c.limit_by_sender, byIp: c.limit_by_ip,
+    limitedNetworks: nets(c.limited_networks), ipv4Prefix: c.ipv4_prefix, ipv6Prefix: c.ipv6_prefix, countMode: c.count_mode,
+    exemptIds: new Set(c.exempt_ids), exemptNetworks: nets(c.exempt_networks),
+    limitsByRecipientDomain: m(c.limits_by_recipient_domain, true), limitsBySenderDomain: m(c.limits_by_sender_domain, true),
+  };
+}
+
+export class RateLimitCheck {
+  private readonly rules: RateRules;
+  private store: RateStore | undefined;
+  private opening: Promise<RateStore> | undefined;
+  private nextOpenAt = 0;
+
+  constructor(private readonly c: RateConfig, private readonly open: () => Promise<RateStore> = () => openStore({ ...c, timeout_ms: c.store_timeout_ms })) {
+    this.rules = rulesFrom(c);
+  }
+
+  /** The store, opened on first use and again after a failed open (at most once per STORE_RETRY_MS). */
+  private async getStore(nowMs: number): Promise<RateStore> {
+    if (this.store) return this.store;
+    if (!this.opening) {
+      if (nowMs < this.nextOpenAt) throw new StoreError('store unavailable (retrying)');
+      this.nextOpenAt = nowMs + STORE_RETRY_MS;
+      this.opening = this.open().then((s) => (this.store = s), (e: unknown) => {
+        this.opening = undefined;
+        throw e instanceof StoreError ? e : new StoreError(String(e));
+      });
+    }
+    return this.opening;
+  }
+
+  private timed<T>(p: Promise<T>): Promise<T> {
+    let t: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => { t = setTimeout(() => reject(new StoreError(`store did not answer in ${this.c.store_timeout_ms} ms`)), this.c.store_timeout_ms); });
+    return Promise.race([p, timeout]).finally(() => clearTimeout(t));
+  }
+
+  /** commit=false only looks: used when another check already refuses. */
+  async check(req: PolicyRequest, nowMs: number, commit: boolean): Promise<RateResult> {
+    const c = this.c;
+    let sub = subject(req, this.rules);
+    if (!sub.applies) return { verdict: 'skip', reason: sub.reason, action: 'DUNNO' };
+    const id = sub.id;
+    try {
+      const store = await this.timed(this.getStore(nowMs));
+      if (c.sql_limits_by_id !== '') {
+        const fromDb = await this.timed(store.limitsFor(id));
+        if (fromDb !== undefined) sub = subject(req, this.rules, fromDb);
+        if (!sub.applies) return { verdict: 'skip', reason: sub.reason, action: 'DUNNO' };
+      }
+      if (sub.buckets.length === 0) return { verdict: 'pass', reason: 'unlimited id', action: c.success_action, id };
+      // consume() records only what passes every window, so a dry run counts exactly what a real run would.
+      const r = await this.timed(store.consume({ buckets: sub.buckets, n: sub.n, nowSec: Math.floor(nowMs / 1000), commit }));
+      if (r.ok) {
+        return { verdict: 'pass', reason: `${sub.n} counted for ${sub.buckets.map((b) => b.key).join(', ')}`, action: c.success_action, id };
+      }
+      const reason = `${r.key}: ${r.used} + ${sub.n} over ${r.limit[0]} in ${r.limit[1]} s`;
+      if (c.report && c.report_limits.includes(r.limit[1]) && commit) store.recordHit(r.key, r.limit[1]).catch(() => {});
+      if (c.dry_run) return { verdict: 'would_limit', reason: `dry run, would refuse: ${reason}`, action: c.success_action, id };
+      return { verdict: 'rate_limited', reason, action: c.fail_action, id };
+    } catch (e) {
+      // Pools and ioredis reconnect by themselves; a failed open is retried by getStore().
+      if (!(e instanceof StoreError)) throw e;
+      return { verdict: 'error', reason: e.message, action: c.db_error_action, id };
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.store?.close();
+  }
+
+  storeNow(): Promise<RateStore> {
+    return this.getStore(Date.now());
+  }
+}

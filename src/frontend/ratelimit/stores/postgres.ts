@@ -1,0 +1,82 @@
+// PostgreSQL (pg): for several MX hosts sharing exact limits. Per-key
+// transaction-scoped advisory locks, taken in sorted order, make
+// check-and-record atomic across every instance.
+import type { RateStore, ConsumeResult } from '../store.js';
+import { StoreError, SCHEMA_VERSION, parseLimitsText, lockOrder } from '../store.js';
+
+/** The driver calls this backend makes. */
+interface Client { query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number | null }>; release(): void }
+interface Pool { connect(): Promise<Client>; query: Client['query']; end(): Promise<void>; on(ev: 'error', f: (e: Error) => void): void }
+
+/** Connections per daemon: the front runs one store call at a time per key, so a few suffice. */
+export const PG_POOL_SIZE = 8;
+
+export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
+  const pg = (await import('pg')) as unknown as { default: { Pool: new (o: object) => Pool } };
+  const pool = new pg.default.Pool({ connectionString: url, max: PG_POOL_SIZE, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  pool.on('error', () => { /* a dropped idle connection: the next query reconnects */ });
+  const wrap = async <T>(f: () => Promise<T>): Promise<T> => {
+    try {
+      return await f();
+    } catch (e) {
+      throw e instanceof StoreError ? e : new StoreError(`postgresql: ${(e as Error).message}`);
+    }
+  };
+  let ready: Promise<void> | undefined;
+  const migrate = (): Promise<void> => (ready ??= wrap(async () => {
+    await pool.query(`CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS qp_rate_events (key TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS qp_rate_events_key_at ON qp_rate_events (key, at);
+      CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (key, seconds))`);
+    const v = await pool.query('SELECT version FROM qp_schema');
+    if (v.rows.length === 0) await pool.query('INSERT INTO qp_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
+    else if (Number(v.rows[0]!.version) > SCHEMA_VERSION) throw new StoreError(`schema version ${String(v.rows[0]!.version)} is newer than this quotapolicy`);
+  }).catch((e: unknown) => { ready = undefined; throw e; }));
+  await migrate();
+  return {
+    name: 'postgresql',
+    consume: (req) => wrap(async (): Promise<ConsumeResult> => {
+      await migrate();
+      const c = await pool.connect();
+      try {
+        await c.query('BEGIN');
+        for (const key of lockOrder(req.buckets)) await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [key]);
+        for (const b of req.buckets) {
+          for (const limit of b.limits) {
+            const r = await c.query('SELECT COALESCE(SUM(n), 0)::bigint AS used FROM qp_rate_events WHERE key = $1 AND at >= $2', [b.key, req.nowSec - limit[1]]);
+            const used = Number(r.rows[0]!.used);
+            if (used + req.n > limit[0]) {
+              await c.query('ROLLBACK');
+              return { ok: false, key: b.key, limit, used };
+            }
+          }
+        }
+        if (req.commit) for (const b of req.buckets) await c.query('INSERT INTO qp_rate_events (key, at, n) VALUES ($1, $2, $3)', [b.key, req.nowSec, req.n]);
+        await c.query('COMMIT');
+        return { ok: true };
+      } catch (e) {
+        await c.query('ROLLBACK').catch(() => {});
+        throw e;
+      } finally {
+        c.release();
+      }
+    }),
+    limitsFor: (id) => wrap(async () => {
+      if (sqlLimitsById === '') return undefined;
+      const r = await pool.query(sqlLimitsById, [id]);
+      return r.rows.length === 0 ? undefined : parseLimitsText(Object.values(r.rows[0]!)[0]);
+    }),
+    recordHit: (key, seconds) => wrap(async () => {
+      await pool.query('INSERT INTO qp_rate_hits (key, seconds, hits) VALUES ($1, $2, 1) ON CONFLICT (key, seconds) DO UPDATE SET hits = qp_rate_hits.hits + 1', [key, seconds]);
+    }),
+    hits: () => wrap(async () => (await pool.query('SELECT key, seconds, hits FROM qp_rate_hits ORDER BY hits DESC, key')).rows
+      .map((r) => ({ key: String(r.key), seconds: Number(r.seconds), hits: Number(r.hits) }))),
+    clearHits: () => wrap(async () => { await pool.query('DELETE FROM qp_rate_hits'); }),
+    clean: (olderThan) => wrap(async () => {
+      const r = await pool.query('DELETE FROM qp_rate_events WHERE at < $1', [olderThan]);
+      await pool.query('VACUUM qp_rate_events');
+      return r.rowCount ?? 0;
+    }),
+    close: () => pool.end(),
+  };
+}
