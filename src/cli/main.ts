@@ -9,6 +9,8 @@ import { check } from './check.js';
 import { ListenError } from './listeners.js';
 import { PidFileError } from './pidfile.js';
 import { query, QueryError } from './query.js';
+import { clean, getConfig, migrate } from './ratelimit-commands.js';
+import { StoreError } from '../frontend/ratelimit/store.js';
 
 export const EX_USAGE = 64;
 export const EX_CONFIG = 78;
@@ -22,6 +24,10 @@ Commands:
   check ADDRESS [--size N]   print the action for one recipient, and why (root reads all quotas)
   query RECIPIENT            send one policy request to a running daemon and print the reply
   check-config               validate the configuration and exit
+  get-config [KEY]           print the effective configuration, or one setting (e.g. rate_limit.limits)
+  clean                      rate limiting: purge old counts, compact the store, send the report
+  migrate --from policyd-rate-limit FILE
+                             print a quotapolicy config equivalent to a policyd-rate-limit one
   help                       this text
 
 Options:
@@ -69,6 +75,12 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         return await check(cl, out);
       case 'query':
         return await query(cl, out);
+      case 'clean':
+        return await clean(cl, out);
+      case 'get-config':
+        return getConfig(cl, out);
+      case 'migrate':
+        return migrate(cl, out, err);
       case 'check-config': {
         const { source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
         out(`config OK (${source})\n`);
@@ -82,6 +94,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   } catch (e) {
     if (e instanceof UsageError) return err(`quotapolicy: ${e.message}\n`), EX_USAGE;
     if (e instanceof ConfigError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
+    if (e instanceof StoreError) return err(`quotapolicy: ${e.message}\n`), 69;
     if (e instanceof QueryError) return err(`quotapolicy: ${e.message}\n`), e.exitCode;
     if (e instanceof StartError || e instanceof ListenError || e instanceof PidFileError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
     return err(`quotapolicy: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`), EX_SOFTWARE;

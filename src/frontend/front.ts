@@ -97,9 +97,10 @@ export async function runFront(o: FrontOptions): Promise<void> {
     for (const s of servers) s.close();
     // Each connection closes itself once the requests it has begun are answered.
     for (const c of sockets.values()) c.drain();
-    const check = setInterval(() => { if (sockets.size === 0) exit(code); }, 50);
+    // The rate-limit store is closed last, so requests still draining can count.
+    const done = (): void => void (service.rateLimit?.close() ?? Promise.resolve()).catch(() => {}).finally(() => exit(code));
+    const check = setInterval(() => { if (sockets.size === 0) { clearInterval(check); done(); } }, 50);
     setTimeout(() => { clearInterval(check); log.warn({ open_connections: sockets.size }, 'drain deadline passed'); exit(code); }, DRAIN_TIMEOUT_MS).unref();
-    if (sockets.size === 0) exit(code);
   };
   process.on('SIGTERM', () => stop(0, 'SIGTERM: draining'));
   process.on('SIGINT', () => stop(0, 'SIGINT: draining'));

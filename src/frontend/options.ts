@@ -25,6 +25,7 @@ const OPTIONS = {
   to: { type: 'string' },
   state: { type: 'string' },
   attr: { type: 'string', multiple: true },
+  from: { type: 'string' },
   // The original quotapolicy's flags, same meaning (see README "Coming from quotapolicy").
   homedir: { type: 'string', short: 'H' },
   socketfile: { type: 'string', short: 's' },
@@ -45,6 +46,7 @@ export interface CommandLine {
   to: string | undefined;
   state: string | undefined;
   attrs: string[];
+  from: string | undefined;
   help: boolean;
   version: boolean;
 }
@@ -89,6 +91,7 @@ export function parseCommandLine(argv: string[]): CommandLine {
     to: v.to,
     state: v.state,
     attrs: v.attr ?? [],
+    from: v.from,
     help: v.help ?? false,
     version: v.version ?? false,
   };

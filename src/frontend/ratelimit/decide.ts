@@ -64,7 +64,9 @@ export function subject(req: PolicyRequest, r: RateRules, idLimits?: readonly Li
   if (r.exemptIds.has(who.id) || (client !== '' && inNetworks(client, r.exemptNetworks))) return { applies: false, reason: 'exempt' };
   const rc = Number(req.get('recipient_count') ?? '0');
   const n = r.countMode === 'data_recipients' ? Math.max(Number.isSafeInteger(rc) ? rc : 0, 1) : 1;
-  const buckets: Bucket[] = [{ key: `${who.kind}:${who.id}`, limits: idLimits ?? r.limitsById.get(who.id) ?? r.limits }];
+  // limits_by_id may name a client by its own address even when it is counted in a group.
+  const byId = r.limitsById.get(who.id) ?? (who.kind === 'ip' ? r.limitsById.get(client) : undefined);
+  const buckets: Bucket[] = [{ key: `${who.kind}:${who.id}`, limits: idLimits ?? byId ?? r.limits }];
   const rcptDomain = domainOf(req.get('recipient') ?? '');
   const rd = r.limitsByRecipientDomain.get(rcptDomain);
   if (rd) buckets.push({ key: `rcpt_domain:${rcptDomain}`, limits: rd });

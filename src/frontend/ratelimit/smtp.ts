@@ -1,0 +1,102 @@
+// A small SMTP client for rate-limit reports: EHLO, optional STARTTLS, AUTH
+// PLAIN, one message to each recipient. Every step has a deadline; any
+// non-2xx/3xx reply is an error naming the step.
+import net from 'node:net';
+import tls from 'node:tls';
+import { hostname } from 'node:os';
+
+/** Each SMTP reply must arrive within this. */
+export const SMTP_STEP_TIMEOUT_MS = 15_000;
+
+export interface SmtpOptions { host: string; port: number; starttls: boolean; credentials: [string, string] | null }
+
+class Conversation {
+  private buf = '';
+  private waiting: ((line: string) => void) | undefined;
+  private failed: Error | undefined;
+  constructor(private sock: net.Socket) { this.attach(sock); }
+
+  attach(sock: net.Socket): void {
+    this.sock = sock;
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => { this.buf += d; this.pump(); });
+    sock.on('error', (e) => { this.failed = e; this.waiting?.(''); });
+  }
+
+  private pump(): void {
+    // A reply ends at a line whose code is followed by a space ("250 ok"; "250-" continues).
+    const m = /(^|\n)(\d{3}) [^\n]*\n/.exec(this.buf);
+    if (m && this.waiting) {
+      const end = m.index + m[0].length;
+      const reply = this.buf.slice(0, end);
+      this.buf = this.buf.slice(end);
+      const w = this.waiting;
+      this.waiting = undefined;
+      w(reply);
+    }
+  }
+
+  reply(step: string, ok: RegExp = /^[23]/): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`SMTP ${step}: no reply in ${SMTP_STEP_TIMEOUT_MS} ms`)), SMTP_STEP_TIMEOUT_MS);
+      this.waiting = (r) => {
+        clearTimeout(t);
+        if (this.failed) return reject(new Error(`SMTP ${step}: ${this.failed.message}`));
+        const last = r.trimEnd().split('\n').pop() ?? '';
+        if (!ok.test(last)) return reject(new Error(`SMTP ${step}: ${last.trim()}`));
+        resolve(r);
+      };
+      this.pump();
+    });
+  }
+
+  send(line: string, step: string, ok?: RegExp): Promise<string> {
+    this.sock.write(line + '\r\n');
+    return this.reply(step, ok);
+  }
+}
+
+function connect(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port });
+    s.setTimeout(SMTP_STEP_TIMEOUT_MS, () => s.destroy(new Error('timeout')));
+    s.once('connect', () => resolve(s));
+    s.once('error', (e) => reject(new Error(`SMTP connect ${host}:${port}: ${e.message}`)));
+  });
+}
+
+/** Sends one message (headers + body) from `from` to each of `to`, one transaction each. */
+export async function sendMail(o: SmtpOptions, from: string, to: readonly string[], subject: string, body: string): Promise<void> {
+  let sock = await connect(o.host, o.port);
+  const c = new Conversation(sock);
+  try {
+    await c.reply('greeting');
+    const me = hostname() || 'localhost';
+    let ehlo = await c.send(`EHLO ${me}`, 'EHLO');
+    if (o.starttls) {
+      if (!/STARTTLS/i.test(ehlo)) throw new Error('SMTP STARTTLS: not offered by the server');
+      await c.send('STARTTLS', 'STARTTLS');
+      sock.removeAllListeners('data');
+      sock = tls.connect({ socket: sock, servername: o.host });
+      await new Promise<void>((resolve, reject) => { sock.once('secureConnect', () => resolve()); sock.once('error', reject); });
+      c.attach(sock);
+      ehlo = await c.send(`EHLO ${me}`, 'EHLO after STARTTLS');
+    }
+    if (o.credentials) {
+      const token = Buffer.from(`\0${o.credentials[0]}\0${o.credentials[1]}`).toString('base64');
+      await c.send(`AUTH PLAIN ${token}`, 'AUTH');
+    }
+    for (const rcpt of to) {
+      await c.send(`MAIL FROM:<${from}>`, 'MAIL FROM');
+      await c.send(`RCPT TO:<${rcpt}>`, `RCPT TO ${rcpt}`);
+      await c.send('DATA', 'DATA', /^3/);
+      const msg = [`From: ${from}`, `To: ${rcpt}`, `Subject: ${subject}`, `Date: ${new Date().toUTCString()}`,
+        'MIME-Version: 1.0', 'Content-Type: text/plain; charset=utf-8', '', ...body.split('\n')]
+        .map((l) => (l.startsWith('.') ? `.${l}` : l)).join('\r\n');
+      await c.send(`${msg}\r\n.`, 'end of data');
+    }
+    await c.send('QUIT', 'QUIT').catch(() => {});
+  } finally {
+    sock.destroy();
+  }
+}
