@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startDaemon, fakeQuota, writeConfig } from './support/daemon.js';
+import { startDaemon, fakeQuota, writeConfig, type Daemon } from './support/daemon.js';
 import { exchange, rcpt, actions } from './support/policy-client.js';
 import { STORE_URLS, uniq } from './support/stores.js';
 
@@ -17,7 +17,7 @@ const REQUESTS_PER_CONNECTION = 5;
 for (const backend of ['redis', 'postgresql', 'mysql'] as const) {
   test(`two instances sharing ${backend}: limit ${L}, ${2 * CONNECTIONS_PER_INSTANCE * REQUESTS_PER_CONNECTION} concurrent requests, exactly ${L} accepted`, async () => {
     const fq = fakeQuota();
-    const daemons = [];
+    const daemons: Daemon[] = [];
     const sockets: string[] = [];
     for (let i = 0; i < 2; i++) {
       const dir = mkdtempSync(join(tmpdir(), `qp-multi-${i}-`));
@@ -39,7 +39,7 @@ for (const backend of ['redis', 'postgresql', 'mysql'] as const) {
       assert.equal(all.filter((a) => a === 'DUNNO').length, L);
       assert.equal(all.filter((a) => a === FAIL).length, all.length - L);
       // Which instance wins the L slots is a race; that both counted against one store is the point.
-      const counted = (d: (typeof daemons)[number]): number => d.lines.filter((l) => l.msg === 'decision' && l.rate_verdict !== undefined).length;
+      const counted = (d: Daemon): number => d.lines.filter((l) => l.msg === 'decision' && l.rate_verdict !== undefined).length;
       for (let i = 0; i < 100 && daemons.some((d) => counted(d) < CONNECTIONS_PER_INSTANCE * REQUESTS_PER_CONNECTION); i++) await new Promise((r) => setTimeout(r, 50));
       for (const d of daemons) assert.equal(counted(d), CONNECTIONS_PER_INSTANCE * REQUESTS_PER_CONNECTION, 'log lines trail the replies');
     } finally {
