@@ -57,6 +57,8 @@ export function getConfig(cl: CommandLine, out: (s: string) => void): number {
 }
 
 const enc = encodeURIComponent;
+/** Which of its *_config mappings each policyd-rate-limit backend reads. */
+const DRIVER_CONFIG: Record<string, string> = { sqlite: 'sqlite', mysql: 'mysql', postgresql: 'pgsql' };
 
 /** policyd-rate-limit YAML -> quotapolicy YAML (rate limiting only). */
 export function migratePolicydRateLimit(text: string): { yaml: string; notCarried: string[]; notes: string[] } {
@@ -77,11 +79,11 @@ export function migratePolicydRateLimit(text: string): { yaml: string; notCarrie
     else if (k === 'count_mode') rl.count_mode = Number(v) === 1 ? 'data_recipients' : 'rcpt';
     else if (k === 'sql_limits_by_id') rl.sql_limits_by_id = typeof v === 'string' ? (backend === 'postgresql' ? v.replace('%s', '$1') : v.replace('%s', '?')) : v;
     else if (k === 'backend') rl.backend = backend ?? v;
-    else if (k === 'sqlite_config') {
-      if (backend === 'sqlite') rl.sqlite_path = (v as Record<string, unknown>)?.database;
-    } else if (k === 'mysql_config') {
+    else if (k.endsWith('_config') && k !== `${DRIVER_CONFIG[backend ?? ''] ?? '-'}_config`) notes.push(`${k}: not used by backend ${String(backend)}, left out`);
+    else if (k === 'sqlite_config') rl.sqlite_path = (v as Record<string, unknown>)?.database;
+    else if (k === 'mysql_config') {
       const m = (v ?? {}) as Record<string, unknown>;
-      if (backend === 'mysql') rl.url = `mysql://${enc(String(m.user ?? 'root'))}${m.passwd ? `:${enc(String(m.passwd))}` : ''}@${String(m.host ?? 'localhost')}${m.port ? `:${String(m.port)}` : ''}/${enc(String(m.db ?? ''))}`;
+      rl.url = `mysql://${enc(String(m.user ?? 'root'))}${m.passwd ? `:${enc(String(m.passwd))}` : ''}@${String(m.host ?? 'localhost')}${m.port ? `:${String(m.port)}` : ''}/${enc(String(m.db ?? ''))}`;
     } else if (k === 'pgsql_config') {
       const p = (v ?? {}) as Record<string, unknown>;
       rl.url = `postgresql://${enc(String(p.user ?? 'postgres'))}${p.password ? `:${enc(String(p.password))}` : ''}@${String(p.host ?? 'localhost')}${p.port ? `:${String(p.port)}` : ''}/${enc(String(p.database ?? ''))}`;
