@@ -108,8 +108,9 @@ export class PolicyService {
       const r = results[c];
       if (r && r.verdict !== 'skip') return { check: c, ...r, results };
     }
+    // Nothing applied: the first check's own answer for "not mine" (DUNNO; success_action for rate_limit, as policyd-rate-limit).
     const first = results[checks[0]!];
-    return { check: 'none', verdict: 'skip', reason: first?.reason ?? 'no check enabled', action: 'DUNNO', results };
+    return { check: 'none', verdict: 'skip', reason: first?.reason ?? 'no check enabled', action: first?.action ?? 'DUNNO', results };
   }
 
   /** For connections: the action only, with the decision logged. */

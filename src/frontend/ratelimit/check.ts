@@ -62,14 +62,15 @@ export class RateLimitCheck {
   async check(req: PolicyRequest, nowMs: number, commit: boolean): Promise<RateResult> {
     const c = this.c;
     let sub = subject(req, this.rules);
-    if (!sub.applies) return { verdict: 'skip', reason: sub.reason, action: 'DUNNO' };
+    // Like policyd-rate-limit: a request it does not count still gets success_action.
+    if (!sub.applies) return { verdict: 'skip', reason: sub.reason, action: c.success_action };
     const id = sub.id;
     try {
       const store = await this.timed(this.getStore(nowMs));
       if (c.sql_limits_by_id !== '') {
         const fromDb = await this.timed(store.limitsFor(id));
         if (fromDb !== undefined) sub = subject(req, this.rules, fromDb);
-        if (!sub.applies) return { verdict: 'skip', reason: sub.reason, action: 'DUNNO' };
+        if (!sub.applies) return { verdict: 'skip', reason: sub.reason, action: c.success_action };
       }
       if (sub.buckets.length === 0) return { verdict: 'pass', reason: 'unlimited id', action: c.success_action, id };
       // consume() records only what passes every window, so a dry run counts exactly what a real run would.
