@@ -41,9 +41,15 @@ for (const c of SMTP_CASES) {
   });
 }
 
+test('real Postfix: the authenticated sender over its limit was told by the rate-limit check', () => {
+  const line = daemonLog.find((l) => l.msg === 'decision' && l.check === 'rate_limit' && l.verdict === 'rate_limited');
+  assert.ok(line, 'a rate_limited decision');
+  assert.equal(line.rate_id, 'ratelimited');
+});
+
 test('real Postfix: the normal user\'s mail is in its Maildir on the quota file system', () => {
-  assert.equal(results.delivered_under.length, 1);
-  assert.match(results.delivered_under[0]!, /Subject: normal user delivered/);
+  assert.equal(results.delivered_under.length, 3, 'the normal message and the two allowed rate-limited ones');
+  assert.ok(results.delivered_under.some((m) => /Subject: normal user delivered/.test(m)));
 });
 
 test('the policy socket in Postfix\'s spool is owned by the service user, group postfix, mode 0660', () => {

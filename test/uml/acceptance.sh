@@ -23,14 +23,22 @@ postconf -e 'myhostname = mx.example.test' 'mydestination = $myhostname, example
   'maillog_file = /var/log/postfix.log' 'home_mailbox = Maildir/' 'recipient_delimiter = +' \
   'smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service unix:private/quotapolicy' \
   'smtpd_end_of_data_restrictions = check_policy_service unix:private/quotapolicy' \
-  'smtpd_policy_service_default_action = 451 4.3.5 Policy service unavailable' 'alias_maps =' 'alias_database ='
+  'smtpd_policy_service_default_action = 451 4.3.5 Policy service unavailable' 'alias_maps =' 'alias_database =' \
+  'smtpd_authorized_xclient_hosts = 127.0.0.0/8' 'smtpd_sasl_auth_enable = yes'
 mkdir -p /var/spool/postfix/private
 
+install -d -o quotapolicy -g quotapolicy -m 0750 /run/qp-rl
 cat > /run/quotapolicy.yaml <<YAML
 listen: ["unix:/var/spool/postfix/private/quotapolicy"]
 socket_group: postfix
+checks: [quota, rate_limit]
 actions:
   grace: "PREPEND X-Quota-Warning: mailbox over its soft quota"
+rate_limit:
+  sqlite_path: /run/qp-rl/rl.sqlite3
+  limits: [[1000, 60]]
+  limits_by_id:
+    ratelimited: [[2, 3600]]
 YAML
 chmod 644 /run/quotapolicy.yaml
 node "$REPO/bin/quotapolicy.js" serve --config /run/quotapolicy.yaml > /run/out/daemon.log 2>&1 &

@@ -28,10 +28,14 @@ export const POLICY_CASES: PolicyCase[] = [
 ];
 
 /** Mail sent through Postfix's check_policy_service: expected SMTP replies. */
-export interface SmtpCase { name: string; to: string; size?: number; bodyKiB: number; declareSize: boolean; rcptCode: string; dataCode?: string }
+export interface SmtpCase { name: string; to: string; size?: number; bodyKiB: number; declareSize: boolean; rcptCode: string; dataCode?: string; login?: string }
 export const SMTP_CASES: SmtpCase[] = [
   { name: 'over-quota user refused at RCPT with 452 4.2.2', to: 'hard@example.test', bodyKiB: 1, declareSize: false, rcptCode: '452 4.2.2' },
   { name: 'normal user delivered', to: 'under@example.test', bodyKiB: 4, declareSize: true, rcptCode: '250', dataCode: '250' },
   { name: 'too-large message refused at RCPT with 552 5.2.2', to: 'under@example.test', bodyKiB: 3000, declareSize: true, rcptCode: '552 5.2.2' },
   { name: 'message that does not fit refused at end of data', to: 'grace@example.test', bodyKiB: 60, declareSize: false, rcptCode: '250', dataCode: '452 4.2.2' },
+  // Rate limit: SASL user "ratelimited" may send 2 per hour (XCLIENT LOGIN stands in for AUTH).
+  { name: 'authenticated sender, 1st of 2 allowed', to: 'under@example.test', bodyKiB: 1, declareSize: false, rcptCode: '250', dataCode: '250', login: 'ratelimited' },
+  { name: 'authenticated sender, 2nd of 2 allowed', to: 'under@example.test', bodyKiB: 1, declareSize: false, rcptCode: '250', dataCode: '250', login: 'ratelimited' },
+  { name: 'authenticated sender over its limit deferred at RCPT', to: 'under@example.test', bodyKiB: 1, declareSize: false, rcptCode: '450 4.7.1', login: 'ratelimited' },
 ];

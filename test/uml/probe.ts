@@ -38,6 +38,10 @@ async function smtp(c: SmtpCase): Promise<Record<string, string>> {
   const cmd = (line: string): Promise<string> => { const p = reply(); s.write(line + '\r\n'); return p; };
   const got: Record<string, string> = { banner: await reply() };
   got.ehlo = await cmd('EHLO client.example.org');
+  if (c.login) {
+    got.xclient = await cmd(`XCLIENT LOGIN=${c.login}`);
+    got.ehlo2 = await cmd('EHLO client.example.org');
+  }
   const body = `Subject: ${c.name}\r\n\r\n` + ('x'.repeat(1023) + '\n').repeat(c.bodyKiB);
   got.mail = await cmd(`MAIL FROM:<a@example.org>${c.declareSize ? ` SIZE=${body.length}` : ''}`);
   got.rcpt = await cmd(`RCPT TO:<${c.to}>`);
@@ -50,16 +54,17 @@ async function smtp(c: SmtpCase): Promise<Record<string, string>> {
   return got;
 }
 
-async function delivered(user: string, timeoutMs = 20_000): Promise<string[]> {
+async function delivered(user: string, want: number, timeoutMs = 20_000): Promise<string[]> {
   const dir = `/home/${user}/Maildir/new`;
+  const read = (): string[] => (existsSync(dir) ? readdirSync(dir).map((f) => readFileSync(`${dir}/${f}`, 'utf8').slice(0, 2000)) : []);
   for (const end = Date.now() + timeoutMs; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
-    if (existsSync(dir) && readdirSync(dir).length > 0) return readdirSync(dir).map((f) => readFileSync(`${dir}/${f}`, 'utf8').slice(0, 2000));
+    if (read().length >= want) break;
   }
-  return [];
+  return read();
 }
 
 const results: Record<string, unknown> = { policy: {}, smtp: {} };
 for (const c of POLICY_CASES) (results.policy as Record<string, string>)[c.name] = await ask(c.attrs);
 for (const c of SMTP_CASES) (results.smtp as Record<string, unknown>)[c.name] = await smtp(c).catch((e: Error) => ({ error: e.message }));
-results.delivered_under = await delivered('under');
+results.delivered_under = await delivered('under', 3);
 writeFileSync(`${out}/results.json`, JSON.stringify(results, null, 2));
