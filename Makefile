@@ -40,7 +40,8 @@ install: createuser
 	chown -R root:root $(DESTDIR)$(LIBDIR)
 	chmod -R go-w $(DESTDIR)$(LIBDIR)
 	ln -sf $(LIBDIR)/bin/quotapolicy.js $(DESTDIR)$(BINDIR)/quotapolicy
-	install -o root -g root -m 0644 systemd/quotapolicy.socket systemd/quotapolicy.service $(DESTDIR)$(UNITDIR)/
+	install -o root -g root -m 0644 systemd/quotapolicy.socket systemd/quotapolicy.service systemd/quotapolicy-clean.service systemd/quotapolicy-clean.timer $(DESTDIR)$(UNITDIR)/
+	install -d -o $(SERVICE_USER) -g $(SERVICE_USER) -m 0750 $(DESTDIR)/var/lib/quotapolicy
 	install -d -o root -g $(SERVICE_USER) -m 0750 $(DESTDIR)$(CONFDIR)
 	test -f $(DESTDIR)$(CONFDIR)/quotapolicy.yaml || \
 	  install -o root -g $(SERVICE_USER) -m 0640 quotapolicy.yaml.example $(DESTDIR)$(CONFDIR)/quotapolicy.yaml
@@ -51,5 +52,6 @@ install: createuser
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR)
-	rm -f $(DESTDIR)$(BINDIR)/quotapolicy $(DESTDIR)$(UNITDIR)/quotapolicy.socket $(DESTDIR)$(UNITDIR)/quotapolicy.service $(DESTDIR)$(SUDOERSDIR)/quotapolicy
-	if [ "$(PURGE)" = yes ]; then rm -rf $(DESTDIR)$(CONFDIR); userdel $(SERVICE_USER) 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(BINDIR)/quotapolicy $(DESTDIR)$(UNITDIR)/quotapolicy.socket $(DESTDIR)$(UNITDIR)/quotapolicy.service \
+	  $(DESTDIR)$(UNITDIR)/quotapolicy-clean.service $(DESTDIR)$(UNITDIR)/quotapolicy-clean.timer $(DESTDIR)$(SUDOERSDIR)/quotapolicy
+	if [ "$(PURGE)" = yes ]; then rm -rf $(DESTDIR)$(CONFDIR) $(DESTDIR)/var/lib/quotapolicy; userdel $(SERVICE_USER) 2>/dev/null || true; fi

@@ -4,7 +4,10 @@
 #                             Postfix, build tools; npm ci; build; service user
 #   scripts/setup.sh --test   the same, plus what the test suite needs:
 #                             user-mode-linux (real kernel quotas), kmod, iproute2,
-#                             sudo and systemd's tools (deployment tests)
+#                             sudo and systemd's tools (deployment tests),
+#                             PostgreSQL, MariaDB, Redis (rate-limit store tests,
+#                             started by scripts/start-test-services.sh) and
+#                             policyd-rate-limit (the differential test)
 # Safe to run again. Postfix is installed unconfigured ("No configuration").
 set -eu
 cd "$(dirname "$0")/.."
@@ -13,7 +16,8 @@ export DEBIAN_FRONTEND=noninteractive
 SERVICE_USER=quotapolicy
 
 pkgs="quota postfix ca-certificates make g++ python3"
-[ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux kmod iproute2 e2fsprogs util-linux sudo systemd"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux kmod iproute2 e2fsprogs util-linux sudo systemd \
+  postgresql mariadb-server redis-server redis-tools policyd-rate-limit"
 # Debian 13 ships Node 20.19; an existing node (>= 20.19) is kept as it is.
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 
@@ -31,4 +35,5 @@ getent passwd "$SERVICE_USER" >/dev/null || \
 
 npm ci --no-audit --no-fund
 npm run build
+[ "${1:-}" = "--test" ] && scripts/start-test-services.sh
 echo "setup.sh: done"

@@ -19,7 +19,11 @@ test('systemd-analyze verify: the units pass with nothing at all on stderr', () 
   assert.match(service, /^ExecStart=\/usr\/lib\/quotapolicy\/bin\/quotapolicy\.js serve$/m);
   writeFileSync(join(dir, 'quotapolicy.service'), service.replace('/usr/lib/quotapolicy/bin/quotapolicy.js', join(REPO, 'bin/quotapolicy.js')));
   writeFileSync(join(dir, 'quotapolicy.socket'), readFileSync(join(REPO, 'systemd/quotapolicy.socket')));
-  const r = spawnSync('systemd-analyze', ['verify', join(dir, 'quotapolicy.socket'), join(dir, 'quotapolicy.service')], { encoding: 'utf8' });
+  const clean = readFileSync(join(REPO, 'systemd/quotapolicy-clean.service'), 'utf8');
+  writeFileSync(join(dir, 'quotapolicy-clean.service'), clean.replace('/usr/lib/quotapolicy/bin/quotapolicy.js', join(REPO, 'bin/quotapolicy.js')));
+  writeFileSync(join(dir, 'quotapolicy-clean.timer'), readFileSync(join(REPO, 'systemd/quotapolicy-clean.timer')));
+  const units = ['quotapolicy.socket', 'quotapolicy.service', 'quotapolicy-clean.service', 'quotapolicy-clean.timer'].map((u) => join(dir, u));
+  const r = spawnSync('systemd-analyze', ['verify', ...units], { encoding: 'utf8' });
   assert.equal(r.error, undefined, 'systemd-analyze must be installed (scripts/setup.sh --test)');
   assert.equal(r.stderr, '');
   assert.equal(r.status, 0);

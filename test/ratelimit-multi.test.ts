@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDaemon, fakeQuota, writeConfig, type Daemon } from './support/daemon.js';
 import { exchange, rcpt, actions } from './support/policy-client.js';
-import { STORE_URLS, uniq } from './support/stores.js';
+import { SERVICE_STORE_URLS, uniq } from './support/stores.js';
 
 const FAIL = 'DEFER_IF_PERMIT Rate limit reach, retry later';
 const L = 37;
@@ -25,7 +25,7 @@ for (const backend of ['redis', 'postgresql', 'mysql'] as const) {
       const sock = join(dir, 'p.sock');
       sockets.push(sock);
       const cfg = writeConfig(dir, `checks: [rate_limit]\nquota_path: ${fq.path}\nsocket_group: quotapolicy\nlisten: ["unix:${sock}"]\n` +
-        `rate_limit:\n  backend: ${backend}\n  url: "${STORE_URLS[backend]}"\n  limits: [[${L}, 3600]]\n  store_timeout_ms: 5000\n`);
+        `rate_limit:\n  backend: ${backend}\n  url: "${SERVICE_STORE_URLS[backend]}"\n  limits: [[${L}, 3600]]\n  store_timeout_ms: 5000\n`);
       const d = startDaemon(['--config', cfg]);
       daemons.push(d);
       await d.waitFor((l) => l.msg === 'front ready');

@@ -6,10 +6,20 @@ import { join } from 'node:path';
 import { openStore } from '../../src/frontend/ratelimit/open-store.js';
 import type { RateStore } from '../../src/frontend/ratelimit/store.js';
 
+// Unix sockets as root: peer/unix_socket authentication works both on a fresh
+// Debian (scripts/start-test-services.sh creates the role and database) and on
+// hosts with trust authentication. QP_PG_URL etc. override.
 export const STORE_URLS = {
-  postgresql: 'postgresql://postgres@127.0.0.1:5432/test',
-  mysql: 'mysql://root@127.0.0.1:3306/test',
-  redis: 'redis://127.0.0.1:6379/0',
+  postgresql: process.env.QP_PG_URL ?? 'postgresql://root@%2Fvar%2Frun%2Fpostgresql/test',
+  mysql: process.env.QP_MYSQL_URL ?? 'mysql://root@localhost/test?socketPath=/run/mysqld/mysqld.sock',
+  redis: process.env.QP_REDIS_URL ?? 'redis://127.0.0.1:6379/0',
+} as const;
+
+/** For the daemon under test, which connects as the service user. */
+export const SERVICE_STORE_URLS = {
+  postgresql: process.env.QP_SERVICE_PG_URL ?? 'postgresql://quotapolicy@%2Fvar%2Frun%2Fpostgresql/quotapolicy_test',
+  mysql: process.env.QP_SERVICE_MYSQL_URL ?? 'mysql://quotapolicy@localhost/quotapolicy_test?socketPath=/run/mysqld/mysqld.sock',
+  redis: process.env.QP_REDIS_URL ?? 'redis://127.0.0.1:6379/0',
 } as const;
 
 export type Backend = 'sqlite' | 'postgresql' | 'mysql' | 'redis';

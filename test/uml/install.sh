@@ -16,7 +16,8 @@ stat -c '%U:%G %a %n' /usr/lib/quotapolicy /usr/lib/quotapolicy/dist /usr/lib/qu
   /etc/quotapolicy /etc/quotapolicy/quotapolicy.yaml /etc/sudoers.d/quotapolicy > $R/install-modes.txt 2>&1
 find /usr/lib/quotapolicy -perm /022 ! -type l > $R/writable-by-others.txt
 cd /
-systemd-analyze verify /etc/systemd/system/quotapolicy.socket /etc/systemd/system/quotapolicy.service > $R/verify.out 2> $R/verify.err
+systemd-analyze verify /etc/systemd/system/quotapolicy.socket /etc/systemd/system/quotapolicy.service \
+  /etc/systemd/system/quotapolicy-clean.service /etc/systemd/system/quotapolicy-clean.timer > $R/verify.out 2> $R/verify.err
 echo $? > $R/verify.rc
 
 # Root mode, installed copy, default config (socket in Postfix's spool).
@@ -62,5 +63,6 @@ kill -TERM $SUDOPID; wait $SUDOPID; echo $? > $R/sudo-mode.rc
 
 cd "$REPO"
 make uninstall > $R/make-uninstall.log 2>&1; echo $? > $R/make-uninstall.rc
-ls -d /usr/lib/quotapolicy /usr/sbin/quotapolicy /etc/systemd/system/quotapolicy.service /etc/systemd/system/quotapolicy.socket /etc/sudoers.d/quotapolicy > $R/left-after-uninstall.txt 2>/dev/null
+ls -d /usr/lib/quotapolicy /usr/sbin/quotapolicy /etc/systemd/system/quotapolicy.service /etc/systemd/system/quotapolicy.socket \
+  /etc/systemd/system/quotapolicy-clean.service /etc/systemd/system/quotapolicy-clean.timer /etc/sudoers.d/quotapolicy > $R/left-after-uninstall.txt 2>/dev/null
 finish 0

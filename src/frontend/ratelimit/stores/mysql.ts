@@ -26,12 +26,20 @@ export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: n
   const rows = async (sql: string, values?: unknown[]): Promise<Record<string, unknown>[]> => (await pool.query(sql, values))[0] as Record<string, unknown>[];
   let ready: Promise<void> | undefined;
   const migrate = (): Promise<void> => (ready ??= wrap(async () => {
-    await pool.query('CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL)');
-    await pool.query('CREATE TABLE IF NOT EXISTS qp_rate_events (`key` VARCHAR(255) NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL, INDEX qp_rate_events_key_at (`key`, at)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin');
-    await pool.query('CREATE TABLE IF NOT EXISTS qp_rate_hits (`key` VARCHAR(255) NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (`key`, seconds)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin');
-    const v = await rows('SELECT version FROM qp_schema');
-    if (v.length === 0) await pool.query('INSERT INTO qp_schema (version) VALUES (?)', [SCHEMA_VERSION]);
-    else if (Number(v[0]!.version) > SCHEMA_VERSION) throw new StoreError(`schema version ${String(v[0]!.version)} is newer than this quotapolicy`);
+    // Instances starting together take turns creating the tables.
+    const c = await pool.getConnection();
+    try {
+      await c.query('SELECT GET_LOCK(?, ?)', ['qp:migrate', Math.max(1, Math.ceil(timeoutMs / 1000))]);
+      await c.query('CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL)');
+      await c.query('CREATE TABLE IF NOT EXISTS qp_rate_events (`key` VARCHAR(255) NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL, INDEX qp_rate_events_key_at (`key`, at)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin');
+      await c.query('CREATE TABLE IF NOT EXISTS qp_rate_hits (`key` VARCHAR(255) NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (`key`, seconds)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin');
+      const [v] = (await c.query('SELECT version FROM qp_schema')) as [Record<string, unknown>[], unknown];
+      if (v.length === 0) await c.query('INSERT INTO qp_schema (version) VALUES (?)', [SCHEMA_VERSION]);
+      else if (Number(v[0]!.version) > SCHEMA_VERSION) throw new StoreError(`schema version ${String(v[0]!.version)} is newer than this quotapolicy`);
+    } finally {
+      await c.query('SELECT RELEASE_LOCK(?)', ['qp:migrate']).catch(() => {});
+      c.release();
+    }
   }).catch((e: unknown) => { ready = undefined; throw e; }));
   await migrate();
   const lockWaitSec = Math.max(1, Math.ceil(timeoutMs / 1000));

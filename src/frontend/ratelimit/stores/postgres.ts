@@ -10,6 +10,8 @@ interface Pool { connect(): Promise<Client>; query: Client['query']; end(): Prom
 
 /** Connections per daemon: the front runs one store call at a time per key, so a few suffice. */
 export const PG_POOL_SIZE = 8;
+/** Advisory lock id held while creating or migrating the tables ("qp" in ASCII). */
+const MIGRATION_LOCK = 0x7170;
 
 export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
   const pg = (await import('pg')) as unknown as { default: { Pool: new (o: object) => Pool } };
@@ -24,13 +26,21 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
   };
   let ready: Promise<void> | undefined;
   const migrate = (): Promise<void> => (ready ??= wrap(async () => {
-    await pool.query(`CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS qp_rate_events (key TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL);
-      CREATE INDEX IF NOT EXISTS qp_rate_events_key_at ON qp_rate_events (key, at);
-      CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (key, seconds))`);
-    const v = await pool.query('SELECT version FROM qp_schema');
-    if (v.rows.length === 0) await pool.query('INSERT INTO qp_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
-    else if (Number(v.rows[0]!.version) > SCHEMA_VERSION) throw new StoreError(`schema version ${String(v.rows[0]!.version)} is newer than this quotapolicy`);
+    // Instances starting together must not race on CREATE TABLE IF NOT EXISTS (it can fail in PostgreSQL).
+    const c = await pool.connect();
+    try {
+      await c.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+      await c.query(`CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS qp_rate_events (key TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL);
+        CREATE INDEX IF NOT EXISTS qp_rate_events_key_at ON qp_rate_events (key, at);
+        CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (key, seconds))`);
+      const v = await c.query('SELECT version FROM qp_schema');
+      if (v.rows.length === 0) await c.query('INSERT INTO qp_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
+      else if (Number(v.rows[0]!.version) > SCHEMA_VERSION) throw new StoreError(`schema version ${String(v.rows[0]!.version)} is newer than this quotapolicy`);
+    } finally {
+      await c.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
+      c.release();
+    }
   }).catch((e: unknown) => { ready = undefined; throw e; }));
   await migrate();
   return {
