@@ -16,8 +16,10 @@ stat -c '%U:%G %a %n' /usr/lib/quotapolicy /usr/lib/quotapolicy/dist /usr/lib/qu
   /etc/quotapolicy /etc/quotapolicy/quotapolicy.yaml /etc/sudoers.d/quotapolicy > $R/install-modes.txt 2>&1
 find /usr/lib/quotapolicy -perm /022 ! -type l > $R/writable-by-others.txt
 cd /
-systemd-analyze verify /etc/systemd/system/quotapolicy.socket /etc/systemd/system/quotapolicy.service \
-  /etc/systemd/system/quotapolicy-clean.service /etc/systemd/system/quotapolicy-clean.timer > $R/verify.out 2> $R/verify.err
+# The installed units, with systemd's own targets and slices only (other packages' units would add noise).
+mkdir -p /run/unitcheck && cp /etc/systemd/system/quotapolicy* /lib/systemd/system/*.target /lib/systemd/system/*.slice /run/unitcheck/
+SYSTEMD_UNIT_PATH=/run/unitcheck systemd-analyze verify /run/unitcheck/quotapolicy.socket /run/unitcheck/quotapolicy.service \
+  /run/unitcheck/quotapolicy-clean.service /run/unitcheck/quotapolicy-clean.timer > $R/verify.out 2> $R/verify.err
 echo $? > $R/verify.rc
 
 # Root mode, installed copy, default config (socket in Postfix's spool).

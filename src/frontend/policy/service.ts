@@ -110,7 +110,7 @@ export class PolicyService {
     }
     // Nothing applied: the first check's own answer for "not mine" (DUNNO; success_action for rate_limit, as policyd-rate-limit).
     const first = results[checks[0]!];
-    return { check: 'none', verdict: 'skip', reason: first?.reason ?? 'no check enabled', action: first?.action ?? 'DUNNO', results };
+    return { ...first, check: 'none', verdict: 'skip', reason: first?.reason ?? 'no check enabled', action: first?.action ?? 'DUNNO', results };
   }
 
   /** For connections: the action only, with the decision logged. */
