@@ -72,6 +72,12 @@ test('states other than RCPT and END-OF-MESSAGE, and other requests, get DUNNO w
   assert.deepEqual(h.calls.lookup, []);
 });
 
+test('quota_states: the check answers only in the states named', async () => {
+  const h = harness('quota_states: [END-OF-MESSAGE]\n');
+  assert.equal((await h.ask('bob@x', 0)).verdict, 'skip', 'RCPT not checked');
+  assert.equal((await h.ask('bob@x', 0, { protocol_state: 'END-OF-MESSAGE', recipient_count: '1' })).verdict, 'over_quota');
+});
+
 test('a non-numeric size counts as unknown', async () => {
   const h = harness();
   assert.equal((await h.ask('bob@x', 0, { size: '12abc' })).verdict, 'over_quota');

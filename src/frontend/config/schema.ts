@@ -93,6 +93,8 @@ export const FIELDS: Record<string, Field> = {
   idle_timeout_ms: { default: 330_000, check: int(1000, 86_400_000), doc: 'Close a policy connection idle this long (Postfix itself closes after 300 s).' },
   max_connections: { default: 512, check: int(1, 100_000), doc: 'Policy connections open at once; more are closed on arrival and logged.' },
   log_level: { default: 'info', check: oneOf('debug', 'info', 'warn', 'error'), doc: 'Lowest level logged.' },
+  quota_states: { default: ['RCPT', 'END-OF-MESSAGE'], check: (v) => listOf(oneOf('RCPT', 'END-OF-MESSAGE'), 2)(v) ?? ((v as string[]).length > 0 ? undefined : 'must name at least one state'),
+    doc: 'Protocol states the quota check answers (END-OF-MESSAGE only with exactly one recipient; there the real size is known). Others get DUNNO.' },
   checks: { default: ['quota'], check: (v) => listOf(oneOf('quota', 'rate_limit'), 2)(v) ?? (new Set(v as string[]).size === (v as string[]).length ? undefined : 'must not repeat a check'),
     doc: 'Checks that run, in order of precedence: when several refuse, the first one listed answers. Leave one out to turn it off.' },
   privilege_mode: { default: 'root', check: oneOf('root', 'sudo'),
@@ -222,6 +224,7 @@ export interface Config {
   pid_file: string | null;
   metrics: boolean;
   metrics_listen: string;
+  quota_states: ('RCPT' | 'END-OF-MESSAGE')[];
   checks: ('quota' | 'rate_limit')[];
   actions: Actions;
   rate_limit: RateConfig;

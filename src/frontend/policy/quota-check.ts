@@ -48,9 +48,10 @@ export class QuotaCheck {
   }
 
   /** Which recipient and size this request is about, or why it does not apply. */
-  static subject(req: PolicyRequest): { recipient: string; size: number } | string {
+  static subject(req: PolicyRequest, states: readonly string[] = ['RCPT', 'END-OF-MESSAGE']): { recipient: string; size: number } | string {
     if (req.get('request') !== 'smtpd_access_policy') return 'not an smtpd_access_policy request';
     const state = req.get('protocol_state');
+    if (state === undefined || !states.includes(state)) return `protocol state ${state ?? '(none)'} is not checked`;
     const recipient = req.get('recipient') ?? '';
     const sizeText = req.get('size') ?? '';
     const size = SIZE.test(sizeText) ? Number(sizeText) : 0;
@@ -63,7 +64,7 @@ export class QuotaCheck {
   }
 
   async check(req: PolicyRequest, nowMs: number): Promise<CheckResult> {
-    const subject = QuotaCheck.subject(req);
+    const subject = QuotaCheck.subject(req, this.cfg.quota_states);
     if (typeof subject === 'string') return this.skip(subject);
     const mapped = recipientToUser(subject.recipient, this.rules);
     if (!mapped.ok) return this.skip(mapped.reason);
