@@ -60,7 +60,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
   const onConnection = (socket: net.Socket): void => {
     socket.on('close', () => sockets.delete(socket));
     sockets.set(socket, serveConnection(socket, {
-      idleTimeoutMs: service.config.idle_timeout_ms, answer: (req) => service.answer(req), log,
+      idleTimeoutMs: service.config.idle_timeout_ms, requestTimeoutMs: service.config.request_timeout_ms, answer: (req) => service.answer(req), log,
       onProtocolError: () => metrics.error('protocol'),
     }));
   };

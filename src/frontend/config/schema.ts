@@ -91,6 +91,7 @@ export const FIELDS: Record<string, Field> = {
   negative_cache_ttl_ms: { default: 60_000, check: int(0, 3_600_000), doc: 'How long "not a Unix user" is remembered.' },
   cache_max_entries: { default: 10_000, check: int(1, 10_000_000), doc: 'Entries kept in each cache; the oldest go first.' },
   idle_timeout_ms: { default: 330_000, check: int(1000, 86_400_000), doc: 'Close a policy connection idle this long (Postfix itself closes after 300 s).' },
+  request_timeout_ms: { default: 10_000, check: int(100, 600_000), doc: 'A request begun must be complete within this, or the connection is closed without a reply (a slow sender cannot hold it).' },
   max_connections: { default: 512, check: int(1, 100_000), doc: 'Policy connections open at once; more are closed on arrival and logged.' },
   log_level: { default: 'info', check: oneOf('debug', 'info', 'warn', 'error'), doc: 'Lowest level logged.' },
   quota_states: { default: ['RCPT', 'END-OF-MESSAGE'], check: (v) => listOf(oneOf('RCPT', 'END-OF-MESSAGE'), 2)(v) ?? ((v as string[]).length > 0 ? undefined : 'must name at least one state'),
@@ -217,6 +218,7 @@ export interface Config {
   negative_cache_ttl_ms: number;
   cache_max_entries: number;
   idle_timeout_ms: number;
+  request_timeout_ms: number;
   max_connections: number;
   log_level: 'debug' | 'info' | 'warn' | 'error';
   privilege_mode: 'root' | 'sudo';

@@ -11,6 +11,8 @@ export const MAX_PIPELINED = 64;
 
 export interface ConnectionOptions {
   idleTimeoutMs: number;
+  /** A request begun must be complete within this (Postfix sends one in a single write). */
+  requestTimeoutMs: number;
   /** Never rejects: returns the action to answer. */
   answer(req: PolicyRequest): Promise<string>;
   log: Logger;
@@ -22,13 +24,18 @@ export interface Connection {
   drain(): void;
 }
 
+/** Numbers connections in log lines: peers (ports) are reused, this is not. */
+let connections = 0;
+
 export function serveConnection(socket: Socket, opts: ConnectionOptions): Connection {
   const parser = new PolicyParser();
+  const conn = ++connections;
   const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
   let tail: Promise<void> = Promise.resolve();
   let pending = 0;
   let readEnded = false;
   let draining = false;
+  let requestTimer: NodeJS.Timeout | undefined;
 
   const maybeFinish = (): void => {
     if ((readEnded || (draining && !parser.midRequest)) && pending === 0 && !socket.destroyed) socket.end();
@@ -45,12 +52,23 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
       requests = parser.push(chunk);
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      opts.log.warn({ peer, reason: e.message }, 'bad policy request, closing connection without a reply');
+      opts.log.warn({ conn, peer, reason: e.message }, 'bad policy request, closing connection without a reply');
       opts.onProtocolError?.(e.message);
       socket.destroy();
       return;
     }
     if (draining && requests.length === 0) maybeFinish();
+    // A slow sender (1 byte/s) resets the idle timer forever; this deadline does not move.
+    if (parser.midRequest && requestTimer === undefined) {
+      requestTimer = setTimeout(() => {
+        opts.log.warn({ conn, peer, timeout_ms: opts.requestTimeoutMs }, 'request not completed in time, closing connection without a reply');
+        opts.onProtocolError?.('request timeout');
+        socket.destroy();
+      }, opts.requestTimeoutMs);
+    } else if (!parser.midRequest && requestTimer !== undefined) {
+      clearTimeout(requestTimer);
+      requestTimer = undefined;
+    }
     for (const req of requests) {
       const answer = opts.answer(req);
       pending++;
@@ -67,10 +85,11 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
   });
   socket.on('end', () => {
     readEnded = true;
-    if (parser.midRequest) opts.log.warn({ peer }, 'connection closed in the middle of a request');
+    if (parser.midRequest) opts.log.warn({ conn, peer }, 'connection closed in the middle of a request');
     maybeFinish();
   });
   socket.on('error', (e) => opts.log.debug({ peer, err: e.message }, 'policy connection error'));
+  socket.on('close', () => clearTimeout(requestTimer));
   return {
     drain: () => {
       draining = true;
