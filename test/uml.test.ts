@@ -62,6 +62,15 @@ test('`quotapolicy check` as root prints the right action for real quotas', () =
   assert.match(readFileSync(join(out, 'check-under-big.txt'), 'utf8'), new RegExp(`^action: ${TOO_LARGE}\nverdict: too_large\n`));
 });
 
+test('the service user cannot run quota(1) for another user by itself (real quotactl)', () => {
+  const rc = Number(readFileSync(join(out, 'front-quota.rc'), 'utf8'));
+  const stderr = readFileSync(join(out, 'front-quota.stderr'), 'utf8');
+  const stdout = readFileSync(join(out, 'front-quota.stdout'), 'utf8');
+  assert.notEqual(rc, 0);
+  assert.match(stderr, /not permitted|denied/i, stderr);
+  assert.doesNotMatch(stdout, /\/home\s+\d+/, 'no numbers for user 2003');
+});
+
 test('the front ran unprivileged inside the guest too', () => {
   const ready = daemonLog.find((l) => l.msg === 'front ready');
   assert.ok(ready, 'front ready line');

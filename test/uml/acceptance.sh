@@ -47,6 +47,9 @@ ls -l /var/spool/postfix/private/quotapolicy > /run/out/socket.txt
 /usr/lib/postfix/sbin/master -w
 node "$REPO/bin/quotapolicy.js" check hard@example.test > /run/out/check-hard.txt 2>&1
 node "$REPO/bin/quotapolicy.js" check under@example.test --size 3072000 > /run/out/check-under-big.txt 2>&1
+# Privilege proof: the service user (what the front runs as) cannot read another user's quota.
+setpriv --reuid=quotapolicy --regid=quotapolicy --clear-groups /usr/bin/quota -w -p -v --show-mntpoint --hide-device -u -- 2003 \
+  > /run/out/front-quota.stdout 2> /run/out/front-quota.stderr; echo $? > /run/out/front-quota.rc
 node "$REPO/dist/test/uml/probe.js" /var/spool/postfix/private/quotapolicy /run/out
 rc=$?
 cp /var/log/postfix.log /run/out/postfix.log 2>/dev/null
