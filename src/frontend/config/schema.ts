@@ -162,6 +162,7 @@ export const RATE_FIELDS: Record<string, Field> = {
   smtp_server: { default: ['localhost', 25], check: hostPort, doc: 'SMTP server for reports, [host, port].' },
   smtp_starttls: { default: false, check: bool, doc: 'Use STARTTLS (required before smtp_credentials are sent).' },
   smtp_credentials: { default: null, check: nullable(credentials), doc: '[user, password] for SMTP AUTH, or null.' },
+  smtp_tls_ca_file: { default: null, check: nullable(absPath), doc: 'PEM file of the CA(s) that sign the report server\'s certificate; null uses the system\'s CAs. The certificate is always verified.' },
 };
 
 export interface RateConfig {
@@ -196,6 +197,7 @@ export interface RateConfig {
   smtp_server: [string, number?];
   smtp_starttls: boolean;
   smtp_credentials: [string, string] | null;
+  smtp_tls_ca_file: string | null;
 }
 
 export interface Actions {

@@ -2,6 +2,7 @@
 // window since the last clean, as a table, mailed on `quotapolicy clean`.
 import type { HitRow } from './store.js';
 import type { RateConfig } from '../config/schema.js';
+import { readFileSync } from 'node:fs';
 import { sendMail } from './smtp.js';
 
 export function reportText(hits: readonly HitRow[]): string {
@@ -18,7 +19,8 @@ export async function sendReport(c: RateConfig, hits: readonly HitRow[]): Promis
   const reported = hits.filter((h) => c.report_limits.includes(h.seconds));
   if (c.report_only_if_needed && reported.length === 0) return false;
   const to = Array.isArray(c.report_to) ? c.report_to : [c.report_to!];
-  await sendMail({ host: c.smtp_server[0], port: c.smtp_server[1] ?? 25, starttls: c.smtp_starttls, credentials: c.smtp_credentials },
+  const ca = c.smtp_tls_ca_file === null ? undefined : readFileSync(c.smtp_tls_ca_file);
+  await sendMail({ host: c.smtp_server[0], port: c.smtp_server[1] ?? 25, starttls: c.smtp_starttls, credentials: c.smtp_credentials, ...(ca ? { ca } : {}) },
     c.report_from!, to, c.report_subject, reportText(reported));
   return true;
 }

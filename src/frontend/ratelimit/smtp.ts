@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 /** Each SMTP reply must arrive within this. */
 export const SMTP_STEP_TIMEOUT_MS = 15_000;
 
-export interface SmtpOptions { host: string; port: number; starttls: boolean; credentials: [string, string] | null }
+export interface SmtpOptions { host: string; port: number; starttls: boolean; credentials: [string, string] | null; ca?: string | Buffer }
 
 class Conversation {
   private buf = '';
@@ -77,12 +77,17 @@ export async function sendMail(o: SmtpOptions, from: string, to: readonly string
       if (!/STARTTLS/i.test(ehlo)) throw new Error('SMTP STARTTLS: not offered by the server');
       await c.send('STARTTLS', 'STARTTLS');
       sock.removeAllListeners('data');
-      sock = tls.connect({ socket: sock, servername: o.host });
-      await new Promise<void>((resolve, reject) => { sock.once('secureConnect', () => resolve()); sock.once('error', reject); });
+      // SNI takes host names only; an IP address is still checked against the certificate.
+      sock = tls.connect({ socket: sock, host: o.host, ...(net.isIP(o.host) ? {} : { servername: o.host }), ...(o.ca === undefined ? {} : { ca: o.ca }) });
+      await new Promise<void>((resolve, reject) => {
+        sock.once('secureConnect', () => resolve());
+        sock.once('error', (e) => reject(new Error(`SMTP STARTTLS: ${e.message}`)));
+      });
       c.attach(sock);
       ehlo = await c.send(`EHLO ${me}`, 'EHLO after STARTTLS');
     }
     if (o.credentials) {
+      if (!o.starttls) throw new Error('SMTP AUTH: refusing to send credentials without STARTTLS');
       const token = Buffer.from(`\0${o.credentials[0]}\0${o.credentials[1]}`).toString('base64');
       await c.send(`AUTH PLAIN ${token}`, 'AUTH');
     }
