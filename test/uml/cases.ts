@@ -28,7 +28,7 @@ export const POLICY_CASES: PolicyCase[] = [
 ];
 
 /** Mail sent through Postfix's check_policy_service: expected SMTP replies. */
-export interface SmtpCase { name: string; to: string; size?: number; bodyKiB: number; declareSize: boolean; rcptCode: string; dataCode?: string; login?: string }
+export interface SmtpCase { name: string; to: string; bodyKiB: number; declareSize: boolean; rcptCode: string; dataCode?: string; login?: string }
 export const SMTP_CASES: SmtpCase[] = [
   { name: 'over-quota user refused at RCPT with 452 4.2.2', to: 'hard@example.test', bodyKiB: 1, declareSize: false, rcptCode: '452 4.2.2' },
   { name: 'normal user delivered', to: 'under@example.test', bodyKiB: 4, declareSize: true, rcptCode: '250', dataCode: '250' },

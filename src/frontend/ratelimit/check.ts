@@ -92,8 +92,4 @@ export class RateLimitCheck {
   async close(): Promise<void> {
     await this.store?.close();
   }
-
-  storeNow(): Promise<RateStore> {
-    return this.getStore(Date.now());
-  }
 }

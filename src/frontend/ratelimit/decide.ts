@@ -76,11 +76,6 @@ export function subject(req: PolicyRequest, r: RateRules, idLimits?: readonly Li
   return { applies: true, id: who.id, idKind: who.kind, n, buckets: buckets.filter((b) => b.limits.length > 0) };
 }
 
-/** Given the events already in each window, the first window n more would break, if any. */
-export function firstBroken(used: readonly number[], limits: readonly Limit[], n: number): number {
-  return limits.findIndex(([count], i) => (used[i] ?? 0) + n > count);
-}
-
 /** The oldest event any bucket still needs, for clean: seconds. */
 export function longestWindow(r: RateRules): number {
   const all = [r.limits, ...r.limitsById.values(), ...r.limitsByRecipientDomain.values(), ...r.limitsBySenderDomain.values()];
