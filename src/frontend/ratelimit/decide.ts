@@ -1,7 +1,6 @@
-// Rate-limit decisions, pure: who is counted, against which limits, and
-// whether n more would pass. Same meaning as policyd-rate-limit: a window
-// [count, seconds] refuses when (events since now - seconds) + n > count, and
-// only accepted requests are recorded.
+// Rate-limit decisions, pure: who is counted, how many events, against which
+// limits. The window test itself (store.ts breaks()) runs inside each store,
+// atomically with the recording.
 import type { PolicyRequest } from '../protocol/parser.js';
 import { inNetworks, ipGroup, type Network } from './net.js';
 

@@ -59,6 +59,14 @@ export function parseLimitsText(text: unknown): readonly Limit[] | undefined {
   return v as Limit[];
 }
 
+/**
+ * policyd-rate-limit's window test: [count, seconds] is broken when the events
+ * since now - seconds (inclusive, whole seconds), plus the n new ones, exceed count.
+ */
+export function breaks(used: number, n: number, limit: Limit): boolean {
+  return used + n > limit[0];
+}
+
 /** Sorted, so that every process takes per-key locks in the same order (no deadlock). */
 export function lockOrder(buckets: readonly Bucket[]): string[] {
   return [...new Set(buckets.map((b) => b.key))].sort();

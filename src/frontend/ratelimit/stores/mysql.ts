@@ -3,7 +3,7 @@
 // across every instance.
 import { createHash } from 'node:crypto';
 import type { RateStore, ConsumeResult } from '../store.js';
-import { StoreError, SCHEMA_VERSION, parseLimitsText, lockOrder } from '../store.js';
+import { StoreError, breaks, SCHEMA_VERSION, parseLimitsText, lockOrder } from '../store.js';
 
 /** The driver calls this backend makes. */
 interface Conn { query(sql: string, values?: unknown[]): Promise<[unknown, unknown]>; release(): void }
@@ -59,7 +59,7 @@ export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: n
           for (const limit of b.limits) {
             const [r] = await c.query('SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) AS used FROM qp_rate_events WHERE `key` = ? AND at >= ?', [b.key, req.nowSec - limit[1]]);
             const used = Number((r as Record<string, unknown>[])[0]!.used);
-            if (used + req.n > limit[0]) return { ok: false, key: b.key, limit, used };
+            if (breaks(used, req.n, limit)) return { ok: false, key: b.key, limit, used };
           }
         }
         if (req.commit) for (const b of req.buckets) await c.query('INSERT INTO qp_rate_events (`key`, at, n) VALUES (?, ?, ?)', [b.key, req.nowSec, req.n]);

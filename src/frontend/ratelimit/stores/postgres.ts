@@ -2,7 +2,7 @@
 // transaction-scoped advisory locks, taken in sorted order, make
 // check-and-record atomic across every instance.
 import type { RateStore, ConsumeResult } from '../store.js';
-import { StoreError, SCHEMA_VERSION, parseLimitsText, lockOrder } from '../store.js';
+import { StoreError, breaks, SCHEMA_VERSION, parseLimitsText, lockOrder } from '../store.js';
 
 /** The driver calls this backend makes. */
 interface Client { query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number | null }>; release(): void }
@@ -55,7 +55,7 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
           for (const limit of b.limits) {
             const r = await c.query('SELECT COALESCE(SUM(n), 0)::bigint AS used FROM qp_rate_events WHERE key = $1 AND at >= $2', [b.key, req.nowSec - limit[1]]);
             const used = Number(r.rows[0]!.used);
-            if (used + req.n > limit[0]) {
+            if (breaks(used, req.n, limit)) {
               await c.query('ROLLBACK');
               return { ok: false, key: b.key, limit, used };
             }

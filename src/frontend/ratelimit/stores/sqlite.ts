@@ -2,7 +2,7 @@
 // run. BEGIN IMMEDIATE makes check-and-record atomic across every process
 // sharing the file.
 import type { RateStore, ConsumeRequest, ConsumeResult, HitRow } from '../store.js';
-import { StoreError, SCHEMA_VERSION, parseLimitsText } from '../store.js';
+import { StoreError, breaks, SCHEMA_VERSION, parseLimitsText } from '../store.js';
 import type { Limit } from '../decide.js';
 
 /** The driver calls this backend makes. */
@@ -50,7 +50,7 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
     for (const b of req.buckets) {
       for (const limit of b.limits) {
         const used = (sum.get(b.key, req.nowSec - limit[1]) as { used: number }).used;
-        if (used + req.n > limit[0]) return { ok: false, key: b.key, limit, used };
+        if (breaks(used, req.n, limit)) return { ok: false, key: b.key, limit, used };
       }
     }
     if (req.commit) for (const b of req.buckets) insert.run(b.key, req.nowSec, req.n);
