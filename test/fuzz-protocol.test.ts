@@ -38,7 +38,7 @@ before(async () => {
   fq.setOutput(65534, quotaBlock(65534, '10', 100, 200));
   port = await freePort();
   const cfg = writeConfig(dir, `listen: ["inet:127.0.0.1:${port}"]\nquota_path: ${fq.path}\nmin_uid: 100\nlog_level: warn\nmax_connections: 256\n` +
-    `request_timeout_ms: 3000\nidle_timeout_ms: 3000\nchecks: [quota, rate_limit]\nrate_limit:\n  sqlite_path: ${rl}/rl.sqlite3\n  limit_by_ip: true\n  limited_networks: ["0.0.0.0/0"]\n  limits: [[1000000, 60]]\n`);
+    `request_timeout_ms: 3000\nidle_timeout_ms: 3000\nchecks: [quota, rate_limit]\nrate_limit:\n  sqlite_path: ${rl}/rl.sqlite3\n  limit_by_ip: true\n  limited_networks: ["0.0.0.0/0"]\n  limits: [[1000000, 1]]\n`);
   d = startDaemon(['--config', cfg]);
   // log_level warn hides "front ready": wait until it answers.
   for (let i = 0; ; i++) {
