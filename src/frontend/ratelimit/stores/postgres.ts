@@ -5,7 +5,13 @@ import type { RateStore, ConsumeResult } from '../store.js';
 import { StoreError, breaks, SCHEMA_VERSION, parseLimitsText, lockOrder } from '../store.js';
 
 /** The driver calls this backend makes. */
-interface Client { query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number | null }>; release(): void }
+interface Client {
+  query(text: string, values?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number | null }>;
+  /** release(err) destroys the connection instead of returning it to the pool. */
+  release(err?: Error | boolean): void;
+  on(ev: 'error', f: (e: Error) => void): void;
+  removeListener(ev: 'error', f: (e: Error) => void): void;
+}
 interface Pool { connect(): Promise<Client>; query: Client['query']; end(): Promise<void>; on(ev: 'error', f: (e: Error) => void): void }
 
 /** Connections per daemon: the front runs one store call at a time per key, so a few suffice. */
@@ -24,11 +30,29 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
       throw e instanceof StoreError ? e : new StoreError(`postgresql: ${(e as Error).message}`);
     }
   };
+  /**
+   * A checked-out client whose server goes away emits 'error'; unheard, that
+   * would kill the process. Hear it, fail the call, and destroy the client.
+   */
+  const withClient = async <T>(f: (c: Client) => Promise<T>): Promise<T> => {
+    const c = await pool.connect();
+    let broken: Error | undefined;
+    const onError = (e: Error): void => { broken = e; };
+    c.on('error', onError);
+    try {
+      return await f(c);
+    } catch (e) {
+      broken ??= e as Error;
+      throw e;
+    } finally {
+      c.removeListener('error', onError);
+      c.release(broken);
+    }
+  };
   let ready: Promise<void> | undefined;
   const migrate = (): Promise<void> => (ready ??= wrap(async () => {
     // Instances starting together must not race on CREATE TABLE IF NOT EXISTS (it can fail in PostgreSQL).
-    const c = await pool.connect();
-    try {
+    await withClient(async (c) => {
       await c.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
       await c.query(`CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL);
         CREATE TABLE IF NOT EXISTS qp_rate_events (key TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL);
@@ -37,18 +61,16 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
       const v = await c.query('SELECT version FROM qp_schema');
       if (v.rows.length === 0) await c.query('INSERT INTO qp_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
       else if (Number(v.rows[0]!.version) > SCHEMA_VERSION) throw new StoreError(`schema version ${String(v.rows[0]!.version)} is newer than this quotapolicy`);
-    } finally {
-      await c.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
-      c.release();
-    }
+      // Unlocked by ending the session if anything above failed (the client is destroyed).
+      await c.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
+    });
   }).catch((e: unknown) => { ready = undefined; throw e; }));
   await migrate();
   return {
     name: 'postgresql',
     consume: (req) => wrap(async (): Promise<ConsumeResult> => {
       await migrate();
-      const c = await pool.connect();
-      try {
+      return withClient(async (c): Promise<ConsumeResult> => {
         await c.query('BEGIN');
         for (const key of lockOrder(req.buckets)) await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [key]);
         for (const b of req.buckets) {
@@ -64,12 +86,7 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
         if (req.commit) for (const b of req.buckets) await c.query('INSERT INTO qp_rate_events (key, at, n) VALUES ($1, $2, $3)', [b.key, req.nowSec, req.n]);
         await c.query('COMMIT');
         return { ok: true };
-      } catch (e) {
-        await c.query('ROLLBACK').catch(() => {});
-        throw e;
-      } finally {
-        c.release();
-      }
+      });
     }),
     limitsFor: (id) => wrap(async () => {
       if (sqlLimitsById === '') return undefined;
