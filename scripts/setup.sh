@@ -17,7 +17,7 @@ SERVICE_USER=quotapolicy
 
 pkgs="quota postfix ca-certificates make g++ python3"
 [ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux kmod iproute2 e2fsprogs util-linux sudo systemd \
-  postgresql mariadb-server redis-server redis-tools policyd-rate-limit"
+  postgresql mariadb-server redis-server redis-tools policyd-rate-limit openssl"
 # Debian 13 ships Node 20.19; an existing node (>= 20.19) is kept as it is.
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 
