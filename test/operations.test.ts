@@ -6,6 +6,7 @@ import { mkdtempSync, chmodSync, writeFileSync, readFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import http from 'node:http';
+import net from 'node:net';
 import userid from 'userid';
 import { BIN, fakeQuota, quotaBlock, freePort, writeConfig, startDaemon } from './support/daemon.js';
 import { exchange, rcpt } from './support/policy-client.js';
@@ -40,7 +41,7 @@ test('/metrics: decisions by check and verdict, helper latency, cache, errors, o
     await exchange({ path: sock }, [rcpt('quotapolicy@x')], { replies: 1 });
     await exchange({ path: sock }, [rcpt('quotapolicy@x') + rcpt('nosuchuser@x')], { replies: 2 });
     await exchange({ path: sock }, ['garbage\n']);
-    const held = await new Promise<import('node:net').Socket>((r) => { const s = require_('node:net').connect(sock, () => r(s)); });
+    const held = await new Promise<net.Socket>((r) => { const s = net.connect(sock, () => r(s)); });
     await new Promise((r) => setTimeout(r, 100));
     const m = await get(port, '/metrics');
     held.destroy();
@@ -58,8 +59,6 @@ test('/metrics: decisions by check and verdict, helper latency, cache, errors, o
   }
 });
 
-import { createRequire } from 'node:module';
-const require_ = createRequire(import.meta.url);
 
 test('/metrics is off by default', async () => {
   const { cfg } = setup();

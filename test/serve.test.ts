@@ -3,7 +3,7 @@
 // (with a stand-in quota(1): plumbing only; real quotas are in uml.test.ts).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, chmodSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, chmodSync, statSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import userid from 'userid';
@@ -72,10 +72,8 @@ test('the front runs as the service user, no supplementary groups, no capabiliti
 });
 
 function statusLines(pid: number): string[] {
-  return (require_('fs').readFileSync(`/proc/${pid}/status`, 'utf8') as string).split('\n').filter((l) => l.includes(':'));
+  return readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter((l) => l.includes(':'));
 }
-import { createRequire } from 'node:module';
-const require_ = createRequire(import.meta.url);
 
 test('answers on the unix socket, IPv4 and IPv6', async () => {
   for (const addr of [{ path: sock }, { host: '127.0.0.1', port }, { host: '::1', port: port6 }]) {
