@@ -3,6 +3,7 @@
 // distinct users/ids/IPs per request. Reports req/s, p50/p99/max latency, errors.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { socketAddress } from '../src/frontend/config/schema.js';
 
 export interface LoadOptions {
   to: string;
@@ -16,8 +17,8 @@ export interface LoadOptions {
 export interface LoadResult { requests: number; errors: number; seconds: number; reqPerSec: number; p50Ms: number; p99Ms: number; maxMs: number }
 
 export function address(to: string): net.NetConnectOpts {
-  const m = /^inet:(?:\[(.+)\]|([^:]+)):(\d+)$/.exec(to);
-  return m ? { host: m[1] ?? m[2]!, port: Number(m[3]) } : { path: to.replace(/^unix:/, '') };
+  const a = socketAddress(to);
+  return 'path' in a ? { path: a.path } : { host: a.host, port: a.port };
 }
 
 const encode = (a: Record<string, string>): string => Object.entries(a).map(([k, v]) => `${k}=${v}\n`).join('') + '\n';

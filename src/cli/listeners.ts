@@ -4,6 +4,7 @@
 import net from 'node:net';
 import { chmodSync, chownSync, lstatSync, unlinkSync, existsSync, linkSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { socketAddress, type SocketAddress } from '../frontend/config/schema.js';
 
 /** First fd systemd passes (SD_LISTEN_FDS_START). */
 export const SD_LISTEN_FDS_START = 3;
@@ -97,8 +98,8 @@ export async function bind(spec: string, owner: UnixSocketOwner): Promise<Listen
     // Closing the server later unlinks only the temporary name.
     unlinkSync(tmp);
   } else {
-    const m = /^inet:(?:\[(.+)\]|([^:]+)):(\d+)$/.exec(spec)!;
-    await listen(server, { host: m[1] ?? m[2]!, port: Number(m[3]), ipv6Only: m[1] !== undefined }, spec);
+    const a = socketAddress(spec) as Extract<SocketAddress, { host: string }>;
+    await listen(server, { host: a.host, port: a.port, ipv6Only: a.ipv6 }, spec);
   }
   return { fd: fdOf(server), name: spec, server };
 }

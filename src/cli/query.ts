@@ -2,7 +2,7 @@
 // as smtpd would, and prints the reply. For admins testing their set-up.
 import net from 'node:net';
 import { loadConfig } from '../frontend/config/load.js';
-import { listenSpec } from '../frontend/config/schema.js';
+import { listenSpec, socketAddress } from '../frontend/config/schema.js';
 import { flagOf, UsageError, type CommandLine } from '../frontend/options.js';
 
 /** A daemon answers in milliseconds; a cache miss on a hung NFS takes quota_timeout_ms. */
@@ -38,8 +38,8 @@ export async function query(cl: CommandLine, out: (s: string) => void): Promise<
   const state = cl.state ?? 'RCPT';
   if (!/^[A-Z-]{1,20}$/.test(state)) throw new UsageError('--state must be a protocol state such as RCPT');
   const req = buildRequest(recipient, state, cl.size ?? '0', cl.attrs);
-  const m = /^inet:(?:\[(.+)\]|([^:]+)):(\d+)$/.exec(to);
-  const addr: net.NetConnectOpts = m ? { host: m[1] ?? m[2]!, port: Number(m[3]) } : { path: to.slice(5) };
+  const a = socketAddress(to);
+  const addr: net.NetConnectOpts = 'path' in a ? { path: a.path } : { host: a.host, port: a.port };
   const reply = await new Promise<string>((resolve, reject) => {
     const s = net.connect(addr);
     let buf = '';

@@ -2,6 +2,7 @@
 // /metrics when `metrics: true`. No client library: five metric families do
 // not need one.
 import http from 'node:http';
+import { socketAddress } from './config/schema.js';
 
 /** Helper round-trip buckets, seconds: cache-miss lookups take ~2-80 ms, NFS up to the timeout. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -64,11 +65,10 @@ export class Metrics {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.render());
       } else res.writeHead(404).end();
     });
-    const m = /^inet:(?:\[(.+)\]|([^:]+)):(\d+)$/.exec(spec);
+    const a = socketAddress(spec);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      if (m) server.listen({ host: m[1] ?? m[2]!, port: Number(m[3]) }, () => resolve(server));
-      else server.listen({ path: spec.slice(5) }, () => resolve(server));
+      server.listen('path' in a ? { path: a.path } : { host: a.host, port: a.port }, () => resolve(server));
     });
   }
 }

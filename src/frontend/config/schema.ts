@@ -29,6 +29,14 @@ export const listOf = (c: Check, max: number): Check => (v) => {
   return undefined;
 };
 
+export type SocketAddress = { path: string } | { host: string; port: number; ipv6: boolean };
+
+/** Where a listen spec points (the spec already checked by listenSpec). */
+export function socketAddress(spec: string): SocketAddress {
+  const m = /^inet:(?:\[(.+)\]|([^:]+)):(\d+)$/.exec(spec);
+  return m ? { host: m[1] ?? m[2]!, port: Number(m[3]), ipv6: m[1] !== undefined } : { path: spec.replace(/^unix:/, '') };
+}
+
 /** unix:/abs/path, or inet:IPV4:PORT / inet:[IPV6]:PORT. */
 export const listenSpec: Check = (v) => {
   if (typeof v !== 'string') return 'must be a string';
