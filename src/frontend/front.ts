@@ -29,13 +29,11 @@ export interface FrontOptions {
   log: Logger;
   channel: Duplex;
   listen: Listen[];
-  /** Called instead of exiting the process, for tests; default process.exit. */
-  exit?: (code: number) => void;
 }
 
 export async function runFront(o: FrontOptions): Promise<void> {
   const { config, log } = o;
-  const exit = o.exit ?? ((code: number) => process.exit(code));
+  const exit = (code: number): never => process.exit(code);
   const helper = new HelperClient(o.channel, config.quota_timeout_ms);
   let helperMinUid: number;
   try {
@@ -81,7 +79,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
   if (config.metrics) {
     try {
       const ms = await metrics.serve(config.metrics_listen);
-      servers.push(ms as unknown as net.Server);
+      servers.push(ms);
       log.info({ metrics_listen: config.metrics_listen }, 'metrics at /metrics');
     } catch (e) {
       log.fatal({ err: (e as Error).message, metrics_listen: config.metrics_listen }, 'cannot listen for metrics');
