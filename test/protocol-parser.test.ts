@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { PolicyParser, ProtocolError, MAX_LINE_BYTES, MAX_REQUEST_BYTES, MAX_ATTRIBUTES } from '../src/frontend/protocol/parser.js';
+import { PolicyParser, ProtocolError, type Attributes, MAX_LINE_BYTES, MAX_REQUEST_BYTES, MAX_ATTRIBUTES } from '../src/frontend/protocol/parser.js';
 import { formatReply } from '../src/frontend/protocol/reply.js';
 
-const toObj = (reqs: ReadonlyMap<string, string>[]): Record<string, string>[] => reqs.map((r) => Object.fromEntries(r));
+const toObj = (reqs: Attributes[]): Record<string, string>[] => reqs.map((r) => Object.fromEntries(r.entries()));
 
 function parseAll(chunks: Buffer[]): Record<string, string>[] {
   const p = new PolicyParser();

@@ -7,32 +7,37 @@ import { socketAddress } from './config/schema.js';
 /** Helper round-trip buckets, seconds: cache-miss lookups take ~2-80 ms, NFS up to the timeout. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-type Labels = Record<string, string>;
-const key = (l: Labels): string => Object.entries(l).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',');
+const escape = (v: string): string => v.replace(/["\\\n]/g, '_');
 
+/** A counter with one or two fixed label names, counted per value tuple without building keys (this runs for every request). */
 class Counter {
-  readonly values = new Map<string, number>();
-  inc(labels: Labels, by = 1): void {
-    const k = key(labels);
-    this.values.set(k, (this.values.get(k) ?? 0) + by);
+  private readonly values = new Map<string, Map<string, number>>();
+  constructor(private readonly names: readonly [string] | readonly [string, string]) {}
+  inc(a: string, b = ''): void {
+    let inner = this.values.get(a);
+    if (inner === undefined) this.values.set(a, (inner = new Map()));
+    inner.set(b, (inner.get(b) ?? 0) + 1);
   }
-  get(labels: Labels): number {
-    return this.values.get(key(labels)) ?? 0;
+  *series(): Iterable<[string, number]> {
+    const [first, second] = this.names;
+    for (const [a, inner] of this.values) {
+      for (const [b, n] of inner) yield [`${first}="${escape(a)}"${second === undefined ? '' : `,${second}="${escape(b)}"`}`, n];
+    }
   }
 }
 
 export class Metrics {
-  readonly decisions = new Counter();
-  readonly cache = new Counter();
-  readonly errors = new Counter();
+  readonly decisions = new Counter(['check', 'verdict']);
+  readonly cache = new Counter(['cache', 'result']);
+  readonly errors = new Counter(['kind']);
   private readonly buckets = LATENCY_BUCKETS.map(() => 0);
   private latencyCount = 0;
   private latencySum = 0;
   openConnections: () => number = () => 0;
 
-  decision(check: string, verdict: string): void { this.decisions.inc({ check, verdict }); }
-  cacheLookup(cache: 'quota' | 'user', hit: boolean): void { this.cache.inc({ cache, result: hit ? 'hit' : 'miss' }); }
-  error(kind: string): void { this.errors.inc({ kind }); }
+  decision(check: string, verdict: string): void { this.decisions.inc(check, verdict); }
+  cacheLookup(cache: 'quota' | 'user', hit: boolean): void { this.cache.inc(cache, hit ? 'hit' : 'miss'); }
+  error(kind: string): void { this.errors.inc(kind); }
   helperLatency(seconds: number): void {
     this.latencyCount++;
     this.latencySum += seconds;
@@ -43,7 +48,7 @@ export class Metrics {
     const out: string[] = [];
     const family = (name: string, type: string, help: string, c: Counter): void => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-      for (const [k, v] of c.values) out.push(`${name}{${k}} ${v}`);
+      for (const [k, v] of c.series()) out.push(`${name}{${k}} ${v}`);
     };
     family('quotapolicy_decisions_total', 'counter', 'Policy decisions by check and verdict.', this.decisions);
     family('quotapolicy_cache_lookups_total', 'counter', 'Cache lookups by cache and result (hit or miss).', this.cache);

@@ -63,7 +63,8 @@ export class QuotaCheck {
     return `protocol state ${state ?? '(none)'} is not checked`;
   }
 
-  async check(req: PolicyRequest, nowMs: number): Promise<CheckResult> {
+  /** Synchronous on a cache hit; a promise only when the helper must be asked. Throws only if NSS does. */
+  check(req: PolicyRequest, nowMs: number): CheckResult | Promise<CheckResult> {
     const subject = QuotaCheck.subject(req, this.cfg.quota_states);
     if (typeof subject === 'string') return this.skip(subject);
     const mapped = recipientToUser(subject.recipient, this.rules);
@@ -78,17 +79,22 @@ export class QuotaCheck {
     if (entry === null) return this.skip('not a Unix user', name);
     if (entry.uid < this.minUid) return this.skip(`uid ${entry.uid} below min_uid`, name);
     if (this.exempt.has(name)) return this.skip('exempt user', name);
-    let q = this.quotas.get(entry.uid, nowMs);
-    this.deps.onCacheLookup?.('quota', q !== undefined);
-    if (q === undefined) {
-      q = await this.deps.queryQuota(entry.uid);
-      if (q.status === QuotaStatus.Ok || q.status === QuotaStatus.NoData) this.quotas.set(entry.uid, q, nowMs);
-    }
+    const uid = entry.uid;
+    const cached = this.quotas.get(uid, nowMs);
+    this.deps.onCacheLookup?.('quota', cached !== undefined);
+    if (cached !== undefined) return this.judge(cached, name, subject.size, nowMs);
+    return this.deps.queryQuota(uid).then((q) => {
+      if (q.status === QuotaStatus.Ok || q.status === QuotaStatus.NoData) this.quotas.set(uid, q, nowMs);
+      return this.judge(q, name, subject.size, nowMs);
+    });
+  }
+
+  private judge(q: UserQuota, name: string, size: number, nowMs: number): CheckResult {
     if (q.status === QuotaStatus.NoData) return this.skip('no quota data', name);
     if (q.status !== QuotaStatus.Ok) {
       return { verdict: 'error', reason: `quota lookup failed: ${QUOTA_STATUS_NAMES[q.status]}`, action: this.cfg.actions.error, user: name };
     }
-    const d = decideQuota(q.fs, subject.size, Math.floor(nowMs / 1000), this.cfg.filesystems);
+    const d = decideQuota(q.fs, size, Math.floor(nowMs / 1000), this.cfg.filesystems);
     if (d === undefined) return this.skip('no quota limits set', name);
     const a = this.cfg.actions;
     const action = { pass: a.success, grace: a.grace ?? a.success, over_quota: a.over_quota, too_large: a.too_large, does_not_fit: a.does_not_fit }[d.verdict];

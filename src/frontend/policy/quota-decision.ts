@@ -43,9 +43,13 @@ function judgeFs(fs: FsQuota, needKiB: number, nowSec: number): QuotaDecision {
  */
 export function decideQuota(rows: readonly FsQuota[], sizeBytes: number, nowSec: number, only: readonly string[]): QuotaDecision | undefined {
   const needKiB = Math.ceil(sizeBytes / BLOCK_BYTES);
-  const limited = rows.filter((r) => (only.length === 0 || only.includes(r.mount)) && (r.blockSoft || r.blockHard || r.fileSoft || r.fileHard));
-  if (limited.length === 0) return undefined;
-  const decisions = limited.map((r) => judgeFs(r, needKiB, nowSec));
-  decisions.sort((a, b) => SEVERITY.indexOf(a.verdict) - SEVERITY.indexOf(b.verdict));
-  return decisions[0];
+  let worst: QuotaDecision | undefined;
+  for (const r of rows) {
+    if (only.length > 0 && !only.includes(r.mount)) continue;
+    if (!(r.blockSoft || r.blockHard || r.fileSoft || r.fileHard)) continue;
+    const d = judgeFs(r, needKiB, nowSec);
+    // Ties keep the first row reported.
+    if (worst === undefined || SEVERITY.indexOf(d.verdict) < SEVERITY.indexOf(worst.verdict)) worst = d;
+  }
+  return worst;
 }

@@ -30,6 +30,10 @@ export type CheckName = 'quota' | 'rate_limit';
 export interface Outcome { verdict: string; reason: string; action: string; user?: string; id?: string }
 export interface Decision extends Outcome { check: CheckName | 'none'; results: Partial<Record<CheckName, Outcome>> }
 
+/** Spelled out, not spread: this runs for every request and spreads are slow. */
+const decision = (check: CheckName, r: Outcome, results: Partial<Record<CheckName, Outcome>>): Decision =>
+  ({ check, verdict: r.verdict, reason: r.reason, action: r.action, user: r.user, id: r.id, results });
+
 export interface ServiceDeps {
   queryQuota(uid: number): Promise<UserQuota>;
   metrics?: Metrics;
@@ -85,62 +89,100 @@ export class PolicyService {
     return this.rate;
   }
 
-  async decide(req: PolicyRequest): Promise<Decision> {
+  /**
+   * The decision for one request. Synchronous when every answer is at hand (a
+   * quota cache hit, no rate limit): the hot path then costs no promise at all.
+   */
+  decide(req: PolicyRequest): Decision | Promise<Decision> {
     const now = (this.deps.now ?? Date.now)();
-    const checks = this.cfg.checks;
     const results: Partial<Record<CheckName, Outcome>> = {};
     try {
-      if (checks.includes('quota')) results.quota = await this.quota.check(req, now);
-      if (this.rate) {
-        const quotaRefused = results.quota !== undefined && refuses(results.quota.action);
-        const quotaFirst = checks.indexOf('quota') !== -1 && checks.indexOf('quota') < checks.indexOf('rate_limit');
-        // Refused mail is never counted: when the quota check refuses, the rate limit only looks (if it could answer first).
-        if (!(quotaRefused && quotaFirst)) results.rate_limit = await this.rate.check(req, now, !quotaRefused);
+      if (!this.cfg.checks.includes('quota')) return this.rated(req, now, results);
+      const q = this.quota.check(req, now);
+      if (!(q instanceof Promise)) {
+        results.quota = q;
+        return this.rated(req, now, results);
       }
+      return q.then((r) => {
+        results.quota = r;
+        return this.rated(req, now, results);
+      }).catch((e: unknown) => this.failed(e, results));
     } catch (e) {
-      return { check: 'none', verdict: 'error', reason: `internal error: ${(e as Error).message}`, action: this.cfg.actions.error, results };
+      return this.failed(e, results);
+    }
+  }
+
+  /** Runs the rate limit (if on) after the quota check, then settles precedence. */
+  private rated(req: PolicyRequest, now: number, results: Partial<Record<CheckName, Outcome>>): Decision | Promise<Decision> {
+    const checks = this.cfg.checks;
+    if (!this.rate) return this.settle(results);
+    const quotaRefused = results.quota !== undefined && refuses(results.quota.action);
+    const quotaFirst = checks.indexOf('quota') !== -1 && checks.indexOf('quota') < checks.indexOf('rate_limit');
+    // Refused mail is never counted: when the quota check refuses, the rate limit only looks (if it could answer first).
+    if (quotaRefused && quotaFirst) return this.settle(results);
+    return this.rate.check(req, now, !quotaRefused).then((r) => {
+      results.rate_limit = r;
+      return this.settle(results);
+    }, (e: unknown) => this.failed(e, results));
+  }
+
+  private failed(e: unknown, results: Partial<Record<CheckName, Outcome>>): Decision {
+    return { check: 'none', verdict: 'error', reason: `internal error: ${(e as Error).message}`, action: this.cfg.actions.error, results };
+  }
+
+  private settle(results: Partial<Record<CheckName, Outcome>>): Decision {
+    const checks = this.cfg.checks;
+    for (const c of checks) {
+      const r = results[c];
+      if (r && refuses(r.action)) return decision(c, r, results);
     }
     for (const c of checks) {
       const r = results[c];
-      if (r && refuses(r.action)) return { check: c, ...r, results };
-    }
-    for (const c of checks) {
-      const r = results[c];
-      if (r && r.verdict !== 'skip') return { check: c, ...r, results };
+      if (r && r.verdict !== 'skip') return decision(c, r, results);
     }
     // Nothing applied: the first check's own answer for "not mine" (DUNNO; success_action for rate_limit, as policyd-rate-limit).
     const first = results[checks[0]!];
-    return { ...first, check: 'none', verdict: 'skip', reason: first?.reason ?? 'no check enabled', action: first?.action ?? 'DUNNO', results };
+    return { check: 'none', verdict: 'skip', reason: first?.reason ?? 'no check enabled', action: first?.action ?? 'DUNNO', user: first?.user, id: first?.id, results };
   }
 
-  /** For connections: the action only, with the decision logged. */
-  async answer(req: PolicyRequest): Promise<string> {
+  /** For connections: the action only, with the decision logged (synchronous when decide() is). */
+  answer(req: PolicyRequest): string | Promise<string> {
     const started = performance.now();
-    const d = await this.decide(req);
+    const d = this.decide(req);
+    return d instanceof Promise ? d.then((x) => this.record(req, x, started)) : this.record(req, d, started);
+  }
+
+  private record(req: PolicyRequest, d: Decision, started: number): string {
     const q = d.results.quota;
     const rl = d.results.rate_limit;
-    const line = {
-      queue_id: req.get('queue_id') || undefined,
-      state: req.get('protocol_state'),
-      recipient: req.get('recipient'),
-      user: q?.user,
-      check: d.check,
-      verdict: d.verdict,
-      reason: d.reason,
-      action: d.action,
-      quota_verdict: q?.verdict,
-      rate_verdict: rl?.verdict,
-      rate_id: rl?.id,
-      latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
-    };
     const m = this.deps.metrics;
     if (q) m?.decision('quota', q.verdict);
     if (rl) m?.decision('rate_limit', rl.verdict);
-    const errors = [q, rl].filter((r) => r?.verdict === 'error') as Outcome[];
+    const errors: Outcome[] = [];
+    if (q?.verdict === 'error') errors.push(q);
+    if (rl?.verdict === 'error') errors.push(rl);
     if (d.check === 'none' && d.verdict === 'error') errors.push(d);
     for (const e of errors) m?.error(e === rl ? 'store' : e.reason.replace(/^quota lookup failed: /, 'quota_').replace(/^internal error: .*/, 'internal'));
-    if (errors.length > 0 || rl?.verdict === 'would_limit') this.log.warn(line, 'decision');
-    else this.log.info(line, 'decision');
+    const warn = errors.length > 0 || rl?.verdict === 'would_limit';
+    // The log line is built only when it will be written: this runs for every request.
+    if (warn || this.log.isLevelEnabled('info')) {
+      const line = {
+        queue_id: req.get('queue_id') || undefined,
+        state: req.get('protocol_state'),
+        recipient: req.get('recipient'),
+        user: q?.user,
+        check: d.check,
+        verdict: d.verdict,
+        reason: d.reason,
+        action: d.action,
+        quota_verdict: q?.verdict,
+        rate_verdict: rl?.verdict,
+        rate_id: rl?.id,
+        latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
+      };
+      if (warn) this.log.warn(line, 'decision');
+      else this.log.info(line, 'decision');
+    }
     return d.action;
   }
 }

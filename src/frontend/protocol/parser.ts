@@ -1,7 +1,7 @@
 // Postfix policy delegation protocol (SMTPD_POLICY_README), read side:
-// "name=value\n" lines, an empty line ends a request. Works on bytes: lines are
-// cut at 0x0A first and only then decoded, so a UTF-8 character split across
-// reads decodes the same, and invalid bytes become U+FFFD instead of an error.
+// "name=value\n" lines, an empty line ends a request. Limits are in bytes and a
+// request is decoded only when complete, so a UTF-8 character split across reads
+// decodes the same, and invalid bytes become U+FFFD instead of an error.
 // Any limit crossed or malformed line is a ProtocolError: the caller logs it and
 // closes the connection without replying, as Postfix's own servers do.
 
@@ -12,41 +12,82 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Postfix 3.x sends ~35 attributes; leave room for future versions. */
 export const MAX_ATTRIBUTES = 256;
 
-export type PolicyRequest = ReadonlyMap<string, string>;
+/** A request's attributes (a Map fits too: tests build requests that way). */
+export interface PolicyRequest {
+  /** The value of an attribute; a repeated one gives its last value. */
+  get(name: string): string | undefined;
+}
 
 export class ProtocolError extends Error {
   override name = 'ProtocolError';
 }
 
-const NL = 0x0a;
+const CR = 0x0d;
 
+/**
+ * Checks every line as its bytes arrive (limits, "=", empty name), scanning a
+ * Latin-1 view of the chunk (one character per byte, so offsets are byte
+ * offsets) with the engine's own string search, and decodes a request as UTF-8
+ * only once it is complete, in one piece. Decoding first and splitting after
+ * gives the same strings as splitting bytes first: the bytes split on (LF, CR,
+ * "=") are ASCII, and a UTF-8 decoder never folds an ASCII byte into a
+ * replacement character. This is the hot path: a Postfix request has ~30 lines.
+ */
 export class PolicyParser {
-  private partial: Buffer[] = [];
-  private partialBytes = 0;
+  /** Bytes of the unfinished request from earlier chunks. */
+  private segments: Buffer[] = [];
   private requestBytes = 0;
-  private attrs = new Map<string, string>();
-  private readonly decoder = new TextDecoder('utf-8', { fatal: false });
+  /** requestBytes at the end of the last attribute line (its LF included). */
+  private contentBytes = 0;
+  private attributes = 0;
+  private lineBytes = 0;
+  private lineLast = -1;
+  private lineEq = -1;
 
   /** Feeds bytes; returns every request completed by them. Throws ProtocolError. */
-  push(chunk: Buffer): PolicyRequest[] {
-    const done: PolicyRequest[] = [];
+  push(chunk: Buffer): Attributes[] {
+    const done: Attributes[] = [];
+    const bytes = chunk.toString('latin1');
     let start = 0;
-    while (start < chunk.length) {
-      const nl = chunk.indexOf(NL, start);
-      const end = nl === -1 ? chunk.length : nl;
-      this.partialBytes += end - start;
+    let reqStart = 0;
+    while (start < bytes.length) {
+      const nl = bytes.indexOf('\n', start);
+      const end = nl === -1 ? bytes.length : nl;
+      if (this.lineEq === -1 && end > start) {
+        const eq = bytes.indexOf('=', start);
+        if (eq !== -1 && eq < end) this.lineEq = this.lineBytes + eq - start;
+      }
+      if (end > start) this.lineLast = bytes.charCodeAt(end - 1);
+      this.lineBytes += end - start;
       this.requestBytes += end - start + (nl === -1 ? 0 : 1);
-      if (this.partialBytes > MAX_LINE_BYTES) throw new ProtocolError(`line longer than ${MAX_LINE_BYTES} bytes`);
+      if (this.lineBytes > MAX_LINE_BYTES) throw new ProtocolError(`line longer than ${MAX_LINE_BYTES} bytes`);
       if (this.requestBytes > MAX_REQUEST_BYTES) throw new ProtocolError(`request larger than ${MAX_REQUEST_BYTES} bytes`);
-      if (end > start) this.partial.push(chunk.subarray(start, end));
       if (nl === -1) break;
-      const line = this.partial.length === 1 ? this.partial[0]! : Buffer.concat(this.partial);
-      this.partial = [];
-      this.partialBytes = 0;
-      const req = this.line(line[line.length - 1] === 0x0d ? line.subarray(0, -1) : line);
-      if (req) done.push(req);
       start = nl + 1;
+      const empty = this.lineBytes === 0 || (this.lineBytes === 1 && this.lineLast === CR);
+      const eq = this.lineEq;
+      this.lineBytes = 0;
+      this.lineLast = -1;
+      this.lineEq = -1;
+      if (!empty) {
+        if (eq === -1) throw new ProtocolError('line without "="');
+        if (eq === 0) throw new ProtocolError('attribute with an empty name');
+        if (this.attributes >= MAX_ATTRIBUTES) throw new ProtocolError(`more than ${MAX_ATTRIBUTES} attributes`);
+        this.attributes++;
+        this.contentBytes = this.requestBytes;
+        continue;
+      }
+      if (this.attributes === 0) throw new ProtocolError('empty request');
+      done.push(new Attributes(this.segments.length === 0
+        ? chunk.toString('utf8', reqStart, reqStart + this.contentBytes)
+        : Buffer.concat([...this.segments, chunk.subarray(reqStart, start)]).toString('utf8', 0, this.contentBytes)));
+      this.segments = [];
+      this.requestBytes = 0;
+      this.contentBytes = 0;
+      this.attributes = 0;
+      reqStart = start;
     }
+    if (this.requestBytes > 0 && reqStart < chunk.length) this.segments.push(chunk.subarray(reqStart));
     return done;
   }
 
@@ -54,20 +95,53 @@ export class PolicyParser {
   get midRequest(): boolean {
     return this.requestBytes > 0;
   }
+}
 
-  private line(bytes: Buffer): PolicyRequest | undefined {
-    if (bytes.length === 0) {
-      if (this.attrs.size === 0) throw new ProtocolError('empty request');
-      const req = this.attrs;
-      this.attrs = new Map();
-      this.requestBytes = 0;
-      return req;
+/** Search keys ("\nname=") of the names the checks ask for, built once. */
+const KEYS = new Map<string, string>();
+/** The checks ask for a few dozen names; anything past this is built per call. */
+const MAX_KEYS = 256;
+
+/**
+ * A parsed request: its decoded text, read on demand. A check looks at a handful
+ * of the ~30 attributes Postfix sends, so they are not split into a Map up front.
+ * Unknown attributes are kept but never looked at. Invalid UTF-8 is U+FFFD already.
+ */
+export class Attributes implements PolicyRequest {
+  /** LF, then whole "name=value" lines each ending in LF (checked by push). */
+  private readonly text: string;
+  constructor(lines: string) {
+    this.text = '\n' + lines;
+  }
+
+  get(name: string): string | undefined {
+    let key = KEYS.get(name);
+    if (key === undefined) {
+      key = '\n' + name + '=';
+      if (KEYS.size < MAX_KEYS) KEYS.set(name, key);
     }
-    const eq = bytes.indexOf(0x3d);
-    if (eq <= 0) throw new ProtocolError(eq === 0 ? 'attribute with an empty name' : 'line without "="');
-    if (this.attrs.size >= MAX_ATTRIBUTES) throw new ProtocolError(`more than ${MAX_ATTRIBUTES} attributes`);
-    // Unknown attributes are kept but never looked at; a repeated one keeps the last value.
-    this.attrs.set(this.decoder.decode(bytes.subarray(0, eq)), this.decoder.decode(bytes.subarray(eq + 1)));
-    return undefined;
+    // The last line with this name: a repeated attribute gives its last value.
+    const at = this.text.lastIndexOf(key);
+    if (at === -1) return undefined;
+    const from = at + key.length;
+    return this.text.slice(from, this.valueEnd(from));
+  }
+
+  /** Where the value starting at from ends: its LF, or a CR just before it. */
+  private valueEnd(from: number): number {
+    const nl = this.text.indexOf('\n', from);
+    return nl > from && this.text.charCodeAt(nl - 1) === CR ? nl - 1 : nl;
+  }
+
+  /** Every attribute in order, a repeated name once with its last value (for tests and tools). */
+  entries(): Map<string, string> {
+    const all = new Map<string, string>();
+    for (let i = 1; i < this.text.length;) {
+      const eq = this.text.indexOf('=', i);
+      const end = this.valueEnd(eq + 1);
+      all.set(this.text.slice(i, eq), this.text.slice(eq + 1, end));
+      i = this.text.indexOf('\n', end) + 1;
+    }
+    return all;
   }
 }

@@ -13,8 +13,8 @@ export interface ConnectionOptions {
   idleTimeoutMs: number;
   /** A request begun must be complete within this (Postfix sends one in a single write). */
   requestTimeoutMs: number;
-  /** Never rejects: returns the action to answer. */
-  answer(req: PolicyRequest): Promise<string>;
+  /** Never throws or rejects: the action to answer, synchronously when it is at hand. */
+  answer(req: PolicyRequest): string | Promise<string>;
   log: Logger;
   onProtocolError?(reason: string): void;
 }
@@ -57,7 +57,6 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
       socket.destroy();
       return;
     }
-    if (draining && requests.length === 0) maybeFinish();
     // A slow sender (1 byte/s) resets the idle timer forever; this deadline does not move.
     if (parser.midRequest && requestTimer === undefined) {
       requestTimer = setTimeout(() => {
@@ -69,8 +68,15 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
       clearTimeout(requestTimer);
       requestTimer = undefined;
     }
+    // Replies to one read go out in one write (pipelined requests, or a burst).
+    if (requests.length > 1) socket.cork();
     for (const req of requests) {
       const answer = opts.answer(req);
+      // Nothing queued ahead and the answer is at hand: reply now, in order.
+      if (pending === 0 && typeof answer === 'string') {
+        socket.write(formatReply(answer));
+        continue;
+      }
       pending++;
       if (pending >= MAX_PIPELINED) socket.pause();
       tail = tail.then(async () => {
@@ -82,6 +88,8 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
         maybeFinish();
       });
     }
+    if (requests.length > 1) socket.uncork();
+    if (draining) maybeFinish();
   });
   socket.on('end', () => {
     readEnded = true;
