@@ -24,7 +24,7 @@ export async function check(cl: CommandLine, out: (s: string) => void): Promise<
   try {
     const minUid = await helper.hello();
     const log = makeLogger('cli', 'silent');
-    const service = new PolicyService(config, resolveDelimiters(config.recipient_delimiter).delimiters, minUid, { queryQuota: (uid) => helper.query(uid) }, log);
+    const service = new PolicyService(config, (await resolveDelimiters(config.recipient_delimiter)).delimiters, minUid, { queryQuota: (uid) => helper.query(uid) }, log);
     const req = new Map([['request', 'smtpd_access_policy'], ['protocol_state', 'RCPT'], ['recipient', address], ['size', cl.size ?? '0']]);
     const r = await service.decide(req);
     out(`action: ${r.action}\nverdict: ${r.verdict}\nreason: ${r.reason}\n${r.user === undefined ? '' : `user: ${r.user}\n`}`);

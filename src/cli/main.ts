@@ -4,12 +4,9 @@ import { readFileSync } from 'node:fs';
 import { parseCommandLine, UsageError } from '../frontend/options.js';
 import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH } from '../frontend/config/load.js';
 import { flagOf } from '../frontend/options.js';
-import { serve, StartError } from './serve.js';
-import { check } from './check.js';
 import { ListenError } from './listeners.js';
 import { PidFileError } from './pidfile.js';
 import { query, QueryError } from './query.js';
-import { clean, getConfig, migrate } from './ratelimit-commands.js';
 import { StoreError } from '../frontend/ratelimit/store.js';
 
 export const EX_USAGE = 64;
@@ -69,18 +66,19 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     switch (command) {
       case 'serve':
         if (cl.positionals.length > 1) throw new UsageError(`serve takes no arguments, got "${cl.positionals[1]}"`);
-        await serve(cl);
+        // Each command loads only its own code: start-up time is part of the daemon's.
+        await (await import('./serve.js')).serve(cl);
         return -1;
       case 'check':
-        return await check(cl, out);
+        return await (await import('./check.js')).check(cl, out);
       case 'query':
         return await query(cl, out);
       case 'clean':
-        return await clean(cl, out);
+        return await (await import('./ratelimit-commands.js')).clean(cl, out);
       case 'get-config':
-        return getConfig(cl, out);
+        return (await import('./ratelimit-commands.js')).getConfig(cl, out);
       case 'migrate':
-        return migrate(cl, out, err);
+        return (await import('./ratelimit-commands.js')).migrate(cl, out, err);
       case 'check-config': {
         const { source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
         out(`config OK (${source})\n`);
@@ -96,7 +94,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     if (e instanceof ConfigError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
     if (e instanceof StoreError) return err(`quotapolicy: ${e.message}\n`), 69;
     if (e instanceof QueryError) return err(`quotapolicy: ${e.message}\n`), e.exitCode;
-    if (e instanceof StartError || e instanceof ListenError || e instanceof PidFileError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
+    if (e instanceof ListenError || e instanceof PidFileError || (e instanceof Error && e.name === 'StartError')) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
     return err(`quotapolicy: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`), EX_SOFTWARE;
   }
 }

@@ -15,8 +15,6 @@ import { log as helperLog } from '../helper/log.js';
 import { spawn } from 'node:child_process';
 import { Duplex } from 'node:stream';
 import { claimPidFile } from './pidfile.js';
-import { makeLogger } from '../frontend/log.js';
-import { runFront } from '../frontend/front.js';
 
 export class StartError extends Error {
   override name = 'StartError';
@@ -110,6 +108,8 @@ async function serveSudo(cl: CommandLine, config: Config): Promise<void> {
   const me = { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 };
   const { list } = await listeners({ ...config, socket_owner: null }, me);
   process.title = 'quotapolicy: front (sudo mode)';
+  // The front's code is loaded only here: the root process of serve mode never runs it.
+  const [{ makeLogger }, { runFront }] = await Promise.all([import('../frontend/log.js'), import('../frontend/front.js')]);
   const log = makeLogger('front', config.log_level);
   const helper = spawn('sudo', ['-n', config.sudo_helper], { stdio: ['pipe', 'pipe', 'inherit'] });
   helper.on('error', (e) => {

@@ -35,6 +35,8 @@ export async function runFront(o: FrontOptions): Promise<void> {
   const { config, log } = o;
   const exit = (code: number): never => process.exit(code);
   const helper = new HelperClient(o.channel, config.quota_timeout_ms);
+  // Postfix's recipient_delimiter is read while the helper answers the handshake.
+  const delimiters = resolveDelimiters(config.recipient_delimiter);
   let helperMinUid: number;
   try {
     helperMinUid = await helper.hello();
@@ -42,7 +44,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
     log.fatal({ err: (e as Error).message }, 'helper handshake failed');
     return exit(1);
   }
-  const delim = resolveDelimiters(config.recipient_delimiter);
+  const delim = await delimiters;
   log.debug({ config }, 'effective config');
   const metrics = new Metrics();
   const service = new PolicyService(config, delim.delimiters, helperMinUid, { queryQuota: (uid) => helper.query(uid), metrics }, log);
@@ -102,19 +104,21 @@ export async function runFront(o: FrontOptions): Promise<void> {
   };
   process.on('SIGTERM', () => stop(0, 'SIGTERM: draining'));
   process.on('SIGINT', () => stop(0, 'SIGINT: draining'));
-  process.on('SIGHUP', () => reload(service, o.cl, log, servers));
+  // Reloads run one after another, in the order the signals came.
+  let reloading = Promise.resolve();
+  process.on('SIGHUP', () => { reloading = reloading.then(() => reload(service, o.cl, log, servers)); });
   helper.on('closed', (reason: string) => {
     log.fatal({ reason }, 'helper channel closed');
     stop(1, 'helper gone: stopping');
   });
 }
 
-function reload(service: PolicyService, cl: CommandLine, log: Logger, servers: net.Server[]): void {
+async function reload(service: PolicyService, cl: CommandLine, log: Logger, servers: net.Server[]): Promise<void> {
   try {
     const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
     const old = service.config;
     const ignored = RESTART_ONLY.filter((k) => JSON.stringify(old[k]) !== JSON.stringify(config[k]));
-    const delim = resolveDelimiters(config.recipient_delimiter);
+    const delim = await resolveDelimiters(config.recipient_delimiter);
     service.reconfigure(config, delim.delimiters);
     for (const s of servers) s.maxConnections = config.max_connections;
     log.level = config.log_level;

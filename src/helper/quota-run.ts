@@ -3,7 +3,6 @@
 // validated as integers. No shell, no inherited environment, no stdin, a hard
 // timeout and an output cap. Exit status 1 means "over a limit" as well as
 // "error", so the status alone decides nothing: stderr and stdout do.
-import { execa } from 'execa';
 import { type UserQuota, QuotaStatus } from '../shared/wire.js';
 import { parseQuotaOutput, QuotaOutputError } from './quota-output.js';
 import { log } from './log.js';
@@ -16,12 +15,13 @@ export const QUOTA_FLAGS = ['-w', '-p', '-v', '--show-mntpoint', '--hide-device'
 export type QuotaRunner = (uids: number[]) => Promise<UserQuota[]>;
 
 export function makeQuotaRunner(quotaPath: string, timeoutMs: number): QuotaRunner {
+  const execaModule = import('execa'); // ~90 ms to load: loaded while the front starts, not before
   return async (uids) => {
     const all = (status: QuotaStatus, why?: string, extra?: object): UserQuota[] => {
       if (why) log(status === QuotaStatus.Timeout ? 'warn' : 'error', why, { uids, ...extra });
       return uids.map((uid) => ({ uid, status, fs: [] }));
     };
-    const r = await execa(quotaPath, [...QUOTA_FLAGS, ...uids.map(String)], {
+    const r = await (await execaModule).execa(quotaPath, [...QUOTA_FLAGS, ...uids.map(String)], {
       shell: false, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' }, extendEnv: false, stdin: 'ignore',
       reject: false, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_QUOTA_OUTPUT_BYTES, stripFinalNewline: false,
     });

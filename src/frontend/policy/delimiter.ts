@@ -1,20 +1,29 @@
 // recipient_delimiter: from the config, else from Postfix itself, else "+".
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 /** postconf answers in milliseconds; a hung one must not stop start-up. */
 export const POSTCONF_TIMEOUT_MS = 5000;
 export const FALLBACK_DELIMITER = '+';
+/** What postconf reads (the front's environment has no MAIL_CONFIG). */
+export const POSTFIX_MAIN_CF = '/etc/postfix/main.cf';
 
-export function resolveDelimiters(configured: string | null, postconf = 'postconf'): { delimiters: string; source: string } {
-  if (configured !== null) return { delimiters: configured, source: 'config' };
-  try {
-    const out = execFileSync(postconf, ['-h', 'recipient_delimiter'], {
-      timeout: POSTCONF_TIMEOUT_MS, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'],
+export interface Delimiters { delimiters: string; source: string }
+
+/**
+ * Asynchronous so start-up asks the helper and Postfix at the same time. Without
+ * main.cf postconf is not run at all: it would only fail, and Postfix's fatal
+ * path sleeps a second before exiting.
+ */
+export function resolveDelimiters(configured: string | null, postconf = 'postconf', mainCf = POSTFIX_MAIN_CF): Promise<Delimiters> {
+  if (configured !== null) return Promise.resolve({ delimiters: configured, source: 'config' });
+  const fallback = (why: string): Delimiters => ({ delimiters: FALLBACK_DELIMITER, source: `default "${FALLBACK_DELIMITER}" (${why})` });
+  // No Postfix, or one without a main.cf: Postfix's own default does not apply either.
+  if (!existsSync(mainCf)) return Promise.resolve(fallback(`no ${mainCf}`));
+  return new Promise((resolve) => {
+    execFile(postconf, ['-h', 'recipient_delimiter'], { timeout: POSTCONF_TIMEOUT_MS, encoding: 'utf8' }, (e, out) => {
+      if (e) resolve(fallback((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no postconf' : 'postconf failed'));
+      else resolve({ delimiters: out.replace(/\n$/, ''), source: 'postconf' });
     });
-    return { delimiters: out.replace(/\n$/, ''), source: 'postconf' };
-  } catch (e) {
-    // No Postfix, or one without a main.cf: Postfix's own default does not apply either.
-    const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no postconf' : 'postconf failed';
-    return { delimiters: FALLBACK_DELIMITER, source: `default "${FALLBACK_DELIMITER}" (${why})` };
-  }
+  });
 }
