@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { HelperClient, HELPER_REPLY_MARGIN_MS } from '../src/frontend/quota/helper-client.js';
+import { HelperClient, HELPER_REPLY_MARGIN_MS, QUOTA_RUNS_AT_ONCE } from '../src/frontend/quota/helper-client.js';
 import { encode, decode, FrameReader, MsgType, QuotaStatus, MAX_INFLIGHT, type Message } from '../src/shared/wire.js';
 
 async function pair(): Promise<[net.Socket, net.Socket]> {
@@ -37,11 +37,12 @@ test('hello returns the helper\'s min_uid; lookups in one tick share one query',
   b.destroy();
 });
 
-test(`never more than MAX_INFLIGHT (${MAX_INFLIGHT}) queries outstanding; the rest wait`, async () => {
+test(`never more than QUOTA_RUNS_AT_ONCE (${QUOTA_RUNS_AT_ONCE} <= MAX_INFLIGHT ${MAX_INFLIGHT}) queries outstanding; the rest wait and gather into batches`, async () => {
   const [a, b] = await pair();
   const held: Extract<Message, { type: MsgType.QuotaQuery }>[] = [];
   let maxOutstanding = 0;
-  fakeHelper(b, (m) => { held.push(m); maxOutstanding = Math.max(maxOutstanding, held.length); });
+  const sizes: number[] = [];
+  fakeHelper(b, (m) => { held.push(m); sizes.push(m.uids.length); maxOutstanding = Math.max(maxOutstanding, held.length); });
   const c = new HelperClient(a, 5000);
   await c.hello();
   const all: Promise<unknown>[] = [];
@@ -50,14 +51,17 @@ test(`never more than MAX_INFLIGHT (${MAX_INFLIGHT}) queries outstanding; the re
     await new Promise((r) => setImmediate(r)); // one query per tick
   }
   await new Promise((r) => setTimeout(r, 100));
-  assert.equal(held.length, MAX_INFLIGHT);
+  assert.ok(QUOTA_RUNS_AT_ONCE <= MAX_INFLIGHT);
+  assert.equal(held.length, QUOTA_RUNS_AT_ONCE);
+  assert.ok(held.every((m) => m.uids.length === 1), 'the first runs start at once, one user each');
   while (held.length > 0) {
     const m = held.shift()!;
     b.write(encode({ type: MsgType.QuotaReply, seq: m.seq, users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })) }));
     await new Promise((r) => setTimeout(r, 20));
   }
   await Promise.all(all);
-  assert.equal(maxOutstanding, MAX_INFLIGHT);
+  assert.equal(maxOutstanding, QUOTA_RUNS_AT_ONCE);
+  assert.deepEqual(sizes, [1, 1, 18], 'the 18 asked for while two runs were out went in one batch');
   c.close('test');
   b.destroy();
 });
