@@ -1,12 +1,15 @@
 // SQLite (better-sqlite3, WAL): the embedded default. One file, nothing to
 // run. BEGIN IMMEDIATE makes check-and-record atomic across every process
-// sharing the file.
+// sharing the file. Group commit: the requests that arrive together (one turn
+// of the event loop) are checked and recorded one after another inside one
+// transaction, so each still sees the ones before it, and the commit, the
+// costly part, is paid once per group. A reply waits for its group's commit.
 import type { RateStore, ConsumeRequest, ConsumeResult, HitRow } from '../store.js';
-import { StoreError, breaks, SCHEMA_VERSION, parseLimitsText } from '../store.js';
+import { StoreError, breaks, parseLimitsText } from '../store.js';
 import type { Limit } from '../decide.js';
 
 /** The driver calls this backend makes. */
-interface Stmt { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown; all(...a: unknown[]): unknown[] }
+interface Stmt { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown; all(...a: unknown[]): unknown[]; raw(on: boolean): Stmt }
 interface Db {
   pragma(s: string): unknown;
   exec(s: string): void;
@@ -23,6 +26,16 @@ export const SQLITE_BUSY_TIMEOUT_MS = 2000;
  * active ids, through the (key, at) index) is far smaller.
  */
 export const SQLITE_CACHE_KIB = 2048;
+/**
+ * Version of this file's tables. 1: one row per event (qp_rate_events), so a
+ * check summed every event in its longest window and slowed as history grew.
+ * 2: one row per key and second (qp_rate_counts), counts added in place; the
+ * same sums, at most one row per second of a window. Version 1 files are
+ * converted when opened.
+ */
+export const SQLITE_SCHEMA_VERSION = 2;
+/** Requests in one transaction at most: bounds how long the write lock is held (~10 us each). */
+export const SQLITE_GROUP_MAX = 256;
 
 export async function openSqlite(path: string, sqlLimitsById: string): Promise<RateStore> {
   const { default: Database } = (await import('better-sqlite3')) as unknown as { default: new (p: string, o: object) => Db };
@@ -32,30 +45,63 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma(`cache_size = -${SQLITE_CACHE_KIB}`);
-    db.exec(`CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS qp_rate_events (key TEXT NOT NULL, at INTEGER NOT NULL, n INTEGER NOT NULL);
-      CREATE INDEX IF NOT EXISTS qp_rate_events_key_at ON qp_rate_events (key, at);
-      CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds INTEGER NOT NULL, hits INTEGER NOT NULL, PRIMARY KEY (key, seconds));`);
-    const v = db.prepare('SELECT version FROM qp_schema').get() as { version: number } | undefined;
-    if (v === undefined) db.prepare('INSERT INTO qp_schema (version) VALUES (?)').run(SCHEMA_VERSION);
-    else if (v.version > SCHEMA_VERSION) throw new StoreError(`${path}: schema version ${v.version} is newer than this quotapolicy (${SCHEMA_VERSION})`);
+    db.transaction(() => {
+      db.exec(`CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS qp_rate_counts (key TEXT NOT NULL, at INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key, at)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds INTEGER NOT NULL, hits INTEGER NOT NULL, PRIMARY KEY (key, seconds));`);
+      const v = db.prepare('SELECT version FROM qp_schema').get() as { version: number } | undefined;
+      if (v === undefined) db.prepare('INSERT INTO qp_schema (version) VALUES (?)').run(SQLITE_SCHEMA_VERSION);
+      else if (v.version > SQLITE_SCHEMA_VERSION) throw new StoreError(`${path}: schema version ${v.version} is newer than this quotapolicy (${SQLITE_SCHEMA_VERSION})`);
+      else if (v.version === 1) {
+        db.exec(`INSERT INTO qp_rate_counts (key, at, n) SELECT key, at, SUM(n) FROM qp_rate_events WHERE true GROUP BY key, at
+            ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n;
+          DROP TABLE qp_rate_events;
+          UPDATE qp_schema SET version = ${SQLITE_SCHEMA_VERSION};`);
+      }
+    }).immediate();
   } catch (e) {
     throw e instanceof StoreError ? e : new StoreError(`sqlite ${path}: ${(e as Error).message}`);
   }
-  const sum = db.prepare('SELECT COALESCE(SUM(n), 0) AS used FROM qp_rate_events WHERE key = ? AND at >= ?');
-  const insert = db.prepare('INSERT INTO qp_rate_events (key, at, n) VALUES (?, ?, ?)');
+  // One query per bucket sums every window: [start of window 1, ..., key, start of the longest].
+  const sums = new Map<number, Stmt>();
+  const sumFor = (windows: number): Stmt => {
+    let st = sums.get(windows);
+    if (st === undefined) {
+      const cols = Array.from({ length: windows }, () => `COALESCE(SUM(CASE WHEN at >= ? THEN n END), 0)`).join(', ');
+      st = db.prepare(`SELECT ${cols} FROM qp_rate_counts WHERE key = ? AND at >= ?`).raw(true);
+      sums.set(windows, st);
+    }
+    return st;
+  };
+  const add = db.prepare('INSERT INTO qp_rate_counts (key, at, n) VALUES (?, ?, ?) ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n');
   const hit = db.prepare('INSERT INTO qp_rate_hits (key, seconds, hits) VALUES (?, ?, 1) ON CONFLICT (key, seconds) DO UPDATE SET hits = hits + 1');
   const byId = sqlLimitsById === '' ? undefined : db.prepare(sqlLimitsById);
-  const consume = db.transaction((req: ConsumeRequest): ConsumeResult => {
+  const one = (req: ConsumeRequest): ConsumeResult => {
     for (const b of req.buckets) {
-      for (const limit of b.limits) {
-        const used = (sum.get(b.key, req.nowSec - limit[1]) as { used: number }).used;
-        if (breaks(used, req.n, limit)) return { ok: false, key: b.key, limit, used };
+      if (b.limits.length === 0) continue;
+      const starts = b.limits.map((l) => req.nowSec - l[1]);
+      const used = sumFor(starts.length).get(...starts, b.key, Math.min(...starts)) as number[];
+      for (let i = 0; i < b.limits.length; i++) {
+        if (breaks(used[i]!, req.n, b.limits[i]!)) return { ok: false, key: b.key, limit: b.limits[i]!, used: used[i]! };
       }
     }
-    if (req.commit) for (const b of req.buckets) insert.run(b.key, req.nowSec, req.n);
+    if (req.commit) for (const b of req.buckets) add.run(b.key, req.nowSec, req.n);
     return { ok: true };
-  });
+  };
+  const group = db.transaction((reqs: ConsumeRequest[]): ConsumeResult[] => reqs.map(one));
+  const waiting: { req: ConsumeRequest; resolve: (r: ConsumeResult) => void; reject: (e: unknown) => void }[] = [];
+  const flush = (): void => {
+    const batch = waiting.splice(0, SQLITE_GROUP_MAX);
+    if (batch.length === 0) return;
+    if (waiting.length > 0) setImmediate(flush);
+    try {
+      const results = group.immediate(batch.map((w) => w.req));
+      batch.forEach((w, i) => w.resolve(results[i]!));
+    } catch (e) {
+      const err = new StoreError(`sqlite: ${(e as Error).message}`);
+      for (const w of batch) w.reject(err);
+    }
+  };
   const guard = <T>(f: () => T): Promise<T> => {
     try {
       return Promise.resolve(f());
@@ -65,7 +111,10 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
   };
   return {
     name: 'sqlite',
-    consume: (req) => guard(() => consume.immediate(req)),
+    consume: (req) => new Promise((resolve, reject) => {
+      waiting.push({ req, resolve, reject });
+      if (waiting.length === 1) setImmediate(flush);
+    }),
     limitsFor: (id) => guard((): readonly Limit[] | undefined => {
       const row = byId?.get(id) as Record<string, unknown> | undefined;
       return row === undefined ? undefined : parseLimitsText(Object.values(row)[0]);
@@ -74,11 +123,13 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
     hits: () => guard(() => db.prepare('SELECT key, seconds, hits FROM qp_rate_hits ORDER BY hits DESC, key').all() as HitRow[]),
     clearHits: () => guard(() => { db.exec('DELETE FROM qp_rate_hits'); }),
     clean: (olderThan) => guard(() => {
-      const n = db.prepare('DELETE FROM qp_rate_events WHERE at < ?').run(olderThan).changes;
+      const events = (db.prepare('SELECT COALESCE(SUM(n), 0) AS n FROM qp_rate_counts WHERE at < ?').get(olderThan) as { n: number }).n;
+      db.prepare('DELETE FROM qp_rate_counts WHERE at < ?').run(olderThan);
       db.pragma('wal_checkpoint(TRUNCATE)');
       db.exec('VACUUM');
-      return n;
+      return events;
     }),
-    close: () => guard(() => db.close()),
+    // Requests still waiting for their group are answered before the file closes.
+    close: () => guard(() => { while (waiting.length > 0) flush(); db.close(); }),
   };
 }
