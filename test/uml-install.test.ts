@@ -16,7 +16,7 @@ const rc = (f: string): number => Number(read(`${f}.rc`).trim());
 
 before(() => {
   out = mkdtempSync(join(tmpdir(), 'qp-uml-install-'));
-  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/install.sh'), `REPO=${REPO}`, 'OVERLAY_USR=1'], { encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/install.sh'), `REPO=${REPO}`, 'OVERLAY_USR=1'], { encoding: 'utf8', timeout: 300_000, env: { ...process.env, UML_TIMEOUT: '280' } });
   const console_ = existsSync(join(out, 'console.log')) ? read('console.log') : '(no console log)';
   assert.equal(r.status, 0, `guest failed (status ${r.status}):\n${r.stderr}\n${console_.slice(-4000)}`);
 });

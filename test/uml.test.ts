@@ -18,7 +18,7 @@ let daemonLog: Record<string, unknown>[];
 before(() => {
   // Fails (not skips) where user-mode-linux is missing: scripts/setup.sh installs it.
   out = mkdtempSync(join(tmpdir(), 'qp-uml-'));
-  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/acceptance.sh'), `REPO=${REPO}`], { encoding: 'utf8', timeout: 240_000 });
+  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/acceptance.sh'), `REPO=${REPO}`], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, UML_TIMEOUT: '220' } });
   const console_ = existsSync(join(out, 'console.log')) ? readFileSync(join(out, 'console.log'), 'utf8') : '(no console log)';
   assert.equal(r.status, 0, `guest failed (status ${r.status}, ${r.error?.message ?? ''}):\n${r.stderr}\n${console_.slice(-4000)}`);
   results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as typeof results;

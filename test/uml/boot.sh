@@ -1,10 +1,12 @@
 #!/bin/sh
 # Boot user-mode-linux with a fresh ext4 quota image and run INIT inside.
 # usage: boot.sh OUTDIR INIT [KEY=VALUE ...]   exit status = the guest's.
-# UML_MEM (environment) sets the guest's memory (default 384M).
+# UML_MEM (environment) sets the guest's memory (default 384M); UML_TIMEOUT the
+# seconds after which the guest is killed and the status is 124 (default 200).
 # OUTDIR (absolute) receives console.log and whatever the init writes there.
 set -eu
 out=$1; init=$2; shift 2
+timeout=${UML_TIMEOUT:-200}
 mkdir -p "$out"
 img=$out/home.img
 rm -f "$img"
@@ -14,7 +16,16 @@ shim=$out/xstate-shim.so
 cc -shared -fPIC -O2 -o "$shim" "$(dirname "$0")/xstate-shim.c" -ldl
 set +e
 LD_PRELOAD=$shim linux.uml mem="${UML_MEM:-384M}" ubd0="$img" root=/dev/root rootfstype=hostfs rootflags=/ rw quiet loglevel=0 \
-  init="$init" OUT="$out" "$@" con=null con0=null,fd:1 </dev/null >"$out/kernel.log" 2>&1
+  init="$init" OUT="$out" "$@" con=null con0=null,fd:1 </dev/null >"$out/kernel.log" 2>&1 &
+uml=$!
+# A hung guest must not hang the caller: past UML_TIMEOUT seconds, UML and all its host
+# processes (UML makes itself a session leader, so they are its process group) are killed.
+setsid sh -c 'sleep "$1"; echo "boot.sh: the guest ran over $1 s: killed" >>"$2"; kill -9 "-$3" "$3"' \
+  watchdog "$timeout" "$out/kernel.log" "$uml" </dev/null >/dev/null 2>&1 &
+watchdog=$!
+wait "$uml"
 rc=$?
+kill -15 "-$watchdog" 2>/dev/null
+grep -q "^boot.sh: the guest ran over" "$out/kernel.log" && rc=124
 rm -f "$img" "$shim"
 exit $rc
