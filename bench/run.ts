@@ -1,74 +1,104 @@
-// Benchmarks, work in progress for issue #5: scenario (d), the trivial DUNNO
-// server, and (a), quotapolicy's quota decision on a cache hit, at 1, 8, 32
-// and 128 connections, with the peak RSS (VmHWM) of every process of the
-// system under test. Run as root: `npm run bench` (BENCH_SECONDS per point).
-// Not yet: (b) real quota in user-mode-linux vs Dovecot quota-status, (c)
-// rate limits vs policyd-rate-limit and postfwd, the plot, docs/BENCHMARKS.md.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, chmodSync, copyFileSync, mkdirSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+// `npm run bench`: every scenario of docs/BENCHMARKS.md in one run, as root.
+//   (d) a trivial DUNNO server, the ceiling of the harness;
+//   (a) quotapolicy's quota decision on a cache hit, against Dovecot quota-status (count backend);
+//   (c) quotapolicy's rate limit on SQLite, Redis and PostgreSQL, against
+//       policyd-rate-limit (SQLite) and postfwd;
+//   (b) the quota decision on a cache miss, real quota(1) on real kernel quotas,
+//       against Dovecot quota-status (fs backend), inside user-mode-linux.
+// Each at 1, 8, 32 and 128 connections; req/s, p50/p99/max latency, errors,
+// peak RSS of every process, start-up time. Writes results.json, throughput.svg
+// and the tables (docs/BENCHMARKS.md between its markers, or OUT/BENCHMARKS.md).
+//   --short       a smoke run (BENCH_SECONDS default 0.3): CI runs it; its figures mean nothing
+//   --out DIR     where to write (default docs/ for the full run, a temp dir for --short)
+//   --only LIST   scenarios to run, e.g. --only a,d
+// BENCH_SECONDS sets the seconds per point (default 5).
+import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runLoad, type LoadResult } from './loadgen.js';
+import { parseArgs } from 'node:util';
+import { spawnSync } from 'node:child_process';
+import { REPO, trivial, quotapolicy, standInQuota, dovecotQuotaStatus, policydRateLimit, postfwd, serviceDir } from './systems.js';
+import { type Measured, type Results, machine, renderReport, REPORT_START, REPORT_END } from './report.js';
+import { measurer } from './measure.js';
+import { postfixRequest } from './loadgen.js';
+import { plot } from './plot.js';
+import { runUml } from './uml.js';
 
-const REPO = new URL('../../', import.meta.url).pathname;
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const CONNECTIONS = [1, 8, 32, 128];
+const { values: opts } = parseArgs({ options: { short: { type: 'boolean', default: false }, out: { type: 'string' }, only: { type: 'string' } } });
+if (process.getuid?.() !== 0) {
+  process.stderr.write('bench: run as root (quotapolicy serve starts as root; Dovecot and postfwd drop privileges themselves)\n');
+  process.exit(1);
+}
+const SHORT = opts.short!;
+const SECONDS = Number(process.env.BENCH_SECONDS ?? (SHORT ? 0.3 : 5));
+/** Before the measured points: JIT warm-up and caches filled, not recorded. */
+const WARMUP_SECONDS = SHORT ? 0.1 : 1;
+const only = new Set((opts.only ?? 'a,b,c,d').split(','));
+const out = opts.out ?? (SHORT ? mkdtempSync(join(tmpdir(), 'qp-bench-out-')) : join(REPO, 'docs'));
+const work = mkdtempSync(join(tmpdir(), 'qp-bench-'));
+// The daemons under test drop privileges and read their configs from here.
+chmodSync(work, 0o755);
+mkdirSync(out, { recursive: true });
 
-function vmhwm(pid: number): number {
-  try { return Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024; } catch { return NaN; }
+/** (a): one local user, as a cache hit is; everything else varies. */
+const quotaRequest = (i: number): Record<string, string> => ({ ...postfixRequest(i), recipient: 'nobody@example.test' });
+/** (c): 1000 distinct SASL users, each request counted. */
+const rateRequest = (i: number): Record<string, string> => ({ ...postfixRequest(i), sasl_username: `user${i % 1000}`, recipient: `r${i % 500}@example.net` });
+/** Windows never reached, so every request is counted (policyd-rate-limit's shape: a minute and a day). */
+const LIMITS: [number, number][] = [[10_000_000, 60], [100_000_000, 86400]];
+
+const measure = measurer(SECONDS, WARMUP_SECONDS);
+const measured: Measured[] = [];
+const dir = (name: string): string => join(work, name);
+
+if (only.has('d')) measured.push(await measure('d', () => trivial(work), quotaRequest));
+
+if (only.has('a')) {
+  const quota = standInQuota(dir('fake-quota'));
+  measured.push(await measure('a', () => quotapolicy('quotapolicy: quota, cache hit', dir('qp-a'),
+    `quota_path: ${quota}\nmin_uid: 100\nrecipient_delimiter: "+"\ncache_ttl_ms: 3600000\n`), quotaRequest));
+  mkdirSync(dir('dovecot-count/home'), { recursive: true });
+  spawnSync('chown', ['nobody', dir('dovecot-count/home')]);
+  measured.push(await measure('a', () => dovecotQuotaStatus(dir('dovecot-count'), 'count',
+    `  driver = static\n  args = uid=nobody gid=nogroup home=${dir('dovecot-count/home')}/%n`), quotaRequest));
 }
 
-function tree(pid: number): number[] {
-  const kids = existsSync(`/proc/${pid}/task/${pid}/children`) ? readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number) : [];
-  return [pid, ...kids.flatMap(tree)];
+if (only.has('c')) {
+  const quota = standInQuota(dir('fake-quota-c'));
+  const rate = (backend: string, url?: string): string => `quota_path: ${quota}\nchecks: [rate_limit]\nrate_limit:\n  backend: ${backend}\n` +
+    `  limits: ${JSON.stringify(LIMITS)}\n` + (url ? `  url: "${url}"\n` : `  sqlite_path: ${serviceDir(dir('qp-sqlite-store'))}/rl.sqlite3\n`);
+  measured.push(await measure('c', () => quotapolicy('quotapolicy: rate limit, SQLite', dir('qp-sqlite'), rate('sqlite')), rateRequest));
+  // A clean database 1 of the local Redis, and a fresh PostgreSQL database the service user owns.
+  spawnSync('redis-cli', ['-h', '127.0.0.1', '-n', '1', 'FLUSHDB']);
+  measured.push(await measure('c', () => quotapolicy('quotapolicy: rate limit, Redis', dir('qp-redis'), rate('redis', 'redis://127.0.0.1:6379/1')), rateRequest));
+  const psql = (sql: string): void => {
+    const r = spawnSync('su', ['postgres', '-c', `psql -qAt -c "${sql}"`], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
+  };
+  psql('DROP DATABASE IF EXISTS quotapolicy_bench');
+  psql('CREATE DATABASE quotapolicy_bench OWNER quotapolicy');
+  measured.push(await measure('c', () => quotapolicy('quotapolicy: rate limit, PostgreSQL', dir('qp-pg'), rate('postgresql', 'postgresql://quotapolicy@%2Fvar%2Frun%2Fpostgresql/quotapolicy_bench')), rateRequest));
+  measured.push(await measure('c', () => policydRateLimit(dir('prl'), JSON.stringify(LIMITS)), rateRequest));
+  measured.push(await measure('c', () => postfwd(dir('postfwd'), LIMITS[0]![0], LIMITS[0]![1]), rateRequest));
 }
 
-async function waitReady(p: ChildProcess, pattern: RegExp): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(() => reject(new Error(`not ready: ${out.slice(-500)}`)), 15_000);
-    const on = (d: Buffer): void => { out += d.toString(); if (pattern.test(out)) { clearTimeout(t); resolve(); } };
-    p.stdout?.on('data', on);
-    p.stderr?.on('data', on);
-  });
+if (only.has('b')) measured.push(...await runUml(dir('uml'), SECONDS, WARMUP_SECONDS, SHORT));
+
+const files = SHORT ? out : join(out, 'bench');
+mkdirSync(files, { recursive: true });
+const results: Results = { when: new Date().toISOString(), short: SHORT, secondsPerPoint: SECONDS, machine: machine(), measured };
+writeFileSync(join(files, 'results.json'), JSON.stringify(results, null, 1) + '\n');
+const svg = plot('Policy requests per second against connections (higher is better)', measured.map((m) => ({ name: `${m.system} (${m.scenario})`, points: m.points })));
+writeFileSync(join(files, 'throughput.svg'), svg);
+const report = renderReport(results);
+if (SHORT) {
+  writeFileSync(join(out, 'BENCHMARKS.md'), report);
+} else {
+  const doc = readFileSync(join(out, 'BENCHMARKS.md'), 'utf8');
+  const a = doc.indexOf(REPORT_START);
+  const b = doc.indexOf(REPORT_END);
+  if (a === -1 || b === -1) throw new Error(`docs/BENCHMARKS.md lacks the ${REPORT_START} ... ${REPORT_END} markers`);
+  writeFileSync(join(out, 'BENCHMARKS.md'), doc.slice(0, a + REPORT_START.length) + '\n' + report + doc.slice(b));
 }
-
-interface Row extends LoadResult { system: string; connections: number; peakRssMb: Record<string, number> }
-
-async function measure(system: string, to: string, pids: () => number[], template: (i: number) => Record<string, string>): Promise<Row[]> {
-  const rows: Row[] = [];
-  for (const connections of CONNECTIONS) {
-    const r = await runLoad({ to, connections, seconds: SECONDS, pipeline: 1, template });
-    const peak = Object.fromEntries(pids().map((p) => [String(p), +(vmhwm(p) / 1e6).toFixed(1)]));
-    rows.push({ system, connections, ...r, peakRssMb: peak });
-    process.stderr.write(`${system} c=${connections}: ${Math.round(r.reqPerSec)} req/s, p99 ${r.p99Ms.toFixed(2)} ms, errors ${r.errors}\n`);
-  }
-  return rows;
-}
-
-const dir = mkdtempSync(join(tmpdir(), 'qp-bench-'));
-chmodSync(dir, 0o755);
-const rcpt = (recipient: string) => (i: number) => ({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient, sender: `s${i % 1000}@example.org`, client_address: `192.0.2.${i % 250}`, size: '0' });
-const rows: Row[] = [];
-
-// (d) trivial server
-const trivial = spawn(process.execPath, [join(REPO, 'dist/bench/trivial-server.js'), `unix:${dir}/trivial.sock`], { stdio: ['ignore', 'pipe', 'pipe'] });
-await waitReady(trivial, /ready/);
-rows.push(...await measure('trivial DUNNO server (d)', `unix:${dir}/trivial.sock`, () => [trivial.pid!], rcpt('nobody@example.test')));
-trivial.kill();
-
-// (a) quotapolicy, quota decision, cache hit (a stand-in quota fills the cache once)
-const fq = join(dir, 'fq');
-mkdirSync(join(fq, 'fake-quota.d'), { recursive: true });
-chmodSync(fq, 0o755);
-copyFileSync(join(REPO, 'test/support/fake-quota.sh'), join(fq, 'quota'));
-chmodSync(join(fq, 'quota'), 0o755);
-writeFileSync(join(dir, 'q.yaml'), `listen: ["unix:${dir}/qp.sock"]\nsocket_group: quotapolicy\nquota_path: ${fq}/quota\nmin_uid: 100\nlog_level: warn\ncache_ttl_ms: 3600000\n`);
-chmodSync(join(dir, 'q.yaml'), 0o644);
-const qp = spawn(process.execPath, [join(REPO, 'bin/quotapolicy.js'), 'serve', '--config', join(dir, 'q.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-await waitReady(qp, /starting front/);
-await new Promise((r) => setTimeout(r, 1500));
-rows.push(...await measure('quotapolicy quota, cache hit (a)', `unix:${dir}/qp.sock`, () => tree(qp.pid!), rcpt('nobody@example.test')));
-qp.kill('SIGTERM');
-
-console.log(JSON.stringify(rows, null, 1));
+rmSync(work, { recursive: true, force: true });
+process.stderr.write(`bench: results in ${out}\n`);

@@ -3,11 +3,13 @@
 #   scripts/setup.sh          what the daemon needs: Node.js (if missing), quota,
 #                             Postfix, build tools; npm ci; build; service user
 #   scripts/setup.sh --test   the same, plus what the test suite needs:
-#                             user-mode-linux (real kernel quotas), kmod, iproute2,
+#                             user-mode-linux (real kernel quotas; gcc builds its
+#                             ptrace shim, test/uml/xstate-shim.c), kmod, iproute2,
 #                             sudo and systemd's tools (deployment tests),
 #                             PostgreSQL, MariaDB, Redis (rate-limit store tests,
 #                             started by scripts/start-test-services.sh) and
-#                             policyd-rate-limit (the differential test)
+#                             policyd-rate-limit (the differential test),
+#                             dovecot-core and postfwd (benchmark comparators)
 # Safe to run again. Postfix is installed unconfigured ("No configuration").
 set -eu
 cd "$(dirname "$0")/.."
@@ -16,8 +18,9 @@ export DEBIAN_FRONTEND=noninteractive
 SERVICE_USER=quotapolicy
 
 pkgs="quota postfix ca-certificates make g++ python3"
-[ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux kmod iproute2 e2fsprogs util-linux sudo systemd \
-  postgresql mariadb-server redis-server redis-tools policyd-rate-limit openssl"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux gcc kmod iproute2 e2fsprogs util-linux sudo systemd \
+  postgresql mariadb-server redis-server redis-tools policyd-rate-limit openssl \
+  dovecot-core postfwd"
 # Debian 13 ships Node 20.19; an existing node (>= 20.19) is kept as it is.
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 

@@ -15,5 +15,14 @@ if (files.length === 0) {
   console.error('no test files found: run npm run build first');
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-reporter=spec', ...files], { stdio: 'inherit' });
-process.exit(r.status ?? 1);
+// The benchmark smoke run loads both cores itself: it runs after the others, alone.
+const ALONE = ['bench-smoke.test.js'];
+const alone = files.filter((f) => ALONE.some((a) => f.endsWith(a)));
+const shared = files.filter((f) => !alone.includes(f));
+let status = 0;
+for (const [group, concurrency] of [[shared, 2], [alone, 1]]) {
+  if (group.length === 0) continue;
+  const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...group], { stdio: 'inherit' });
+  if (r.status !== 0) status = r.status ?? 1;
+}
+process.exit(status);
