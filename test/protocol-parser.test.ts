@@ -53,6 +53,22 @@ test('unknown attributes are kept out of the way, last value wins, CRLF tolerate
   assert.deepEqual(r, [{ foo: '2', request: 'smtpd_access_policy' }]);
 });
 
+test('get(name) is the last value of that name, whatever the other lines and their bytes', () => {
+  // Short, overlapping names (a, ab, b_a...), repeats, CRLF, multi-byte and invalid UTF-8 before the line.
+  const name = fc.stringMatching(/^[ab_]{1,3}$/);
+  const value = fc.oneof(fc.string({ maxLength: 8, unit: 'binary' }), fc.constantFrom('', '\r', 'x\r', 'é=日', '\ufffd'))
+    .filter((v) => !v.includes('\n'));
+  fc.assert(fc.property(fc.array(fc.tuple(name, value, fc.boolean()), { minLength: 1, maxLength: 10 }), name, fc.boolean(), (lines, probe, invalid) => {
+    let bytes = Buffer.from(lines.map(([n, v, crlf]) => `${n}=${v}${crlf ? '\r' : ''}\n`).join(''));
+    if (invalid) bytes = Buffer.concat([Buffer.from('z='), Buffer.from([0xe2, 0x82]), Buffer.from('\n'), bytes]);
+    const [req] = new PolicyParser().push(Buffer.concat([bytes, Buffer.from('\n')]));
+    const expected = new Map<string, string>();
+    for (const [n, v, crlf] of lines) expected.set(n, new TextDecoder().decode(Buffer.from(crlf || !v.endsWith('\r') ? v : v.slice(0, -1))));
+    assert.equal(req!.get(probe), expected.get(probe));
+    for (const [n, v] of expected) assert.equal(req!.get(n), v);
+  }), { numRuns: 2000 });
+});
+
 test('a value may contain "="', () => {
   assert.deepEqual(parseAll([Buffer.from('ccert_subject=CN=a=b\n\n')]), [{ ccert_subject: 'CN=a=b' }]);
 });

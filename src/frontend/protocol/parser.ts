@@ -43,6 +43,10 @@ export class PolicyParser {
   private lineBytes = 0;
   private lineLast = -1;
   private lineEq = -1;
+  /** Request offset of the current line's first byte. */
+  private lineStart = 0;
+  /** Per attribute line so far: its start and its "=" (request offsets). */
+  private offsets: number[] = [];
 
   /** Feeds bytes; returns every request completed by them. Throws ProtocolError. */
   push(chunk: Buffer): Attributes[] {
@@ -74,16 +78,21 @@ export class PolicyParser {
         if (eq === 0) throw new ProtocolError('attribute with an empty name');
         if (this.attributes >= MAX_ATTRIBUTES) throw new ProtocolError(`more than ${MAX_ATTRIBUTES} attributes`);
         this.attributes++;
-        this.contentBytes = this.requestBytes;
+        this.offsets.push(this.lineStart, this.lineStart + eq);
+        this.lineStart = this.contentBytes = this.requestBytes;
         continue;
       }
       if (this.attributes === 0) throw new ProtocolError('empty request');
-      done.push(new Attributes(this.segments.length === 0
+      const text = this.segments.length === 0
         ? chunk.toString('utf8', reqStart, reqStart + this.contentBytes)
-        : Buffer.concat([...this.segments, chunk.subarray(reqStart, start)]).toString('utf8', 0, this.contentBytes)));
+        : Buffer.concat([...this.segments, chunk.subarray(reqStart, start)]).toString('utf8', 0, this.contentBytes);
+      // One character per byte (ASCII, or single invalid bytes as U+FFFD): the byte offsets hold.
+      done.push(text.length === this.contentBytes ? new Attributes(text, this.offsets) : Attributes.fromText(text));
       this.segments = [];
+      this.offsets = [];
       this.requestBytes = 0;
       this.contentBytes = 0;
+      this.lineStart = 0;
       this.attributes = 0;
       reqStart = start;
     }
@@ -97,51 +106,47 @@ export class PolicyParser {
   }
 }
 
-/** Search keys ("\nname=") of the names the checks ask for, built once. */
-const KEYS = new Map<string, string>();
-/** The checks ask for a few dozen names; anything past this is built per call. */
-const MAX_KEYS = 256;
-
 /**
- * A parsed request: its decoded text, read on demand. A check looks at a handful
- * of the ~30 attributes Postfix sends, so they are not split into a Map up front.
- * Unknown attributes are kept but never looked at. Invalid UTF-8 is U+FFFD already.
+ * A parsed request: its decoded text and where each line and its "=" are, read
+ * on demand. A check looks at a handful of the ~30 attributes Postfix sends, so
+ * they are not split into strings up front; a lookup compares name lengths first
+ * and reads one or two names. Invalid UTF-8 is U+FFFD already.
  */
 export class Attributes implements PolicyRequest {
-  /** LF, then whole "name=value" lines each ending in LF (checked by push). */
-  private readonly text: string;
-  constructor(lines: string) {
-    this.text = '\n' + lines;
+  /**
+   * @param text whole "name=value" lines, each ending in LF (checked by push)
+   * @param at per line, its start and its first "=", as offsets into text
+   */
+  constructor(private readonly text: string, private readonly at: readonly number[]) {}
+
+  /** When the decoded text's offsets are not the bytes' (multi-byte UTF-8): find the lines again. */
+  static fromText(text: string): Attributes {
+    const at: number[] = [];
+    for (let i = 0; i < text.length; i = text.indexOf('\n', i) + 1) at.push(i, text.indexOf('=', i));
+    return new Attributes(text, at);
   }
 
   get(name: string): string | undefined {
-    let key = KEYS.get(name);
-    if (key === undefined) {
-      key = '\n' + name + '=';
-      if (KEYS.size < MAX_KEYS) KEYS.set(name, key);
+    const at = this.at;
+    // From the last line: a repeated attribute gives its last value.
+    for (let i = at.length - 2; i >= 0; i -= 2) {
+      const eq = at[i + 1]!;
+      if (eq - at[i]! === name.length && this.text.startsWith(name, at[i]!)) return this.value(i);
     }
-    // The last line with this name: a repeated attribute gives its last value.
-    const at = this.text.lastIndexOf(key);
-    if (at === -1) return undefined;
-    const from = at + key.length;
-    return this.text.slice(from, this.valueEnd(from));
+    return undefined;
   }
 
-  /** Where the value starting at from ends: its LF, or a CR just before it. */
-  private valueEnd(from: number): number {
-    const nl = this.text.indexOf('\n', from);
-    return nl > from && this.text.charCodeAt(nl - 1) === CR ? nl - 1 : nl;
+  /** The value of line i/2: after its "=", up to its LF or a CR just before it. */
+  private value(i: number): string {
+    const from = this.at[i + 1]! + 1;
+    const nl = i + 2 < this.at.length ? this.at[i + 2]! - 1 : this.text.length - 1;
+    return this.text.slice(from, nl > from && this.text.charCodeAt(nl - 1) === CR ? nl - 1 : nl);
   }
 
   /** Every attribute in order, a repeated name once with its last value (for tests and tools). */
   entries(): Map<string, string> {
     const all = new Map<string, string>();
-    for (let i = 1; i < this.text.length;) {
-      const eq = this.text.indexOf('=', i);
-      const end = this.valueEnd(eq + 1);
-      all.set(this.text.slice(i, eq), this.text.slice(eq + 1, end));
-      i = this.text.indexOf('\n', end) + 1;
-    }
+    for (let i = 0; i < this.at.length; i += 2) all.set(this.text.slice(this.at[i], this.at[i + 1]), this.value(i));
     return all;
   }
 }
