@@ -32,7 +32,10 @@ for d in etc var $( [ "${OVERLAY_USR:-}" = 1 ] && echo usr ); do
   mkdir -p /run/ov/$d/upper /run/ov/$d/work
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=/run/ov/$d/upper,workdir=/run/ov/$d/work" /$d || finish 93
 done
+# A checkout under /tmp (a clone made for a CI-like run) stays visible under the guest's own /tmp.
+case "${REPO:-}" in /tmp/*) mkdir -p /run/repo && mount --bind "$REPO" /run/repo ;; esac
 mount -t tmpfs tmpfs /tmp
+case "${REPO:-}" in /tmp/*) mkdir -p "$REPO" && mount --bind /run/repo "$REPO" ;; esac
 mkdir -p /var/tmp && mount -t tmpfs tmpfs /var/tmp
 # hostfs keeps the host's /home visible; the quota file system replaces it.
 mount -t ext4 -o usrquota,grpquota /dev/ubda /home || finish 94
