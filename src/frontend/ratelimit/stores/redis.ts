@@ -1,8 +1,9 @@
 // Redis (ioredis): one Lua script per request, so check-and-record is atomic
-// for every instance sharing the server. Each key is a sorted set of events
-// scored by time; members are "n:unique". Keys expire after their longest
-// window, so nothing needs cleaning.
-import { randomBytes } from 'node:crypto';
+// for every instance sharing the server. Each key is a hash of counts per
+// second (field: the second, value: events in it), so a check reads at most
+// one field per second of its longest window, however busy the key is; fields
+// older than that window are dropped as the key is counted, and keys expire
+// after their longest window, so nothing needs cleaning.
 import type { RateStore, ConsumeResult } from '../store.js';
 import { StoreError } from '../store.js';
 
@@ -18,35 +19,62 @@ interface Redis {
   disconnect(): void;
 }
 
-const PREFIX = 'qp:rl:';
-const HITS = 'qp:rl-hits';
+/** Counts per second (hashes). */
+const PREFIX = 'qp:rl2:';
 /**
- * KEYS: bucket keys. ARGV: now, n, commit, unique, then per key: window count,
- * then count/seconds pairs. Returns {} when accepted, else {key index, count, seconds, used}.
+ * Version 1 kept a sorted set of events per key under this prefix. Such a key
+ * is still read until it expires (after its longest window), so an upgrade
+ * forgets no event; nothing writes it any more.
+ */
+const V1_PREFIX = 'qp:rl:';
+const HITS = 'qp:rl-hits';
+/** Fields per HDEL call: Lua's unpack() has a stack limit of a few thousand values. */
+const HDEL_CHUNK = 1000;
+/**
+ * KEYS: every bucket's hash, then every bucket's version-1 sorted set.
+ * ARGV: now, n, commit, then per bucket: window count, then count/seconds pairs.
+ * A window [count, seconds] holds the events of seconds now - seconds .. now.
+ * Returns {} when accepted, else {bucket index, count, seconds, used}.
  */
 const CONSUME = `
-local now, n, commit, uniq = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4]
-local a, windows = 5, {}
-for k = 1, #KEYS do
+local now, n, commit = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+local buckets = #KEYS / 2
+local a, longest, stale = 4, {}, {}
+for k = 1, buckets do
   local w = {}
-  for i = 1, tonumber(ARGV[a]) do w[i] = {tonumber(ARGV[a + 2 * i - 1]), tonumber(ARGV[a + 2 * i])} end
+  longest[k] = 0
+  for i = 1, tonumber(ARGV[a]) do
+    w[i] = {tonumber(ARGV[a + 2 * i - 1]), tonumber(ARGV[a + 2 * i]), 0}
+    if w[i][2] > longest[k] then longest[k] = w[i][2] end
+  end
   a = a + 1 + 2 * #w
-  windows[k] = w
-  for _, lim in ipairs(w) do
-    local used = 0
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k], now - lim[2], '+inf')) do
-      used = used + tonumber(string.match(m, '^(%d+):'))
+  local counts, old = redis.call('HGETALL', KEYS[k]), {}
+  for i = 1, #counts, 2 do
+    local sec, c = tonumber(counts[i]), tonumber(counts[i + 1])
+    if sec < now - longest[k] then old[#old + 1] = counts[i] end
+    for _, lim in ipairs(w) do
+      if sec >= now - lim[2] then lim[3] = lim[3] + c end
     end
-    if used + n > lim[1] then return {k, lim[1], lim[2], used} end
+  end
+  stale[k] = old
+  if redis.call('EXISTS', KEYS[buckets + k]) == 1 then
+    for _, lim in ipairs(w) do
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[buckets + k], now - lim[2], '+inf')) do
+        lim[3] = lim[3] + tonumber(string.match(m, '^(%d+):'))
+      end
+    end
+  end
+  for _, lim in ipairs(w) do
+    if lim[3] + n > lim[1] then return {k, lim[1], lim[2], lim[3]} end
   end
 end
 if commit then
-  for k = 1, #KEYS do
-    local longest = 0
-    for _, lim in ipairs(windows[k]) do if lim[2] > longest then longest = lim[2] end end
-    redis.call('ZADD', KEYS[k], now, n .. ':' .. uniq)
-    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now - longest - 1)
-    redis.call('EXPIRE', KEYS[k], longest + 1)
+  for k = 1, buckets do
+    redis.call('HINCRBY', KEYS[k], ARGV[1], n)
+    for i = 1, #stale[k], ${HDEL_CHUNK} do
+      redis.call('HDEL', KEYS[k], unpack(stale[k], i, math.min(i + ${HDEL_CHUNK} - 1, #stale[k])))
+    end
+    redis.call('EXPIRE', KEYS[k], longest[k] + 1)
   end
 end
 return {}
@@ -71,9 +99,10 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
   return {
     name: 'redis',
     consume: (req) => wrap(async (): Promise<ConsumeResult> => {
-      const args: (string | number)[] = [req.nowSec, req.n, req.commit ? '1' : '0', randomBytes(9).toString('base64url')];
+      const args: (string | number)[] = [req.nowSec, req.n, req.commit ? '1' : '0'];
       for (const b of req.buckets) args.push(b.limits.length, ...b.limits.flat());
-      const out = (await r.eval(CONSUME, req.buckets.length, ...req.buckets.map((b) => PREFIX + b.key), ...args)) as number[];
+      const keys = [...req.buckets.map((b) => PREFIX + b.key), ...req.buckets.map((b) => V1_PREFIX + b.key)];
+      const out = (await r.eval(CONSUME, keys.length, ...keys, ...args)) as number[];
       if (out.length === 0) return { ok: true };
       return { ok: false, key: req.buckets[out[0]! - 1]!.key, limit: [out[1]!, out[2]!], used: out[3]! };
     }),

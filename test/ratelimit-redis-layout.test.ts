@@ -1,0 +1,47 @@
+// The Redis store's layout: one hash field per second however busy a key is,
+// fields past the longest window dropped, and version 1 sorted sets (one
+// member per event, written by an earlier quotapolicy) still counted until
+// they expire. Against the real Redis (the conformance suite checks the rest).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import { open, STORE_URLS, uniq } from './support/stores.js';
+import type { RateStore } from '../src/frontend/ratelimit/store.js';
+
+const T = 1_800_000_000;
+let s: RateStore;
+let r: Redis;
+before(async () => {
+  s = await open('redis');
+  r = new Redis(STORE_URLS.redis);
+});
+after(async () => {
+  await s.close();
+  r.disconnect();
+});
+
+test('a busy key keeps one field per second, and none older than its longest window', async () => {
+  const key = uniq('busy');
+  const b = [{ key, limits: [[1000, 3], [1000, 2]] as const }];
+  for (let sec = 0; sec <= 5; sec++) {
+    for (let i = 0; i < 7; i++) assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T + sec, commit: true })).ok, true);
+  }
+  const fields = await r.hgetall(`qp:rl2:${key}`);
+  // At T+5 the 3 s window reaches back to T+2; T+1 was dropped when T+5 was first counted, T+2 stays.
+  assert.deepEqual(fields, { [T + 2]: '7', [T + 3]: '7', [T + 4]: '7', [T + 5]: '7' });
+  assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[28, 3]] }], n: 1, nowSec: T + 5, commit: false }), { ok: false, key, limit: [28, 3], used: 28 });
+  assert.ok((await r.ttl(`qp:rl2:${key}`)) > 0, 'the key expires');
+});
+
+test('a version 1 sorted set is still counted, and never written', async () => {
+  const key = uniq('v1');
+  await r.zadd(`qp:rl:${key}`, T - 30, '2:abc', T - 100, '5:def', T, '1:ghi');
+  await r.expire(`qp:rl:${key}`, 600);
+  const b = [{ key, limits: [[5, 60], [9, 3600]] as const }];
+  assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: false }), { ok: true }, '3 events in the minute, 8 in the hour');
+  assert.deepEqual(await s.consume({ buckets: b, n: 2, nowSec: T, commit: true }), { ok: false, key, limit: [9, 3600], used: 8 });
+  assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: true });
+  assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [9, 3600], used: 9 });
+  assert.equal(await r.zcard(`qp:rl:${key}`), 3, 'the version 1 key is left as it was');
+  assert.deepEqual(await r.hgetall(`qp:rl2:${key}`), { [T]: '1' });
+});
