@@ -19,12 +19,11 @@
  * e.g. for a signal frame) over the copy and writes the whole area. So every
  * guest thread gets back exactly the state it had, AVX-512 included. Every
  * other ptrace call goes straight to libc; on a host whose area is no larger
- * than UML's buffer nothing changes.
+ * than UML's buffer UML sees exactly what it would without the shim.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <elf.h>
-#include <errno.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
