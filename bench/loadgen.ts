@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { socketAddress } from '../src/frontend/config/schema.js';
+import { netOptions } from '../src/frontend/config/schema.js';
 
 export interface LoadOptions {
   to: string;
@@ -27,11 +27,6 @@ export const DRAIN_MS = 10_000;
 
 export interface LoadResult { requests: number; errors: number; seconds: number; reqPerSec: number; p50Ms: number; p99Ms: number; maxMs: number }
 
-export function address(to: string): net.NetConnectOpts {
-  const a = socketAddress(to);
-  return 'path' in a ? { path: a.path } : { host: a.host, port: a.port };
-}
-
 export const encode = (a: Record<string, string>): string => Object.entries(a).map(([k, v]) => `${k}=${v}\n`).join('') + '\n';
 
 /** A RCPT request as Postfix 3.7 sends it (29 attributes, captured: test/fixtures/postfix-request.txt). */
@@ -53,7 +48,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   /** Per open connection: give up on the replies still out. */
   const abandon = new Set<() => void>();
   const one = (): Promise<void> => new Promise((resolve) => {
-    const s = net.connect(address(o.to));
+    const s = net.connect(netOptions(o.to));
     const sentAt: number[] = [];
     let buf = '';
     let done = false;

@@ -1,9 +1,9 @@
 // Scenario (d): the ceiling of the harness itself, a Node server that answers
 // DUNNO to every request. Usage: node dist/bench/trivial-server.js unix:/path|inet:HOST:PORT
 import net from 'node:net';
-import { address } from './loadgen.js';
+import { netOptions } from '../src/frontend/config/schema.js';
 
-const where = address(process.argv[2] ?? 'inet:127.0.0.1:10099');
+const where = netOptions(process.argv[2] ?? 'inet:127.0.0.1:10099');
 net.createServer((s) => {
   let buf = '';
   s.on('data', (d) => {
@@ -15,4 +15,4 @@ net.createServer((s) => {
     }
   });
   s.on('error', () => {});
-}).listen(where as net.ListenOptions, () => process.stdout.write('ready\n'));
+}).listen(where, () => process.stdout.write('ready\n'));

@@ -2,7 +2,7 @@
 // as smtpd would, and prints the reply. For admins testing their set-up.
 import net from 'node:net';
 import { loadConfig } from '../frontend/config/load.js';
-import { listenSpec, socketAddress } from '../frontend/config/schema.js';
+import { listenSpec, netOptions } from '../frontend/config/schema.js';
 import { flagOf, UsageError, type CommandLine } from '../frontend/options.js';
 
 /** A daemon answers in milliseconds; a cache miss on a hung NFS takes quota_timeout_ms. */
@@ -38,10 +38,8 @@ export async function query(cl: CommandLine, out: (s: string) => void): Promise<
   const state = cl.state ?? 'RCPT';
   if (!/^[A-Z-]{1,20}$/.test(state)) throw new UsageError('--state must be a protocol state such as RCPT');
   const req = buildRequest(recipient, state, cl.size ?? '0', cl.attrs);
-  const a = socketAddress(to);
-  const addr: net.NetConnectOpts = 'path' in a ? { path: a.path } : { host: a.host, port: a.port };
   const reply = await new Promise<string>((resolve, reject) => {
-    const s = net.connect(addr);
+    const s = net.connect(netOptions(to));
     let buf = '';
     const timer = setTimeout(() => { s.destroy(); reject(new QueryError(`no reply from ${to} within ${QUERY_TIMEOUT_MS} ms`, EX_TEMPFAIL)); }, QUERY_TIMEOUT_MS);
     s.on('connect', () => s.write(req));

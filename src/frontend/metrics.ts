@@ -2,7 +2,7 @@
 // /metrics when `metrics: true`. No client library: five metric families do
 // not need one.
 import http from 'node:http';
-import { socketAddress } from './config/schema.js';
+import { netOptions } from './config/schema.js';
 
 /** Helper round-trip buckets, seconds: cache-miss lookups take ~2-80 ms, NFS up to the timeout. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -70,10 +70,9 @@ export class Metrics {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.render());
       } else res.writeHead(404).end();
     });
-    const a = socketAddress(spec);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen('path' in a ? { path: a.path } : { host: a.host, port: a.port }, () => resolve(server));
+      server.listen(netOptions(spec), () => resolve(server));
     });
   }
 }

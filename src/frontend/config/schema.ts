@@ -37,6 +37,12 @@ export function socketAddress(spec: string): SocketAddress {
   return m ? { host: m[1] ?? m[2]!, port: Number(m[3]), ipv6: m[1] !== undefined } : { path: spec.replace(/^unix:/, '') };
 }
 
+/** A listen spec as Node's net.connect() and server.listen() take it. */
+export function netOptions(spec: string): { path: string } | { host: string; port: number } {
+  const a = socketAddress(spec);
+  return 'path' in a ? { path: a.path } : { host: a.host, port: a.port };
+}
+
 /** unix:/abs/path, or inet:IPV4:PORT / inet:[IPV6]:PORT. */
 export const listenSpec: Check = (v) => {
   if (typeof v !== 'string') return 'must be a string';

@@ -32,7 +32,7 @@ export interface RateStore {
   recordHit(key: string, seconds: number): Promise<void>;
   hits(): Promise<HitRow[]>;
   clearHits(): Promise<void>;
-  /** Deletes events older than olderThanSec and compacts; returns rows deleted. */
+  /** Deletes events older than olderThanSec and compacts; returns the number of events deleted. */
   clean(olderThanSec: number): Promise<number>;
   close(): Promise<void>;
 }
@@ -41,7 +41,7 @@ export class StoreError extends Error {
   override name = 'StoreError';
 }
 
-/** Version of the tables every SQL backend creates; bump with a migration step. */
+/** Version of the PostgreSQL and MariaDB/MySQL tables (SQLite has its own, SQLITE_SCHEMA_VERSION); bump with a migration step. */
 export const SCHEMA_VERSION = 1;
 
 /** A limits value from the admin's table: "[[10, 60], [150, 86400]]" (policyd-rate-limit's format). */
