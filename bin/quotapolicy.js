@@ -1,7 +1,24 @@
 #!/usr/bin/env node
-// Entry point: the compiled CLI (npm run build) does the work.
-import { run } from '../dist/src/cli/main.js';
+// Entry point: the compiled code (npm run build) does the work. `serve` as
+// root runs only root start-up code (src/helper/startup) and then the helper;
+// every other command, and serve as the service user (sudo mode), runs the CLI.
+import { parseCommandLine } from '../dist/src/shared/options.js';
 
-const code = await run(process.argv.slice(2), (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+const argv = process.argv.slice(2);
+const err = (s) => process.stderr.write(s);
+let cl;
+try {
+  cl = parseCommandLine(argv);
+} catch {
+  cl = undefined; // the CLI reports the usage error
+}
+let code;
+if (cl && cl.positionals[0] === 'serve' && cl.positionals.length === 1 && !cl.help && !cl.version && process.getuid() === 0) {
+  const { main } = await import('../dist/src/helper/startup/serve.js');
+  code = await main(cl, err);
+} else {
+  const { run } = await import('../dist/src/cli/main.js');
+  code = await run(argv, (s) => process.stdout.write(s), err);
+}
 // serve keeps running (-1); everything else exits with its status.
 if (code >= 0) process.exitCode = code;

@@ -4,8 +4,8 @@
 import { spawn } from 'node:child_process';
 import { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../frontend/config/load.js';
-import { flagOf, UsageError, type CommandLine } from '../frontend/options.js';
+import { loadConfig } from '../shared/config/load.js';
+import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { HelperClient } from '../frontend/quota/helper-client.js';
 import { PolicyService } from '../frontend/policy/service.js';
 import { resolveDelimiters } from '../frontend/policy/delimiter.js';

@@ -1,11 +1,12 @@
 // The `quotapolicy` command. Every failure ends in one line on stderr and a
 // sysexits-style status, never a stack trace.
 import { readFileSync } from 'node:fs';
-import { parseCommandLine, UsageError } from '../frontend/options.js';
-import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH } from '../frontend/config/load.js';
-import { flagOf } from '../frontend/options.js';
-import { ListenError } from './listeners.js';
-import { PidFileError } from './pidfile.js';
+import { parseCommandLine, UsageError } from '../shared/options.js';
+import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
+import { flagOf } from '../shared/options.js';
+import { ListenError } from '../helper/startup/listeners.js';
+import { PidFileError } from '../helper/startup/pidfile.js';
+import { TrustError } from '../helper/startup/trust.js';
 import { query, QueryError } from './query.js';
 import { StoreError } from '../frontend/ratelimit/store.js';
 
@@ -66,8 +67,9 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     switch (command) {
       case 'serve':
         if (cl.positionals.length > 1) throw new UsageError(`serve takes no arguments, got "${cl.positionals[1]}"`);
-        // Each command loads only its own code: start-up time is part of the daemon's.
-        await (await import('./serve.js')).serve(cl);
+        // As root, bin/quotapolicy.js runs src/helper/startup/serve.ts instead:
+        // root loads no CLI code. Here: sudo mode, or a clear refusal.
+        await (await import('./serve-sudo.js')).serveSudo(cl);
         return -1;
       case 'check':
         return await (await import('./check.js')).check(cl, out);
@@ -94,7 +96,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     if (e instanceof ConfigError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
     if (e instanceof StoreError) return err(`quotapolicy: ${e.message}\n`), 69;
     if (e instanceof QueryError) return err(`quotapolicy: ${e.message}\n`), e.exitCode;
-    if (e instanceof ListenError || e instanceof PidFileError || (e instanceof Error && e.name === 'StartError')) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
+    if (e instanceof ListenError || e instanceof PidFileError || e instanceof TrustError || (e instanceof Error && e.name === 'StartError')) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
     return err(`quotapolicy: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`), EX_SOFTWARE;
   }
 }

@@ -1,9 +1,9 @@
 // `quotapolicy query RECIPIENT`: sends one policy request to a running daemon,
 // as smtpd would, and prints the reply. For admins testing their set-up.
 import net from 'node:net';
-import { loadConfig } from '../frontend/config/load.js';
-import { listenSpec, netOptions } from '../frontend/config/schema.js';
-import { flagOf, UsageError, type CommandLine } from '../frontend/options.js';
+import { loadConfig } from '../shared/config/load.js';
+import { listenSpec, netOptions } from '../shared/config/schema.js';
+import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 
 /** A daemon answers in milliseconds; a cache miss on a hung NFS takes quota_timeout_ms. */
 export const QUERY_TIMEOUT_MS = 15_000;

@@ -3,9 +3,9 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, stringify } from 'yaml';
 import userid from 'userid';
-import { loadConfig, parseConfig, ConfigError } from '../frontend/config/load.js';
-import type { Config } from '../frontend/config/schema.js';
-import { flagOf, UsageError, type CommandLine } from '../frontend/options.js';
+import { loadConfig, parseConfig, ConfigError } from '../shared/config/load.js';
+import type { Config } from '../shared/config/schema.js';
+import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { openStore } from '../frontend/ratelimit/open-store.js';
 import { rulesFrom } from '../frontend/ratelimit/check.js';
 import { longestWindow } from '../frontend/ratelimit/decide.js';

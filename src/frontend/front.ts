@@ -5,9 +5,9 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { flagOf, type CommandLine } from './options.js';
-import { loadConfig, ConfigError } from './config/load.js';
-import type { Config } from './config/schema.js';
+import { flagOf, type CommandLine } from '../shared/options.js';
+import { loadConfig, ConfigError } from '../shared/config/load.js';
+import type { Config } from '../shared/config/schema.js';
 import { HelperClient } from './quota/helper-client.js';
 import { PolicyService } from './policy/service.js';
 import { resolveDelimiters } from './policy/delimiter.js';

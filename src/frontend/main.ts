@@ -2,9 +2,9 @@
 // (the service user's uid/gid), the channel on fd 3, the listening sockets on
 // fds 4.. (QUOTAPOLICY_LISTEN_FDS). It never runs quota(1) itself.
 import net from 'node:net';
-import { parseCommandLine, flagOf } from './options.js';
-import { loadConfig } from './config/load.js';
-import type { Config } from './config/schema.js';
+import { parseCommandLine, flagOf } from '../shared/options.js';
+import { loadConfig } from '../shared/config/load.js';
+import type { Config } from '../shared/config/schema.js';
 import { makeLogger } from './log.js';
 import { runFront } from './front.js';
 

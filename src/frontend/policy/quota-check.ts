@@ -3,7 +3,7 @@
 // decideQuota(). The clock is passed in; every I/O dependency is injected.
 import { QuotaStatus, QUOTA_STATUS_NAMES, type UserQuota } from '../../shared/wire.js';
 import type { PolicyRequest } from '../protocol/parser.js';
-import type { Config } from '../config/schema.js';
+import type { Config } from '../../shared/config/schema.js';
 import { TtlCache } from '../quota/cache.js';
 import { recipientToUser, type RecipientRules } from './recipient.js';
 import { decideQuota, type QuotaVerdict } from './quota-decision.js';

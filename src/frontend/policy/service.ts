@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import userid from 'userid';
 import type { PolicyRequest } from '../protocol/parser.js';
-import type { Config } from '../config/schema.js';
+import type { Config } from '../../shared/config/schema.js';
 import { QuotaCheck, type UserEntry } from './quota-check.js';
 import { RateLimitCheck } from '../ratelimit/check.js';
 import type { RateStore } from '../ratelimit/store.js';

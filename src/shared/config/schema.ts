@@ -1,7 +1,7 @@
 // Every setting, its default and its check, in one place. The config reference
 // in README.md is checked against this table by test/config-reference.test.ts.
 import { isIP } from 'node:net';
-import { HELPER_DEFAULTS } from '../../shared/wire.js';
+import { HELPER_DEFAULTS } from '../wire.js';
 
 export type Check = (v: unknown) => string | undefined;
 

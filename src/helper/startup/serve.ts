@@ -1,0 +1,147 @@
+// SECURITY: `quotapolicy serve` as root, from bin/quotapolicy.js. Everything
+// here runs before the first byte from anyone is read: close inherited fds,
+// check the config file, look up the service user, check the quota binary,
+// claim the pid file, bind the sockets. Then the process hands over to the
+// helper (../supervise.ts) and from then on runs only helper code. Only
+// src/helper and src/shared (and the packages they name: yaml, userid, execa)
+// are ever loaded by the root process: test/root-surface.test.ts traces it.
+import { statSync, closeSync, constants as fsc } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import userid from 'userid';
+import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH } from '../../shared/config/load.js';
+import type { Config } from '../../shared/config/schema.js';
+import { flagOf, toArgv, UsageError, type CommandLine } from '../../shared/options.js';
+import { systemdFds, preflight, bind, ListenError, type Listener } from './listeners.js';
+import { superviseFront } from '../supervise.js';
+import { makeQuotaRunner } from '../quota-run.js';
+import { log as helperLog } from '../log.js';
+import { claimPidFile, PidFileError } from './pidfile.js';
+import { closeInheritedFds, systemdFdRange } from './fds.js';
+import { checkTrustedPath, TrustError } from './trust.js';
+
+export class StartError extends Error {
+  override name = 'StartError';
+}
+
+export const FRONT_MAIN = fileURLToPath(new URL('../../frontend/main.js', import.meta.url));
+/** The front's whole environment: nothing of root's leaks through. */
+export const FRONT_PATH = '/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** sysexits(3), as the rest of the CLI uses them. */
+const EX_USAGE = 64;
+const EX_SOFTWARE = 70;
+const EX_CONFIG = 78;
+
+function lookup(kind: 'user' | 'group', name: string): { uid: number; gid: number } {
+  try {
+    return kind === 'user' ? userid.ids(name) : { uid: -1, gid: userid.gid(name) };
+  } catch {
+    throw new StartError(
+      `${kind} ${name} does not exist (create it, or set ${kind === 'user' ? 'user / --user' : 'socket_group'})`,
+    );
+  }
+}
+
+/** root must never run a quota(1) that someone else could have replaced. */
+export function checkQuotaBinary(path: string): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new StartError(`quota_path ${path}: ${code} (install the "quota" package, or set quota_path)`);
+  }
+  if (!st.isFile()) throw new StartError(`quota_path ${path}: not a regular file`);
+  if ((st.mode & 0o111) === 0) throw new StartError(`quota_path ${path}: not executable`);
+  if (st.uid !== 0) throw new StartError(`quota_path ${path}: not owned by root`);
+  if (st.mode & (fsc.S_IWGRP | fsc.S_IWOTH)) throw new StartError(`quota_path ${path}: writable by group or others`);
+  checkTrustedPath(path, 'quota_path', 0, 'root runs it: keep it and its directories writable only by root');
+}
+
+async function listeners(cfg: Config, svc: { uid: number; gid: number }): Promise<{ list: Listener[]; from: string }> {
+  const inherited = systemdFds(process.env, process.pid);
+  if (inherited) return { list: inherited, from: 'systemd' };
+  const owner = cfg.socket_owner === null ? svc.uid : lookup('user', cfg.socket_owner).uid;
+  const needGroup = cfg.listen.some((s) => s.startsWith('unix:'));
+  const gid = needGroup ? lookup('group', cfg.socket_group).gid : svc.gid;
+  await preflight(cfg.listen);
+  const list: Listener[] = [];
+  try {
+    for (const spec of cfg.listen) {
+      list.push(await bind(spec, { uid: owner, gid, mode: parseInt(cfg.socket_mode, 8) }));
+    }
+  } catch (e) {
+    for (const l of list) {
+      l.server?.close();
+      l.cleanup?.();
+    }
+    throw e;
+  }
+  return { list, from: 'config' };
+}
+
+export async function serve(cl: CommandLine): Promise<void> {
+  // Before anything else: nothing root inherited may reach the front.
+  closeInheritedFds(systemdFdRange(process.env, process.pid));
+  if (process.getuid?.() !== 0) throw new StartError('serve must be started as root here');
+  // The front runs with cwd /: it gets the config's absolute path.
+  if (cl.configPath !== undefined) cl.configPath = resolve(cl.configPath);
+  const configPath = cl.configPath ?? DEFAULT_CONFIG_PATH;
+  checkTrustedPath(configPath, 'config file', 0, 'root reads it: make it and its directories writable only by root');
+  const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+  if (config.privilege_mode === 'sudo') {
+    throw new StartError('privilege_mode sudo: start serve as the service user, not as root');
+  }
+  const svc = lookup('user', config.user);
+  if (svc.uid === 0 || svc.gid === 0) throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
+  checkQuotaBinary(config.quota_path);
+  if (config.pid_file !== null) claimPidFile(config.pid_file, 0);
+  const { list, from } = await listeners(config, svc);
+  delete process.env.LISTEN_FDS;
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDNAMES;
+  process.title = 'quotapolicy: helper (root)';
+  const frontFds = list.map((_, i) => 4 + i);
+  helperLog('info', 'starting front', {
+    config: source,
+    user: config.user,
+    uid: svc.uid,
+    gid: svc.gid,
+    listen: list.map((l) => l.name),
+    sockets_from: from,
+  });
+  superviseFront(
+    {
+      execPath: process.execPath,
+      args: [FRONT_MAIN, ...toArgv(cl)],
+      uid: svc.uid,
+      gid: svc.gid,
+      env: { PATH: FRONT_PATH, LANG: 'C.UTF-8', QUOTAPOLICY_LISTEN_FDS: frontFds.join(',') },
+      listenFds: list.map((l) => l.fd),
+      releaseListeners: () => {
+        for (const l of list) {
+          if (l.server) l.server.close();
+          else closeSync(l.fd);
+          l.cleanup?.();
+        }
+      },
+    },
+    makeQuotaRunner(config.quota_path, config.quota_timeout_ms),
+    config.min_uid,
+  );
+}
+
+/** The root process's whole command: one line on stderr and a sysexits status on failure. */
+export async function main(cl: CommandLine, err: (s: string) => void): Promise<number> {
+  try {
+    await serve(cl);
+    return -1; // keeps running
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (e instanceof UsageError) return err(`quotapolicy: ${msg}\n`), EX_USAGE;
+    const known = [ConfigError, StartError, ListenError, PidFileError, TrustError];
+    if (known.some((k) => e instanceof k)) return err(`quotapolicy: ${msg}\n`), EX_CONFIG;
+    return err(`quotapolicy: unexpected error: ${msg}\n`), EX_SOFTWARE;
+  }
+}
