@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { netOptions } from '../src/frontend/config/schema.js';
+import { netOptions } from '../src/shared/config/schema.js';
 
 export interface LoadOptions {
   to: string;

@@ -1,7 +1,7 @@
 // Rewrites the generated parts of README.md (npm run docs): the config
 // reference from the schema, and the command-line reference from --help.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { configReference } from '../dist/src/frontend/config/reference.js';
+import { configReference } from '../dist/src/shared/config/reference.js';
 import { USAGE } from '../dist/src/cli/main.js';
 
 const README = new URL('../README.md', import.meta.url);

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { configReference } from '../src/frontend/config/reference.js';
+import { configReference } from '../src/shared/config/reference.js';
 import { USAGE } from '../src/cli/main.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');

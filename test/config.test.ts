@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig, loadConfig, defaultConfig, ConfigError } from '../src/frontend/config/load.js';
+import { parseConfig, loadConfig, defaultConfig, ConfigError } from '../src/shared/config/load.js';
 
 const err = (text: string): string => {
   try { parseConfig(text, 'f.yaml'); } catch (e) { assert.ok(e instanceof ConfigError); return e.message; }

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { QuotaCheck } from '../src/frontend/policy/quota-check.js';
-import { parseConfig } from '../src/frontend/config/load.js';
+import { parseConfig } from '../src/shared/config/load.js';
 import { QuotaStatus, type UserQuota } from '../src/shared/wire.js';
 
 const USERS: Record<string, number> = { bob: 2001, alice: 2002, sys: 5 };

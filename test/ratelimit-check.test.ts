@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { parseConfig } from '../src/frontend/config/load.js';
+import { parseConfig } from '../src/shared/config/load.js';
 import { PolicyService } from '../src/frontend/policy/service.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
 import { StoreError, type RateStore } from '../src/frontend/ratelimit/store.js';
