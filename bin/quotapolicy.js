@@ -13,7 +13,14 @@ try {
   cl = undefined; // the CLI reports the usage error
 }
 let code;
-if (cl && cl.positionals[0] === 'serve' && cl.positionals.length === 1 && !cl.help && !cl.version && process.getuid() === 0) {
+if (
+  cl &&
+  cl.positionals[0] === 'serve' &&
+  cl.positionals.length === 1 &&
+  !cl.help &&
+  !cl.version &&
+  process.getuid() === 0
+) {
   const { main } = await import('../dist/src/helper/startup/serve.js');
   code = await main(cl, err);
 } else {

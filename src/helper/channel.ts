@@ -7,7 +7,10 @@ import { WIRE_VERSION, MAX_INFLIGHT, MsgType, FrameReader, decode, encode, type 
 import type { QuotaRunner } from './quota-run.js';
 import { log } from './log.js';
 
-export interface ChannelOptions { runQuota: QuotaRunner; minUid: number }
+export interface ChannelOptions {
+  runQuota: QuotaRunner;
+  minUid: number;
+}
 /** The peer closed the channel, or broke the protocol. */
 export type ChannelEnd = { kind: 'closed' } | { kind: 'violation'; reason: string };
 
@@ -35,10 +38,13 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
       if (msg.uids.some((uid) => uid < opts.minUid)) return 'uid below min_uid';
       if (new Set(msg.uids).size !== msg.uids.length) return 'duplicate uid';
       if (++inflight > MAX_INFLIGHT) return 'too many queries in flight';
-      opts.runQuota(msg.uids).then((users) => {
-        inflight--;
-        if (!ended) output.write(encode({ type: MsgType.QuotaReply, seq: msg.seq, users }));
-      }, (e: unknown) => finish({ kind: 'violation', reason: `quota runner failed: ${String(e)}` }));
+      opts.runQuota(msg.uids).then(
+        (users) => {
+          inflight--;
+          if (!ended) output.write(encode({ type: MsgType.QuotaReply, seq: msg.seq, users }));
+        },
+        (e: unknown) => finish({ kind: 'violation', reason: `quota runner failed: ${String(e)}` }),
+      );
       return undefined;
     };
     input.on('data', (chunk: Buffer) => {
@@ -51,7 +57,9 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
         finish({ kind: 'violation', reason: e instanceof Error ? e.message : String(e) });
       }
     });
-    input.on('end', () => finish(frames.pending === 0 ? { kind: 'closed' } : { kind: 'violation', reason: 'truncated frame' }));
+    input.on('end', () =>
+      finish(frames.pending === 0 ? { kind: 'closed' } : { kind: 'violation', reason: 'truncated frame' }),
+    );
     input.on('error', (e) => finish({ kind: 'violation', reason: `channel error: ${e.message}` }));
     output.on('error', () => finish({ kind: 'closed' }));
   });

@@ -3,5 +3,7 @@
 const LEVELS = { debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
 
 export function log(level: keyof typeof LEVELS, msg: string, fields: Record<string, unknown> = {}): void {
-  process.stderr.write(JSON.stringify({ level: LEVELS[level], time: Date.now(), pid: process.pid, role: 'helper', ...fields, msg }) + '\n');
+  process.stderr.write(
+    JSON.stringify({ level: LEVELS[level], time: Date.now(), pid: process.pid, role: 'helper', ...fields, msg }) + '\n',
+  );
 }

@@ -29,11 +29,21 @@ export function parseHelperArgs(argv: readonly string[]): typeof HELPER_DEFAULTS
 if (process.argv[1] === new URL(import.meta.url).pathname) {
   const o = parseHelperArgs(process.argv.slice(2));
   if (typeof o === 'string') {
-    process.stderr.write(`quotapolicy-helper: ${o}\nusage: quotapolicy-helper [--quota-path ABS_PATH] [--timeout-ms N] [--min-uid N]\n`);
+    process.stderr.write(
+      `quotapolicy-helper: ${o}\nusage: quotapolicy-helper [--quota-path ABS_PATH] [--timeout-ms N] [--min-uid N]\n`,
+    );
     process.exit(64);
   }
   process.title = 'quotapolicy: helper (root)';
-  log('info', 'helper ready', { quota_path: o.quotaPath, timeout_ms: o.timeoutMs, min_uid: o.minUid, euid: process.geteuid?.() });
-  const end = await serveChannel(process.stdin, process.stdout, { runQuota: makeQuotaRunner(o.quotaPath, o.timeoutMs), minUid: o.minUid });
+  log('info', 'helper ready', {
+    quota_path: o.quotaPath,
+    timeout_ms: o.timeoutMs,
+    min_uid: o.minUid,
+    euid: process.geteuid?.(),
+  });
+  const end = await serveChannel(process.stdin, process.stdout, {
+    runQuota: makeQuotaRunner(o.quotaPath, o.timeoutMs),
+    minUid: o.minUid,
+  });
   process.exit(end.kind === 'closed' ? 0 : 2); // without waiting for quota runs still going
 }

@@ -7,7 +7,9 @@
 //   MOUNT BLOCKS[*] SOFT HARD GRACE FILES[*] SOFT HARD GRACE        (0 or more)
 import { type FsQuota, FS_QUOTA_NUMBERS, MAX_FS, MAX_MOUNT_BYTES } from '../shared/wire.js';
 
-export class QuotaOutputError extends Error { override name = 'QuotaOutputError'; }
+export class QuotaOutputError extends Error {
+  override name = 'QuotaOutputError';
+}
 
 const HEADER = /^Disk quotas for user \S+ \(uid (\d+)\): ?(none)?$/;
 const COLUMNS = /^ *Filesystem +blocks +quota +limit +grace +files +quota +limit +grace *$/;
@@ -18,7 +20,12 @@ function parseRow(line: string): FsQuota {
   const f = line.trim().split(/ +/);
   const n = f.splice(-8, 8);
   const row = { mount: f.join(' ') } as FsQuota;
-  if (n.length !== 8 || !row.mount.startsWith('/') || Buffer.byteLength(row.mount) > MAX_MOUNT_BYTES || /[\0-\x1f]/.test(row.mount)) {
+  if (
+    n.length !== 8 ||
+    !row.mount.startsWith('/') ||
+    Buffer.byteLength(row.mount) > MAX_MOUNT_BYTES ||
+    /[\0-\x1f]/.test(row.mount)
+  ) {
     throw new QuotaOutputError('bad row or mount point');
   }
   FS_QUOTA_NUMBERS.forEach((k, i) => {

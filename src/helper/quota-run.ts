@@ -21,19 +21,33 @@ export function makeQuotaRunner(quotaPath: string, timeoutMs: number): QuotaRunn
       if (why) log(status === QuotaStatus.Timeout ? 'warn' : 'error', why, { uids, ...extra });
       return uids.map((uid) => ({ uid, status, fs: [] }));
     };
-    const r = await (await execaModule).execa(quotaPath, [...QUOTA_FLAGS, ...uids.map(String)], {
-      shell: false, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' }, extendEnv: false, stdin: 'ignore',
-      reject: false, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_QUOTA_OUTPUT_BYTES, stripFinalNewline: false,
+    const r = await (
+      await execaModule
+    ).execa(quotaPath, [...QUOTA_FLAGS, ...uids.map(String)], {
+      shell: false,
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
+      extendEnv: false,
+      stdin: 'ignore',
+      reject: false,
+      timeout: timeoutMs,
+      killSignal: 'SIGKILL',
+      maxBuffer: MAX_QUOTA_OUTPUT_BYTES,
+      stripFinalNewline: false,
     });
     const [stdout, stderr] = [String(r.stdout), String(r.stderr).trim()];
     if (r.timedOut) return all(QuotaStatus.Timeout, 'quota timed out', { timeout_ms: timeoutMs });
     if (r.isMaxBuffer) return all(QuotaStatus.OutputTooLarge, 'quota output over the cap');
-    if (r.exitCode !== 0 && r.exitCode !== 1) return all(QuotaStatus.ExecFailed, 'quota failed', { exit_code: r.exitCode, signal: r.signal, error: r.code });
+    if (r.exitCode !== 0 && r.exitCode !== 1)
+      return all(QuotaStatus.ExecFailed, 'quota failed', { exit_code: r.exitCode, signal: r.signal, error: r.code });
     if (stderr !== '') return all(QuotaStatus.Complained, 'quota complained', { stderr: stderr.slice(0, 300) });
     if (stdout.trim() === '') return all(QuotaStatus.NoData); // no quota-enabled file system at all
     try {
       const parsed = parseQuotaOutput(stdout, uids);
-      return uids.map((uid) => ({ uid, status: parsed.get(uid)!.length > 0 ? QuotaStatus.Ok : QuotaStatus.NoData, fs: parsed.get(uid)! }));
+      return uids.map((uid) => ({
+        uid,
+        status: parsed.get(uid)!.length > 0 ? QuotaStatus.Ok : QuotaStatus.NoData,
+        fs: parsed.get(uid)!,
+      }));
     } catch (e) {
       if (!(e instanceof QuotaOutputError)) throw e;
       return all(QuotaStatus.Unparsable, 'quota output not understood', { reason: e.message });

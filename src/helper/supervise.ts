@@ -11,7 +11,11 @@ import type { QuotaRunner } from './quota-run.js';
 import { log } from './log.js';
 
 export interface FrontSpec {
-  execPath: string; args: string[]; uid: number; gid: number; env: Record<string, string>;
+  execPath: string;
+  args: string[];
+  uid: number;
+  gid: number;
+  env: Record<string, string>;
   listenFds: number[];
   /** Closes root's own copies once the front has them. */
   releaseListeners(): void;
@@ -22,7 +26,11 @@ export const FRONT_STOP_GRACE_MS = 60_000;
 export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: number): void {
   if (spec.uid === 0 || spec.gid === 0) throw new Error('refusing to run the front as root');
   const child = spawn(spec.execPath, spec.args, {
-    uid: spec.uid, gid: spec.gid, env: spec.env, cwd: '/', stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...spec.listenFds],
+    uid: spec.uid,
+    gid: spec.gid,
+    env: spec.env,
+    cwd: '/',
+    stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...spec.listenFds],
   });
   spec.releaseListeners();
   let stopping = false;
@@ -36,9 +44,14 @@ export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: n
   child.on('error', (e) => (log('fatal', 'cannot start the front process', { error: e.message }), process.exit(1)));
   child.on('exit', (code, signal) => {
     const clean = stopping && code === 0;
-    log(clean ? 'info' : 'error', clean ? 'front stopped, exiting' : 'front exited unexpectedly, exiting', { code, signal });
+    log(clean ? 'info' : 'error', clean ? 'front stopped, exiting' : 'front exited unexpectedly, exiting', {
+      code,
+      signal,
+    });
     process.exit(clean ? 0 : 1);
   });
   const channel = child.stdio[3] as Duplex; // channel gone or abused: the front goes, then the helper (non-zero)
-  void serveChannel(channel, channel, { runQuota, minUid }).then((end) => child.kill(end.kind === 'violation' ? 'SIGKILL' : 'SIGTERM'));
+  void serveChannel(channel, channel, { runQuota, minUid }).then((end) =>
+    child.kill(end.kind === 'violation' ? 'SIGKILL' : 'SIGTERM'),
+  );
 }

@@ -68,11 +68,16 @@ export function parseCommandLine(argv: string[]): CommandLine {
     throw new UsageError((e as Error).message);
   }
   const v = parsed.values;
-  if (v.sudopath !== undefined) throw new UsageError('--sudopath is gone: quotapolicy needs no sudo to read quotas (remove the flag and the sudoers line)');
+  if (v.sudopath !== undefined)
+    throw new UsageError(
+      '--sudopath is gone: quotapolicy needs no sudo to read quotas (remove the flag and the sudoers line)',
+    );
   const overrides: Record<string, unknown> = {};
   // Original quotapolicy: -s and -p are relative to -H (default quotapolicy.socket / quotapolicy.pid).
-  const inHome = (f: string): string => (f.startsWith('/') || v.homedir === undefined ? f : `${v.homedir.replace(/\/$/, '')}/${f}`);
-  if (v.socketfile !== undefined || v.homedir !== undefined) overrides.listen = [`unix:${inHome(v.socketfile ?? 'quotapolicy.socket')}`];
+  const inHome = (f: string): string =>
+    f.startsWith('/') || v.homedir === undefined ? f : `${v.homedir.replace(/\/$/, '')}/${f}`;
+  if (v.socketfile !== undefined || v.homedir !== undefined)
+    overrides.listen = [`unix:${inHome(v.socketfile ?? 'quotapolicy.socket')}`];
   if (v.pidfile !== undefined || v.homedir !== undefined) overrides.pid_file = inHome(v.pidfile ?? 'quotapolicy.pid');
   if (v.quotapath !== undefined) overrides.quota_path = v.quotapath;
   if (v['recipient-delimiter-compat'] !== undefined) overrides.recipient_delimiter = v['recipient-delimiter-compat'];
@@ -81,7 +86,14 @@ export function parseCommandLine(argv: string[]): CommandLine {
     const value = v[flag as keyof typeof v];
     if (value === undefined) continue;
     if (key in overrides && key !== 'listen') throw new UsageError(`--${flag} and its old-style twin given together`);
-    overrides[key] = key === 'listen' && key in overrides ? [...(overrides.listen as string[]), ...(value as string[])] : key === 'min_uid' ? (/^\d+$/.test(String(value)) ? Number(value) : value) : value;
+    overrides[key] =
+      key === 'listen' && key in overrides
+        ? [...(overrides.listen as string[]), ...(value as string[])]
+        : key === 'min_uid'
+          ? /^\d+$/.test(String(value))
+            ? Number(value)
+            : value
+          : value;
   }
   return {
     positionals: parsed.positionals,

@@ -25,7 +25,12 @@ export const MAX_INFLIGHT = 8;
 /** Helper settings when root's command line names none (sudo mode). */
 export const HELPER_DEFAULTS = { quotaPath: '/usr/bin/quota', timeoutMs: 5000, minUid: 1000 };
 
-export const enum MsgType { Hello = 1, HelloAck = 2, QuotaQuery = 3, QuotaReply = 4 }
+export const enum MsgType {
+  Hello = 1,
+  HelloAck = 2,
+  QuotaQuery = 3,
+  QuotaReply = 4,
+}
 
 /** Per-user outcome; only Ok carries numbers. */
 export const enum QuotaStatus {
@@ -37,17 +42,44 @@ export const enum QuotaStatus {
   OutputTooLarge = 5, // output over the helper's cap
   Complained = 6, // quota wrote to stderr: its numbers may be incomplete
 }
-export const QUOTA_STATUS_NAMES = ['ok', 'no_data', 'timeout', 'exec_failed', 'unparsable', 'output_too_large', 'complained'] as const;
+export const QUOTA_STATUS_NAMES = [
+  'ok',
+  'no_data',
+  'timeout',
+  'exec_failed',
+  'unparsable',
+  'output_too_large',
+  'complained',
+] as const;
 
 /** One row of `quota -p`: blocks in KiB, grace as epoch seconds (0 = none). */
 export interface FsQuota {
   mount: string;
-  blocks: number; blockSoft: number; blockHard: number; blockGrace: number;
-  files: number; fileSoft: number; fileHard: number; fileGrace: number;
+  blocks: number;
+  blockSoft: number;
+  blockHard: number;
+  blockGrace: number;
+  files: number;
+  fileSoft: number;
+  fileHard: number;
+  fileGrace: number;
 }
-export const FS_QUOTA_NUMBERS = ['blocks', 'blockSoft', 'blockHard', 'blockGrace', 'files', 'fileSoft', 'fileHard', 'fileGrace'] as const;
+export const FS_QUOTA_NUMBERS = [
+  'blocks',
+  'blockSoft',
+  'blockHard',
+  'blockGrace',
+  'files',
+  'fileSoft',
+  'fileHard',
+  'fileGrace',
+] as const;
 
-export interface UserQuota { uid: number; status: QuotaStatus; fs: FsQuota[] }
+export interface UserQuota {
+  uid: number;
+  status: QuotaStatus;
+  fs: FsQuota[];
+}
 
 export type Message =
   | { type: MsgType.Hello; version: number }
@@ -55,9 +87,12 @@ export type Message =
   | { type: MsgType.QuotaQuery; seq: number; uids: number[] }
   | { type: MsgType.QuotaReply; seq: number; users: UserQuota[] };
 
-export class DecodeError extends Error { override name = 'DecodeError'; }
+export class DecodeError extends Error {
+  override name = 'DecodeError';
+}
 
-export const isValidUid = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= MAX_UID;
+export const isValidUid = (n: unknown): n is number =>
+  typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= MAX_UID;
 
 const WRITERS = { 1: 'writeUInt8', 2: 'writeUInt16BE', 4: 'writeUInt32BE', 8: 'writeDoubleBE' } as const;
 
@@ -69,19 +104,27 @@ export function encode(msg: Message): Buffer {
   };
   put(1, msg.type);
   if (msg.type === MsgType.Hello) put(2, msg.version);
-  else if (msg.type === MsgType.HelloAck) { put(2, msg.version); put(4, msg.minUid); }
-  else if (msg.type === MsgType.QuotaQuery) {
-    if (msg.uids.length < 1 || msg.uids.length > MAX_BATCH || !msg.uids.every(isValidUid)) throw new RangeError('bad query');
-    put(4, msg.seq); put(1, msg.uids.length);
+  else if (msg.type === MsgType.HelloAck) {
+    put(2, msg.version);
+    put(4, msg.minUid);
+  } else if (msg.type === MsgType.QuotaQuery) {
+    if (msg.uids.length < 1 || msg.uids.length > MAX_BATCH || !msg.uids.every(isValidUid))
+      throw new RangeError('bad query');
+    put(4, msg.seq);
+    put(1, msg.uids.length);
     for (const uid of msg.uids) put(4, uid);
   } else {
-    put(4, msg.seq); put(1, msg.users.length);
+    put(4, msg.seq);
+    put(1, msg.users.length);
     for (const u of msg.users) {
-      put(4, u.uid); put(1, u.status); put(1, u.fs.length);
+      put(4, u.uid);
+      put(1, u.status);
+      put(1, u.fs.length);
       for (const fs of u.fs) {
         const mount = Buffer.from(fs.mount);
         if (mount.length > MAX_MOUNT_BYTES) throw new RangeError('mount point too long');
-        put(1, mount.length); out.push(mount);
+        put(1, mount.length);
+        out.push(mount);
         for (const k of FS_QUOTA_NUMBERS) put(8, fs[k]);
       }
     }
@@ -157,5 +200,7 @@ export class FrameReader {
     }
     return out;
   }
-  get pending(): number { return this.buf.length; }
+  get pending(): number {
+    return this.buf.length;
+  }
 }

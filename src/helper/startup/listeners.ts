@@ -58,7 +58,10 @@ export function systemdFds(env: NodeJS.ProcessEnv, pid: number): Listener[] | un
   const n = Number(env.LISTEN_FDS);
   if (!Number.isInteger(n) || n < 1 || n > 64) throw new ListenError(`bad LISTEN_FDS "${env.LISTEN_FDS}"`);
   const names = (env.LISTEN_FDNAMES ?? '').split(':');
-  return Array.from({ length: n }, (_, i) => ({ fd: SD_LISTEN_FDS_START + i, name: `systemd:${names[i] || `fd${SD_LISTEN_FDS_START + i}`}` }));
+  return Array.from({ length: n }, (_, i) => ({
+    fd: SD_LISTEN_FDS_START + i,
+    name: `systemd:${names[i] || `fd${SD_LISTEN_FDS_START + i}`}`,
+  }));
 }
 
 /** Opens a socket's directory once: every later step goes through this fd. */
@@ -68,7 +71,8 @@ function openDir(spec: string, dir: string): number {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ListenError(`${spec}: directory ${dir} does not exist`);
-    if (code === 'ELOOP' || code === 'ENOTDIR') throw new ListenError(`${spec}: ${dir} is not a directory (a symbolic link is refused)`);
+    if (code === 'ELOOP' || code === 'ENOTDIR')
+      throw new ListenError(`${spec}: ${dir} is not a directory (a symbolic link is refused)`);
     throw new ListenError(`${spec}: directory ${dir}: ${code}`);
   }
 }
@@ -137,7 +141,8 @@ export async function preflight(specs: readonly string[]): Promise<void> {
       try {
         unlinkSync(at);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new ListenError(`${spec}: cannot remove the stale socket: ${(e as NodeJS.ErrnoException).code}`);
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+          throw new ListenError(`${spec}: cannot remove the stale socket: ${(e as NodeJS.ErrnoException).code}`);
       }
     } finally {
       closeSync(dirFd);
@@ -186,7 +191,10 @@ async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Pro
       linkSync(staged, viaFd(dirFd, basename(path)));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') throw new ListenError(`${spec}: ${path} appeared while starting (someone who can write ${dirname(path)} created it); not replaced`);
+      if (code === 'EEXIST')
+        throw new ListenError(
+          `${spec}: ${path} appeared while starting (someone who can write ${dirname(path)} created it); not replaced`,
+        );
       throw e;
     }
     // Closing the server later unlinks only this staged name (libuv does), while stageFd is still open.

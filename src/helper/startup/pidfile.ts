@@ -6,7 +6,16 @@
 // second start while the first runs is refused; a pid file whose pid is dead,
 // or belongs to a process that is not quotapolicy (a pid reused after a
 // reboot), is replaced.
-import { closeSync, constants as fsc, fstatSync, openSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants as fsc,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import { checkTrustedPath, TrustError } from './trust.js';
 
@@ -36,7 +45,8 @@ export function readPidFile(path: string): number | undefined {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new PidFileError(`pid file ${path} is not a regular file: remove it`);
-    if (st.size > MAX_PID_FILE_BYTES) throw new PidFileError(`pid file ${path} is ${st.size} bytes, not a pid: remove it`);
+    if (st.size > MAX_PID_FILE_BYTES)
+      throw new PidFileError(`pid file ${path} is ${st.size} bytes, not a pid: remove it`);
     const buf = Buffer.alloc(MAX_PID_FILE_BYTES + 1);
     const text = buf.toString('latin1', 0, readSync(fd, buf, 0, buf.length, 0));
     if (!/^[1-9]\d{0,9}\n?$/.test(text)) throw new PidFileError(`pid file ${path} does not hold a pid: remove it`);
@@ -58,13 +68,19 @@ function isLiveQuotapolicy(pid: number): boolean {
 /** Claims the pid file for this process (owner: root, or the sudo-mode user); removed at exit. */
 export function claimPidFile(path: string, owner: number): void {
   try {
-    checkTrustedPath(dirname(path), 'pid file directory', owner, `use a directory only ${owner === 0 ? 'root' : 'the service user'} can write, such as /run/quotapolicy`);
+    checkTrustedPath(
+      dirname(path),
+      'pid file directory',
+      owner,
+      `use a directory only ${owner === 0 ? 'root' : 'the service user'} can write, such as /run/quotapolicy`,
+    );
   } catch (e) {
     throw e instanceof TrustError ? new PidFileError(e.message) : e;
   }
   const old = readPidFile(path);
   if (old !== undefined) {
-    if (old !== process.pid && isLiveQuotapolicy(old)) throw new PidFileError(`already running: pid ${old} (from ${path})`);
+    if (old !== process.pid && isLiveQuotapolicy(old))
+      throw new PidFileError(`already running: pid ${old} (from ${path})`);
     unlinkSync(path); // stale
   }
   let fd: number;

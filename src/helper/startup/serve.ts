@@ -94,7 +94,8 @@ export async function serve(cl: CommandLine): Promise<void> {
     throw new StartError('privilege_mode sudo: start serve as the service user, not as root');
   }
   const svc = lookup('user', config.user);
-  if (svc.uid === 0 || svc.gid === 0) throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
+  if (svc.uid === 0 || svc.gid === 0)
+    throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
   checkQuotaBinary(config.quota_path);
   if (config.pid_file !== null) claimPidFile(config.pid_file, 0);
   const { list, from } = await listeners(config, svc);
@@ -139,9 +140,9 @@ export async function main(cl: CommandLine, err: (s: string) => void): Promise<n
     return -1; // keeps running
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    if (e instanceof UsageError) return err(`quotapolicy: ${msg}\n`), EX_USAGE;
+    if (e instanceof UsageError) return (err(`quotapolicy: ${msg}\n`), EX_USAGE);
     const known = [ConfigError, StartError, ListenError, PidFileError, TrustError];
-    if (known.some((k) => e instanceof k)) return err(`quotapolicy: ${msg}\n`), EX_CONFIG;
-    return err(`quotapolicy: unexpected error: ${msg}\n`), EX_SOFTWARE;
+    if (known.some((k) => e instanceof k)) return (err(`quotapolicy: ${msg}\n`), EX_CONFIG);
+    return (err(`quotapolicy: unexpected error: ${msg}\n`), EX_SOFTWARE);
   }
 }

@@ -21,7 +21,10 @@ function defaultsOf(fields: Record<string, Field>): Record<string, unknown> {
 }
 
 export function defaultConfig(): Config {
-  return { ...defaultsOf(FIELDS), ...Object.fromEntries(Object.entries(SECTIONS).map(([k, f]) => [k, defaultsOf(f)])) } as unknown as Config;
+  return {
+    ...defaultsOf(FIELDS),
+    ...Object.fromEntries(Object.entries(SECTIONS).map(([k, f]) => [k, defaultsOf(f)])),
+  } as unknown as Config;
 }
 
 function deepFreeze<T>(o: T): T {
@@ -37,7 +40,8 @@ function distance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
     prev = cur;
   }
   return prev[b.length]!;
@@ -48,7 +52,14 @@ function closest(name: string, known: string[]): string {
   return near === undefined ? '' : ` (did you mean ${near}?)`;
 }
 
-function applyMap(node: Node | null, fields: Record<string, Field>, into: Record<string, unknown>, where: (n: Node | null) => string, prefix: string, sections: Record<string, Record<string, Field>> = {}): void {
+function applyMap(
+  node: Node | null,
+  fields: Record<string, Field>,
+  into: Record<string, unknown>,
+  where: (n: Node | null) => string,
+  prefix: string,
+  sections: Record<string, Record<string, Field>> = {},
+): void {
   if (node === null || (isScalar(node) && node.value === null)) return;
   if (!isMap(node)) throw new ConfigError(`${prefix || 'config'}${where(node)}: must be a mapping of keys to values`);
   const seen = new Set<string>();
@@ -78,9 +89,13 @@ function applyMap(node: Node | null, fields: Record<string, Field>, into: Record
 export function parseConfig(text: string, source: string, base: Config = defaultConfig()): Config {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: false });
-  const where = (n: Node | null): string => (n?.range ? ` (${source} line ${lc.linePos(n.range[0]).line})` : ` (${source})`);
+  const where = (n: Node | null): string =>
+    n?.range ? ` (${source} line ${lc.linePos(n.range[0]).line})` : ` (${source})`;
   const err = doc.errors[0];
-  if (err) throw new ConfigError(`${source} line ${lc.linePos(err.pos[0]).line}: YAML syntax error: ${err.message.split('\n')[0]}`);
+  if (err)
+    throw new ConfigError(
+      `${source} line ${lc.linePos(err.pos[0]).line}: YAML syntax error: ${err.message.split('\n')[0]}`,
+    );
   const cfg = structuredClone(base) as unknown as Record<string, unknown>;
   applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', SECTIONS);
   crossCheck(cfg as unknown as Config, source);
@@ -91,17 +106,33 @@ export function parseConfig(text: string, source: string, base: Config = default
 function crossCheck(c: Config, source: string): void {
   const r = c.rate_limit;
   const at = ` (${source})`;
-  if (r.backend !== 'sqlite' && r.url === null) throw new ConfigError(`rate_limit.url${at}: required with backend ${r.backend}`);
-  if (r.url !== null && r.backend !== 'sqlite' && !r.url.startsWith(r.backend === 'postgresql' ? 'postgres' : `${r.backend}:`)) {
-    throw new ConfigError(`rate_limit.url${at}: a ${r.backend} URL must start with ${r.backend === 'postgresql' ? 'postgresql://' : `${r.backend}://`}`);
+  if (r.backend !== 'sqlite' && r.url === null)
+    throw new ConfigError(`rate_limit.url${at}: required with backend ${r.backend}`);
+  if (
+    r.url !== null &&
+    r.backend !== 'sqlite' &&
+    !r.url.startsWith(r.backend === 'postgresql' ? 'postgres' : `${r.backend}:`)
+  ) {
+    throw new ConfigError(
+      `rate_limit.url${at}: a ${r.backend} URL must start with ${r.backend === 'postgresql' ? 'postgresql://' : `${r.backend}://`}`,
+    );
   }
-  if (r.sql_limits_by_id !== '' && r.backend === 'redis') throw new ConfigError(`rate_limit.sql_limits_by_id${at}: needs an SQL backend`);
-  if (r.report && (r.report_from === null || r.report_to === null)) throw new ConfigError(`rate_limit.report${at}: report_from and report_to are required`);
-  if (r.smtp_credentials !== null && !r.smtp_starttls) throw new ConfigError(`rate_limit.smtp_credentials${at}: set smtp_starttls: true, credentials are never sent in clear`);
+  if (r.sql_limits_by_id !== '' && r.backend === 'redis')
+    throw new ConfigError(`rate_limit.sql_limits_by_id${at}: needs an SQL backend`);
+  if (r.report && (r.report_from === null || r.report_to === null))
+    throw new ConfigError(`rate_limit.report${at}: report_from and report_to are required`);
+  if (r.smtp_credentials !== null && !r.smtp_starttls)
+    throw new ConfigError(
+      `rate_limit.smtp_credentials${at}: set smtp_starttls: true, credentials are never sent in clear`,
+    );
 }
 
 /** Command-line overrides, checked like file keys; `flagOf` names the flag in errors. */
-export function applyOverrides(cfg: Config, overrides: Record<string, unknown>, flagOf: (key: string) => string): Config {
+export function applyOverrides(
+  cfg: Config,
+  overrides: Record<string, unknown>,
+  flagOf: (key: string) => string,
+): Config {
   const out = structuredClone(cfg) as unknown as Record<string, unknown>;
   for (const [key, value] of Object.entries(overrides)) {
     const field = FIELDS[key];
@@ -113,7 +144,11 @@ export function applyOverrides(cfg: Config, overrides: Record<string, unknown>, 
   return out as unknown as Config;
 }
 
-export interface LoadOptions { path?: string | undefined; overrides?: Record<string, unknown>; flagOf?: (key: string) => string }
+export interface LoadOptions {
+  path?: string | undefined;
+  overrides?: Record<string, unknown>;
+  flagOf?: (key: string) => string;
+}
 
 /**
  * Loads the file named by --config (must exist), or the default path (may be
@@ -126,9 +161,11 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
     text = readFileSync(path, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (!(code === 'ENOENT' && opts.path === undefined)) throw new ConfigError(`cannot read config ${path}: ${code ?? String(e)}`);
+    if (!(code === 'ENOENT' && opts.path === undefined))
+      throw new ConfigError(`cannot read config ${path}: ${code ?? String(e)}`);
   }
-  if (text !== undefined && Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw new ConfigError(`${path}: larger than ${MAX_CONFIG_BYTES} bytes`);
+  if (text !== undefined && Buffer.byteLength(text) > MAX_CONFIG_BYTES)
+    throw new ConfigError(`${path}: larger than ${MAX_CONFIG_BYTES} bytes`);
   let config = text === undefined ? defaultConfig() : parseConfig(text, path);
   if (opts.overrides) config = applyOverrides(config, opts.overrides, opts.flagOf ?? ((k) => k));
   return { config: deepFreeze(config), source: text === undefined ? 'built-in defaults' : path };

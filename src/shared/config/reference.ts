@@ -7,9 +7,19 @@ function cell(v: unknown): string {
 }
 
 function rows(fields: Record<string, Field>, prefix: string): string[] {
-  return Object.entries(fields).map(([k, f]) => `| \`${prefix}${k}\` | ${cell(f.default)} | ${f.doc.replace(/\|/g, '\\|')} |`);
+  return Object.entries(fields).map(
+    ([k, f]) => `| \`${prefix}${k}\` | ${cell(f.default)} | ${f.doc.replace(/\|/g, '\\|')} |`,
+  );
 }
 
 export function configReference(): string {
-  return ['| Key | Default | Meaning |', '|---|---|---|', ...rows(FIELDS, ''), ...rows(ACTION_FIELDS, 'actions.'), ...rows(RATE_FIELDS, 'rate_limit.')].join('\n') + '\n';
+  return (
+    [
+      '| Key | Default | Meaning |',
+      '|---|---|---|',
+      ...rows(FIELDS, ''),
+      ...rows(ACTION_FIELDS, 'actions.'),
+      ...rows(RATE_FIELDS, 'rate_limit.'),
+    ].join('\n') + '\n'
+  );
 }
