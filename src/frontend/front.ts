@@ -13,6 +13,7 @@ import { PolicyService } from './policy/service.js';
 import { resolveDelimiters } from './policy/delimiter.js';
 import { serveConnection, type Connection } from './server/connection.js';
 import { Metrics } from './metrics.js';
+import { redactConfig } from './redact.js';
 
 /** After SIGTERM, open requests get this long to be answered. */
 export const DRAIN_TIMEOUT_MS = 10_000;
@@ -45,7 +46,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
     return exit(1);
   }
   const delim = await delimiters;
-  log.debug({ config }, 'effective config');
+  log.debug({ config: redactConfig(config) }, 'effective config');
   const metrics = new Metrics();
   const service = new PolicyService(config, delim.delimiters, helperMinUid, { queryQuota: (uid) => helper.query(uid), metrics }, log);
 

@@ -4,8 +4,14 @@
 // socketpair (fd 3), closes its own copies of the sockets, then only answers
 // the channel and relays signals. If the front dies the daemon exits non-zero
 // and systemd (Restart=on-failure) starts both again with the same sockets.
-import { spawn } from 'node:child_process';
-import type { Duplex } from 'node:stream';
+// The front gets a session of its own (setsid: no controlling terminal) and
+// never a terminal on any fd: a front holding root's tty could push input
+// into root's shell (TIOCSTI). Its stdout/stderr are root's when those are not
+// terminals (journald, a file, a pipe); a terminal is replaced by a pipe that
+// root copies to it (interactive runs only), with pipe()'s backpressure.
+import { spawn, type StdioOptions } from 'node:child_process';
+import type { Duplex, Readable } from 'node:stream';
+import { isatty } from 'node:tty';
 import { serveChannel } from './channel.js';
 import type { QuotaRunner } from './quota-run.js';
 import { log } from './log.js';
@@ -22,6 +28,17 @@ export interface FrontSpec {
 }
 /** After SIGTERM the front drains by its own deadline; this is the backstop. */
 export const FRONT_STOP_GRACE_MS = 60_000;
+/** Once the front has exited, its last log lines get this long to be copied. */
+export const LOG_FLUSH_GRACE_MS = 2000;
+
+/** fd 1 and 2 for the front: root's own, or a pipe in place of a terminal. */
+const logStdio = (fd: 1 | 2): 'inherit' | 'pipe' => (isatty(fd) ? 'pipe' : 'inherit');
+
+function relay(from: Readable | null, to: NodeJS.WriteStream): void {
+  if (from === null) return;
+  to.on('error', () => from.resume()); // a closed terminal: drop the lines, never block the front
+  from.pipe(to, { end: false });
+}
 
 export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: number): void {
   if (spec.uid === 0 || spec.gid === 0) throw new Error('refusing to run the front as root');
@@ -30,9 +47,12 @@ export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: n
     gid: spec.gid,
     env: spec.env,
     cwd: '/',
-    stdio: ['ignore', 'inherit', 'inherit', 'pipe', ...spec.listenFds],
+    detached: true, // setsid(): a session of its own, no controlling terminal
+    stdio: ['ignore', logStdio(1), logStdio(2), 'pipe', ...spec.listenFds] as StdioOptions,
   });
   spec.releaseListeners();
+  relay(child.stdout, process.stdout);
+  relay(child.stderr, process.stderr);
   let stopping = false;
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
     process.on(sig, () => {
@@ -42,14 +62,17 @@ export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: n
     });
   }
   child.on('error', (e) => (log('fatal', 'cannot start the front process', { error: e.message }), process.exit(1)));
-  child.on('exit', (code, signal) => {
+  const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
     const clean = stopping && code === 0;
     log(clean ? 'info' : 'error', clean ? 'front stopped, exiting' : 'front exited unexpectedly, exiting', {
       code,
       signal,
     });
     process.exit(clean ? 0 : 1);
-  });
+  };
+  // 'close' comes once the front's log pipes are drained too.
+  child.on('exit', (code, signal) => setTimeout(() => finish(code, signal), LOG_FLUSH_GRACE_MS));
+  child.on('close', finish);
   const channel = child.stdio[3] as Duplex; // channel gone or abused: the front goes, then the helper (non-zero)
   void serveChannel(channel, channel, { runQuota, minUid }).then((end) =>
     child.kill(end.kind === 'violation' ? 'SIGKILL' : 'SIGTERM'),

@@ -172,11 +172,17 @@ async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Pro
   };
   try {
     stage = basename(mkdtempSync(viaFd(dirFd, STAGING_PREFIX)));
-    const stageFd = openSync(viaFd(dirFd, stage), fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    const interfered = `${spec}: the staging directory ${stage} in ${dirname(path)} was moved or replaced while starting (someone who can write ${dirname(path)} is interfering); nothing was changed`;
+    let stageFd: number;
+    try {
+      stageFd = openSync(viaFd(dirFd, stage), fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    } catch {
+      throw new ListenError(interfered);
+    }
     fds.push(stageFd);
     const st = fstatSync(stageFd);
     if (st.uid !== process.geteuid?.() || (st.mode & 0o7777) !== 0o700 || st.nlink !== 2) {
-      throw new ListenError(`${spec}: the staging directory in ${dirname(path)} was replaced while starting`);
+      throw new ListenError(interfered);
     }
     const staged = viaFd(stageFd, 's');
     server = net.createServer({ allowHalfOpen: true });
