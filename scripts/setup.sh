@@ -6,6 +6,8 @@
 #                             user-mode-linux (real kernel quotas; gcc builds its
 #                             ptrace shim, test/uml/xstate-shim.c), kmod, iproute2,
 #                             sudo and systemd's tools (deployment tests),
+#                             strace, procps and bsdutils' script (root
+#                             boundary tests: what root loads, ttys),
 #                             PostgreSQL, MariaDB, Redis (rate-limit store tests,
 #                             started by scripts/start-test-services.sh) and
 #                             policyd-rate-limit (the differential test),
@@ -19,6 +21,7 @@ SERVICE_USER=quotapolicy
 
 pkgs="quota postfix ca-certificates make g++ python3"
 [ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux gcc kmod iproute2 e2fsprogs util-linux sudo systemd \
+  strace procps bsdutils \
   postgresql mariadb-server redis-server redis-tools policyd-rate-limit openssl \
   dovecot-core postfwd"
 # Debian 13 ships Node 20.19; an existing node (>= 20.19) is kept as it is.
