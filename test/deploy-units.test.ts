@@ -52,7 +52,7 @@ test('the socket unit: Postfix spool path, postfix owner, 0660, a name for the f
   }
   const service = readFileSync(join(REPO, 'systemd/quotapolicy.service'), 'utf8');
   for (const line of ['Restart=on-failure', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=read-only', 'PrivateTmp=yes', 'PrivateDevices=no',
-    'CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_SYS_ADMIN']) {
+    'CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_SYS_ADMIN CAP_KILL']) {
     assert.ok(service.split('\n').includes(line), line);
   }
 });

@@ -41,9 +41,11 @@ test('root mode, installed copy, default config: starts, answers, stops cleanly'
   assert.equal(rc('root-mode'), 0);
 });
 
-test('root mode confined like quotapolicy.service (setuid, setgid, sys_admin only; no new privileges) still answers', () => {
-  assert.equal(read('caps-query.txt'), `${FULL}\n`, read('caps-mode.log'));
-  assert.match(read('caps-status.txt'), /CapBnd:\t00000000002000c0/);
+test('root mode confined like quotapolicy.service (setuid, setgid, sys_admin, kill only; no new privileges) answers, reloads, stops with 0', () => {
+  assert.equal(read('caps-query.txt'), `${FULL}\n${FULL}\n`, read('caps-mode.log'));
+  assert.match(read('caps-status.txt'), /CapBnd:\t00000000002000e0/);
+  assert.match(read('caps-mode.log'), /"msg":"config reloaded"/, 'SIGHUP reached the front');
+  assert.equal(rc('caps-mode'), 0, read('caps-mode.log'));
 });
 
 test('sudo mode: the service user starts it, the helper comes through sudo -n and runs as root', () => {

@@ -61,7 +61,13 @@ export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: n
       child.kill(sig);
     });
   }
-  child.on('error', (e) => (log('fatal', 'cannot start the front process', { error: e.message }), process.exit(1)));
+  child.on('error', (e) => {
+    // Without a pid it never started; with one, a signal could not be sent (no CAP_KILL).
+    log('fatal', child.pid === undefined ? 'cannot start the front process' : 'cannot signal the front', {
+      error: e.message,
+    });
+    process.exit(1); // the front sees the channel close and stops by itself
+  });
   const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
     const clean = stopping && code === 0;
     log(clean ? 'info' : 'error', clean ? 'front stopped, exiting' : 'front exited unexpectedly, exiting', {

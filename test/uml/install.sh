@@ -33,13 +33,16 @@ kill -TERM $ROOTPID; wait $ROOTPID; echo $? > $R/root-mode.rc
 # Root mode as quotapolicy.service confines it: socket from systemd (here
 # systemd-socket-activate), capabilities cut to CapabilityBoundingSet, no new privileges.
 systemd-socket-activate -l /run/qp-caps.sock --fdname=policy \
-  setpriv --bounding-set=-all,+setuid,+setgid,+sys_admin --inh-caps=-all --no-new-privs \
+  setpriv --bounding-set=-all,+setuid,+setgid,+sys_admin,+kill --inh-caps=-all --no-new-privs \
   /usr/sbin/quotapolicy serve > $R/caps-mode.log 2>&1 &
 CAPSPID=$!
 sleep 0.3
 /usr/sbin/quotapolicy query --to unix:/run/qp-caps.sock hard@example.test > $R/caps-query.txt 2>&1
 grep -E '^Cap(Eff|Bnd)' /proc/$CAPSPID/status > $R/caps-status.txt
-kill -TERM $CAPSPID; wait $CAPSPID
+# Reload (the unit's ExecReload) and stop reach the front through the helper.
+kill -HUP $CAPSPID; sleep 1
+/usr/sbin/quotapolicy query --to unix:/run/qp-caps.sock hard@example.test >> $R/caps-query.txt 2>&1
+kill -TERM $CAPSPID; wait $CAPSPID; echo $? > $R/caps-mode.rc
 
 # Sudo mode: started as the service user; the helper comes through sudo -n.
 install -d -o quotapolicy -g quotapolicy -m 0755 /run/qp
