@@ -42,8 +42,14 @@ export class StoreError extends Error {
   override name = 'StoreError';
 }
 
-/** Version of the PostgreSQL and MariaDB/MySQL tables (SQLite has its own, SQLITE_SCHEMA_VERSION); bump with a migration step. */
-export const SCHEMA_VERSION = 1;
+/**
+ * Version of the PostgreSQL and MariaDB/MySQL tables (SQLite has its own,
+ * SQLITE_SCHEMA_VERSION); bump with a migration step. 1: keys held as they
+ * came (MySQL: VARCHAR(255), so a longer key failed every insert). 2: keys
+ * held as storedKey() makes them (MySQL: VARBINARY, compared byte for byte);
+ * version 1 keys that storedKey() changes are converted when opened.
+ */
+export const SCHEMA_VERSION = 2;
 
 /**
  * The longest key, in UTF-8 bytes, a store holds as it is. Room for any RFC
