@@ -1,12 +1,13 @@
 // How every store holds a key (storedKey): as it is when short, else a
 // readable head plus the SHA-256 of the whole key; the same on every backend
 // and in every version, so it is checked against a digest computed outside
-// Node (sha256sum). Also the order of the upgrade moves (rekeyPlan). The
-// backends themselves: ratelimit-store.test.ts.
+// Node (sha256sum). Also the order of the upgrade moves (rekeyPlan) and how
+// the report shows keys. The backends themselves: ratelimit-store.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { storedKey, rekeyPlan, STORE_KEY_MAX_BYTES, STORE_KEY_PREFIX_BYTES, HASHED_KEY_MARK } from '../src/frontend/ratelimit/store.js';
+import { reportText, shownKey } from '../src/frontend/ratelimit/report.js';
 
 const bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
 
@@ -76,3 +77,15 @@ test('rekeyPlan: keys storedKey() keeps are not moved; a key occupying another\'
   assert.deepEqual([...table].sort(), [['sasl:a', 1], [storedKey(long), 2], [storedKey(forged), 3], [storedKey('sender:x\0'), 4]].sort());
 });
 
+test('the report shows each key on one line: control characters, line separators and backslash escaped', () => {
+  const keys = ['sender:a\r\n.\r\nMAIL FROM:<x>', 'sender:b\r.', 'sender:c\u2028d', 'sender:\\x0d', storedKey(`sender:${'d'.repeat(600)}`)];
+  assert.equal(shownKey('sender:a\r\n.\r\nMAIL'), 'sender:a\\x0d\\x0a.\\x0d\\x0aMAIL');
+  assert.equal(shownKey('sender:\\x0d'), 'sender:\\\\x0d', 'a backslash is escaped, so no key reads as another');
+  assert.equal(shownKey('sender:c\u2028\u0085\x7f'), 'sender:c\\u2028\\x85\\x7f');
+  const text = reportText(keys.map((key, i) => ({ key, seconds: 60, hits: i + 1 })));
+  const lines = text.split('\n');
+  assert.equal(lines.length, 4 + keys.length + 1, text);
+  assert.ok(!/[\r\u2028]/.test(text));
+  for (const k of keys) assert.equal(lines.filter((l) => l.startsWith(`${shownKey(k)} `)).length, 1, k);
+  assert.ok(text.includes(`sender:${'d'.repeat(121)}\u2026[sha256:`), 'a hashed key shows its readable head');
+});
