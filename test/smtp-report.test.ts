@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sendMail } from '../src/frontend/ratelimit/smtp.js';
+import { sendMail, SMTP_MAX_REPLY_BYTES } from '../src/frontend/ratelimit/smtp.js';
 
 let cert: Buffer;
 let key: Buffer;
@@ -153,3 +153,15 @@ test('plaintext sent after the client switched goes to TLS and fails the handsha
   }
 });
 
+test('a server that sends more than SMTP_MAX_REPLY_BYTES without ending a reply: a clear error, at once', async () => {
+  const srv = net.createServer((c) => { c.on('error', () => {}); c.write(`220 ${'x'.repeat(SMTP_MAX_REPLY_BYTES)}`); }).listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  try {
+    const t0 = Date.now();
+    await assert.rejects(sendMail({ host: '127.0.0.1', port: (srv.address() as net.AddressInfo).port, starttls: false, credentials: null }, 'a@x', ['b@x'], 'S', 'b'),
+      { message: `SMTP greeting: more than ${SMTP_MAX_REPLY_BYTES} bytes without the end of a reply` });
+    assert.ok(Date.now() - t0 < 5000, 'not the step timeout');
+  } finally {
+    srv.close();
+  }
+});

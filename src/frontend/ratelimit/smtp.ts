@@ -7,6 +7,12 @@ import { hostname } from 'node:os';
 
 /** Each SMTP reply must arrive within this. */
 export const SMTP_STEP_TIMEOUT_MS = 15_000;
+/**
+ * Bytes received and not yet read as a reply, at most. A reply line is at
+ * most 512 bytes (RFC 5321 4.5.3.1.5) and an EHLO reply a few dozen lines;
+ * a server sending more without ending a reply is broken or hostile.
+ */
+export const SMTP_MAX_REPLY_BYTES = 64 * 1024;
 
 export interface SmtpOptions { host: string; port: number; starttls: boolean; credentials: [string, string] | null; ca?: string | Buffer }
 
@@ -21,9 +27,15 @@ class Conversation {
     this.sock = sock;
     sock.on('data', (d: Buffer) => {
       this.buf = Buffer.concat([this.buf, d]);
+      if (this.buf.length > SMTP_MAX_REPLY_BYTES) {
+        this.failed ??= new Error(`more than ${SMTP_MAX_REPLY_BYTES} bytes without the end of a reply`);
+        sock.destroy();
+        this.waiting?.('');
+        return;
+      }
       this.pump();
     });
-    sock.on('error', (e) => { this.failed = e; this.waiting?.(''); });
+    sock.on('error', (e) => { this.failed ??= e; this.waiting?.(''); });
   }
 
   /** Bytes received that no reply has taken yet. */
@@ -47,10 +59,12 @@ class Conversation {
 
   reply(step: string, ok: RegExp = /^[23]/): Promise<string> {
     return new Promise((resolve, reject) => {
+      if (this.failed) return reject(new Error(`SMTP ${step}: ${this.failed.message}`));
       const t = setTimeout(() => reject(new Error(`SMTP ${step}: no reply in ${SMTP_STEP_TIMEOUT_MS} ms`)), SMTP_STEP_TIMEOUT_MS);
       this.waiting = (r) => {
         clearTimeout(t);
-          const last = r.trimEnd().split('\n').pop() ?? '';
+        if (this.failed) return reject(new Error(`SMTP ${step}: ${this.failed.message}`));
+        const last = r.trimEnd().split('\n').pop() ?? '';
         if (!ok.test(last)) return reject(new Error(`SMTP ${step}: ${last.trim()}`));
         resolve(r);
       };
