@@ -1,12 +1,13 @@
 // The Redis store's layout: one hash field per second however busy a key is,
 // fields past the longest window dropped, and version 1 sorted sets (one
 // member per event, written by an earlier quotapolicy) still counted until
-// they expire. Against the real Redis (the conformance suite checks the rest).
+// they expire; a long key held under its stored form. Against the real Redis
+// (the conformance suite checks the rest).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { open, STORE_URLS, uniq } from './support/stores.js';
-import type { RateStore } from '../src/frontend/ratelimit/store.js';
+import { storedKey, STORE_KEY_MAX_BYTES, type RateStore } from '../src/frontend/ratelimit/store.js';
 
 const T = 1_800_000_000;
 let s: RateStore;
@@ -44,4 +45,17 @@ test('a version 1 sorted set is still counted, and never written', async () => {
   assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [9, 3600], used: 9 });
   assert.equal(await r.zcard(`qp:rl:${key}`), 3, 'the version 1 key is left as it was');
   assert.deepEqual(await r.hgetall(`qp:rl2:${key}`), { [T]: '1' });
+});
+
+test('an 8 KiB key is held under its stored form (at most STORE_KEY_MAX_BYTES), never under the key itself', async () => {
+  const key = `${uniq('huge')}:${'k'.repeat(8192)}`;
+  const b = [{ key, limits: [[2, 60]] as const }];
+  assert.deepEqual(await s.consume({ buckets: b, n: 2, nowSec: T, commit: true }), { ok: true });
+  assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: false }), { ok: false, key, limit: [2, 60], used: 2 });
+  assert.ok(Buffer.byteLength(storedKey(key)) <= STORE_KEY_MAX_BYTES);
+  assert.deepEqual(await r.hgetall(`qp:rl2:${storedKey(key)}`), { [T]: '2' });
+  assert.equal(await r.exists(`qp:rl2:${key}`), 0);
+  await s.recordHit(key, 60);
+  assert.equal(await r.hget('qp:rl-hits', `60\t${storedKey(key)}`), '1');
+  assert.equal(await r.hget('qp:rl-hits', `60\t${key}`), null);
 });

@@ -2,10 +2,32 @@
 // MariaDB and Redis.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { BACKENDS, open, uniq } from './support/stores.js';
-import type { RateStore } from '../src/frontend/ratelimit/store.js';
+import { STORE_KEY_MAX_BYTES, storedKey, type RateStore } from '../src/frontend/ratelimit/store.js';
+import { PolicyParser, MAX_LINE_BYTES } from '../src/frontend/protocol/parser.js';
+import { RateLimitCheck } from '../src/frontend/ratelimit/check.js';
+import { parseConfig } from '../src/shared/config/load.js';
 
 const T = 1_800_000_000;
+const bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
+/**
+ * label, padded to exactly n UTF-8 bytes with random letters (which no
+ * compression shrinks much: PostgreSQL compresses a long index entry before
+ * its 2704-byte limit applies), then end.
+ */
+const sized = (label: string, n: number, end = ''): string => {
+  const fill = n - bytes(label) - bytes(end);
+  return label + randomBytes(fill).toString('base64url').slice(0, fill) + end;
+};
+
+/** One request as Postfix would send it, through the real parser (so invalid UTF-8 arrives as the parser decodes it). */
+function parsed(attrs: (string | Buffer)[]): ReturnType<PolicyParser['push']>[number] {
+  const wire = Buffer.concat([...attrs.map((a) => Buffer.concat([Buffer.isBuffer(a) ? a : Buffer.from(a, 'utf8'), Buffer.from('\n')])), Buffer.from('\n')]);
+  const reqs = new PolicyParser().push(wire);
+  assert.equal(reqs.length, 1);
+  return reqs[0]!;
+}
 
 for (const backend of BACKENDS) {
   describe(`store conformance: ${backend}`, () => {
@@ -80,6 +102,112 @@ for (const backend of BACKENDS) {
       assert.deepEqual(mine.sort((x, y) => x.seconds - y.seconds), [{ key, seconds: 60, hits: 1 }, { key, seconds: 86400, hits: 2 }]);
       await s.clearHits();
       assert.deepEqual((await s.hits()).filter((h) => h.key === key), []);
+    });
+
+    test('keys of 1 KiB and 8 KiB are counted exactly, apart from keys differing only in their last character', async () => {
+      for (const size of [1024, 8192]) {
+        const head = `${uniq('long')}-${size}-`;
+        const key = sized(head, size, 'a');
+        const twin = `${key.slice(0, -1)}b`;
+        assert.equal(bytes(key), size);
+        const b = [{ key, limits: [[2, 60]] as const }];
+        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: true });
+        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: true });
+        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [2, 60], used: 2 }, `${size} bytes`);
+        assert.deepEqual(await s.consume({ buckets: [{ key: twin, limits: [[2, 60]] }], n: 1, nowSec: T, commit: false }), { ok: true }, 'the twin has its own count');
+      }
+    });
+
+    test('keys of STORE_KEY_MAX_BYTES (held as they are) and one byte more (hashed) each keep their own count', async () => {
+      const head = `${uniq('edge')}-`;
+      const keys = [sized(head, STORE_KEY_MAX_BYTES - 1), sized(head, STORE_KEY_MAX_BYTES), sized(head, STORE_KEY_MAX_BYTES + 1), sized(head, STORE_KEY_MAX_BYTES, '\u00e9')];
+      assert.equal(bytes(keys[3]!), STORE_KEY_MAX_BYTES, 'a 2-byte character ending exactly at the limit');
+      for (const key of keys) assert.equal((await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true })).ok, true, `${bytes(key)} bytes: first`);
+      for (const key of keys) assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [1, 60], used: 1 });
+    });
+
+    test('every distinct key has its own count: case, accents, normalization, trailing spaces, NUL, control characters, multi-byte, U+FFFD', async () => {
+      const base = `${uniq('distinct')}:`;
+      const tails = ['a', 'A', 'a ', 'a  ', ' a', 'a\t', 'a\0', 'a\0\0', '\0a', 'a\r\n', '\u00e1', 'a\u0301', '\uff41', 'ss', '\u00df', 'i', '\u0131', '\u{1f600}',
+        '\ufffd', '\ufffd\ufffd', '\ufffe', '\u{10ffff}', '\u0085', '\u200b', `a\u2026[sha256:${'0'.repeat(64)}, 9 bytes]`];
+      assert.equal(new Set(tails).size, tails.length);
+      for (const t of tails) assert.deepEqual(await s.consume({ buckets: [{ key: base + t, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { ok: true }, `${JSON.stringify(t)}: merged with another key`);
+      for (const t of tails) {
+        const key = base + t;
+        assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [1, 60], used: 1 }, `${JSON.stringify(t)}: not found again`);
+      }
+    });
+
+    test('keys as the parser makes them (multi-byte, invalid UTF-8, an 8 KiB line) are held exactly and listed for reports', async () => {
+      const id = uniq('parsed');
+      const long = `sender=${id}@`;
+      const req = parsed([
+        `multi=${id}-\u00e9\u65e5\u672c\u{1f600}@example.org`,
+        Buffer.concat([Buffer.from(`invalid=${id}-`), Buffer.from([0xff, 0xfe, 0xc3, 0x28, 0xed, 0xa0, 0x80, 0xf0, 0x9f, 0x98]), Buffer.from('@example.org')]),
+        sized(long, MAX_LINE_BYTES, '.example'),
+      ]);
+      const multi = req.get('multi')!;
+      const invalid = req.get('invalid')!;
+      const line = req.get('sender')!;
+      assert.equal(multi, `${id}-\u00e9\u65e5\u672c\u{1f600}@example.org`);
+      assert.ok(invalid.startsWith(`${id}-\ufffd`) && invalid.includes('\ufffd(\ufffd') && invalid.endsWith('\ufffd@example.org') && !/\p{Cs}/u.test(invalid), JSON.stringify(invalid));
+      assert.equal(bytes(line), MAX_LINE_BYTES - bytes('sender='));
+      for (const v of [multi, invalid, line]) {
+        const key = `sender:${v}`;
+        const b = [{ key, limits: [[1, 60]] as const }];
+        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: true });
+        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [1, 60], used: 1 });
+        await s.recordHit(key, 60);
+      }
+      const listed = new Map((await s.hits()).map((h) => [h.key, h.hits]));
+      assert.equal(listed.get(`sender:${multi}`), 1, 'a short key is listed as it is');
+      assert.equal(listed.get(`sender:${invalid}`), 1, 'U+FFFD as the parser made it');
+      const shown = [...listed.keys()].filter((k) => k.startsWith(`sender:${id}@`));
+      assert.equal(shown.length, 1);
+      const digest = createHash('sha256').update(`sender:${line}`).digest('hex');
+      assert.equal(shown[0], `sender:${line}`.slice(0, 128) + `\u2026[sha256:${digest}, ${bytes(line) + 7} bytes]`, 'readable head, SHA-256 and length of the whole key');
+      assert.equal(listed.get(shown[0]!), 1);
+    });
+
+    test('end to end: long, 8 KiB, multi-byte and invalid UTF-8 senders are refused after the limit like a short one, never db_error_action', async () => {
+      // Config ids take 255 characters: 3-byte ones make the sender-domain key longer than STORE_KEY_MAX_BYTES (hashed).
+      const domain = `${uniq('dom')}.${'\u65e5'.repeat(170)}.example`;
+      assert.ok(bytes(`sender_domain:${domain}`) > STORE_KEY_MAX_BYTES);
+      const cfg = parseConfig(['checks: [rate_limit]', 'rate_limit:', '  limits: [[2, 60]]', '  limit_by_sender: true', '  db_error_action: "451 4.3.0 store error"', '  store_timeout_ms: 10000',
+        `  limits_by_sender_domain: { "${domain}": [[3, 60]] }`, ''].join('\n'), 't').rate_limit;
+      const check = new RateLimitCheck(cfg, () => open(backend));
+      try {
+        const id = uniq('e2e');
+        const senders: (string | Buffer)[] = [
+          `${id}@example.org`,
+          sized(`${id}-262-`, 262, '@example.org'),
+          sized(`${id}-8k-`, MAX_LINE_BYTES - bytes('sender='), '@example.org'),
+          `${id}-\u65e5\u672c\u{1f600}@example.org`,
+          Buffer.concat([Buffer.from(`${id}-`), Buffer.from([0xff, 0xc0, 0xaf, 0x00]), Buffer.from('@example.org')]),
+        ];
+        const rq = (sender: string | Buffer) => parsed(['request=smtpd_access_policy', 'protocol_state=RCPT', 'client_address=192.0.2.1', 'recipient=r@example.net',
+          Buffer.concat([Buffer.from('sender='), Buffer.isBuffer(sender) ? sender : Buffer.from(sender)])]);
+        for (const sender of senders) {
+          const got = [];
+          for (let i = 0; i < 3; i++) got.push(await check.check(rq(sender), T * 1000, true));
+          assert.deepEqual(got.map((r) => r.verdict), ['pass', 'pass', 'rate_limited'], `${bytes(rq(sender).get('sender')!)}-byte sender: ${got.map((r) => r.reason).join('; ')}`);
+          assert.ok(got.every((r) => r.action !== cfg.db_error_action));
+          assert.ok(got[2]!.reason.length < 400, 'the log line names the key as stored');
+        }
+        // The sender-domain limit holds for a domain of over 512 bytes: the fourth sender of it is refused.
+        const verdicts = [];
+        for (let i = 0; i < 4; i++) verdicts.push((await check.check(rq(`${id}-${i}@${domain}`), T * 1000, true)).verdict);
+        assert.deepEqual(verdicts, ['pass', 'pass', 'pass', 'rate_limited']);
+      } finally {
+        await check.close();
+      }
+    });
+
+    test('a key that is not well-formed Unicode (a lone surrogate) is one clear error, not merged with U+FFFD', async () => {
+      const key = `${uniq('lone')}\ud800`;
+      await assert.rejects(s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { name: 'StoreError', message: /not well-formed Unicode/ });
+      await assert.rejects(s.recordHit(key, 60), { name: 'StoreError', message: /not well-formed Unicode/ });
+      assert.equal(storedKey(`${key.slice(0, -1)}\ufffd`), `${key.slice(0, -1)}\ufffd`);
     });
 
     test('clean removes events older than asked, keeps the rest', async () => {

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sendMail } from '../src/frontend/ratelimit/smtp.js';
+import { sendMail, SMTP_MAX_REPLY_BYTES } from '../src/frontend/ratelimit/smtp.js';
 
 let cert: Buffer;
 let key: Buffer;
@@ -24,8 +24,15 @@ before(() => {
 
 interface Seen { commands: string[]; tlsCommands: string[]; data: string }
 
+/**
+ * Plaintext a hostile server (or a man in the middle) adds at STARTTLS:
+ * with-220: a reply in the same write as its 220; after-hello: a reply once
+ * the client's TLS ClientHello has arrived (the client has switched).
+ */
+type Inject = 'with-220' | 'after-hello';
+
 /** A minimal ESMTP server: STARTTLS (when offered), AUTH PLAIN user/pass, one message per transaction. */
-function server(offerTls: boolean): Promise<{ port: number; seen: Seen; close: () => void }> {
+function server(offerTls: boolean, inject?: Inject): Promise<{ port: number; seen: Seen; close: () => void }> {
   const seen: Seen = { commands: [], tlsCommands: [], data: '' };
   return new Promise((resolve) => {
     const srv = net.createServer((plain) => {
@@ -48,8 +55,13 @@ function server(offerTls: boolean): Promise<{ port: number; seen: Seen; close: (
           const verb = line.split(' ')[0]!.toUpperCase();
           if (verb === 'EHLO') { say('250-test'); if (offerTls && !secure) say('250-STARTTLS'); say('250 AUTH PLAIN'); }
           else if (verb === 'STARTTLS') {
-            say('220 2.0.0 go ahead');
+            if (inject === 'with-220') sock.write('220 2.0.0 go ahead\r\n250 2.0.0 injected\r\n');
+            else say('220 2.0.0 go ahead');
             plain.removeListener('data', onData);
+            if (inject === 'after-hello') {
+              plain.once('data', (hello) => { seen.data = `hello ${hello.length} bytes`; plain.write('250 2.0.0 injected\r\n'); });
+              return;
+            }
             const t = new tls.TLSSocket(plain, { isServer: true, cert, key });
             t.on('data', onData);
             t.on('error', () => {});
@@ -112,6 +124,43 @@ test('a refused recipient is an error naming the step', async () => {
   await new Promise((r) => srv.once('listening', r));
   try {
     await assert.rejects(sendMail({ host: '127.0.0.1', port: (srv.address() as net.AddressInfo).port, starttls: false, credentials: null }, 'a@x', ['nobody@x'], 'S', 'b'), /SMTP RCPT TO nobody@x: 550 5\.1\.1 no such user/);
+  } finally {
+    srv.close();
+  }
+});
+
+test('plaintext the server sends with its 220 to STARTTLS refuses the session: never read as a reply inside TLS', async () => {
+  const s = await server(true, 'with-220');
+  try {
+    await assert.rejects(sendMail({ host: '127.0.0.1', port: s.port, starttls: true, credentials: ['reporter', 's3cret'], ca: cert }, 'a@x', ['b@x'], 'S', 'b'),
+      { message: 'SMTP STARTTLS: the server sent 20 bytes after its 220 reply, before TLS ("250 2.0.0 injected\\r\\n"); refusing the session' });
+    assert.deepEqual(s.seen.commands.map((c) => c.split(' ')[0]), ['EHLO', 'STARTTLS']);
+    assert.deepEqual(s.seen.tlsCommands, [], 'no EHLO, and no credentials, after the switch');
+  } finally {
+    s.close();
+  }
+});
+
+test('plaintext sent after the client switched goes to TLS and fails the handshake: an error, never a reply', async () => {
+  const s = await server(true, 'after-hello');
+  try {
+    await assert.rejects(sendMail({ host: '127.0.0.1', port: s.port, starttls: true, credentials: ['reporter', 's3cret'], ca: cert }, 'a@x', ['b@x'], 'S', 'b'),
+      (e: Error) => /^SMTP STARTTLS: /.test(e.message) && !/after its 220/.test(e.message));
+    assert.match(s.seen.data, /^hello \d+ bytes$/, 'the client had sent its ClientHello');
+    assert.deepEqual(s.seen.tlsCommands, []);
+  } finally {
+    s.close();
+  }
+});
+
+test('a server that sends more than SMTP_MAX_REPLY_BYTES without ending a reply: a clear error, at once', async () => {
+  const srv = net.createServer((c) => { c.on('error', () => {}); c.write(`220 ${'x'.repeat(SMTP_MAX_REPLY_BYTES)}`); }).listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  try {
+    const t0 = Date.now();
+    await assert.rejects(sendMail({ host: '127.0.0.1', port: (srv.address() as net.AddressInfo).port, starttls: false, credentials: null }, 'a@x', ['b@x'], 'S', 'b'),
+      { message: `SMTP greeting: more than ${SMTP_MAX_REPLY_BYTES} bytes without the end of a reply` });
+    assert.ok(Date.now() - t0 < 5000, 'not the step timeout');
   } finally {
     srv.close();
   }

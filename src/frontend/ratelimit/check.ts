@@ -4,7 +4,7 @@ import type { PolicyRequest } from '../protocol/parser.js';
 import type { RateConfig } from '../../shared/config/schema.js';
 import { subject, type RateRules, type Limit } from './decide.js';
 import { parseNetwork, type Network } from './net.js';
-import { StoreError, type RateStore } from './store.js';
+import { StoreError, storedKey, type RateStore } from './store.js';
 import { openStore } from './open-store.js';
 
 export type RateVerdict = 'pass' | 'rate_limited' | 'would_limit' | 'skip' | 'error';
@@ -76,9 +76,10 @@ export class RateLimitCheck {
       // consume() records only what passes every window, so a dry run counts exactly what a real run would.
       const r = await this.timed(store.consume({ buckets: sub.buckets, n: sub.n, nowSec: Math.floor(nowMs / 1000), commit }));
       if (r.ok) {
-        return { verdict: 'pass', reason: `${sub.n} counted for ${sub.buckets.map((b) => b.key).join(', ')}`, action: c.success_action, id };
+        // Keys as the store holds them (a long one hashed, as the report lists it), so log lines stay short.
+        return { verdict: 'pass', reason: `${sub.n} counted for ${sub.buckets.map((b) => storedKey(b.key)).join(', ')}`, action: c.success_action, id };
       }
-      const reason = `${r.key}: ${r.used} + ${sub.n} over ${r.limit[0]} in ${r.limit[1]} s`;
+      const reason = `${storedKey(r.key)}: ${r.used} + ${sub.n} over ${r.limit[0]} in ${r.limit[1]} s`;
       if (c.report && c.report_limits.includes(r.limit[1]) && commit) store.recordHit(r.key, r.limit[1]).catch(() => {});
       if (c.dry_run) return { verdict: 'would_limit', reason: `dry run, would refuse: ${reason}`, action: c.success_action, id };
       return { verdict: 'rate_limited', reason, action: c.fail_action, id };

@@ -1,6 +1,7 @@
 // The rate-limit store: one small interface, one folder per backend (after
 // Kysely's dialects). Each backend declares only the driver calls it makes,
 // and its driver is loaded only when configured.
+import { createHash } from 'node:crypto';
 import type { Bucket, Limit } from './decide.js';
 
 export interface ConsumeRequest {
@@ -41,8 +42,88 @@ export class StoreError extends Error {
   override name = 'StoreError';
 }
 
-/** Version of the PostgreSQL and MariaDB/MySQL tables (SQLite has its own, SQLITE_SCHEMA_VERSION); bump with a migration step. */
-export const SCHEMA_VERSION = 1;
+/**
+ * Version of the PostgreSQL and MariaDB/MySQL tables (SQLite has its own,
+ * SQLITE_SCHEMA_VERSION); bump with a migration step. 1: keys held as they
+ * came (MySQL: VARCHAR(255), so a longer key failed every insert). 2: keys
+ * held as storedKey() makes them (MySQL: VARBINARY, compared byte for byte);
+ * version 1 keys that storedKey() changes are converted when opened.
+ */
+export const SCHEMA_VERSION = 2;
+
+/**
+ * The longest key, in UTF-8 bytes, a store holds as it is. Room for any RFC
+ * 5321 address (254 bytes) with its kind ("sender:"), and far below what any
+ * backend's index takes in one entry (PostgreSQL's btree about 2700 bytes,
+ * InnoDB 3072). A protocol line may be 8 KiB (MAX_LINE_BYTES): longer keys
+ * are hashed (storedKey).
+ */
+export const STORE_KEY_MAX_BYTES = 512;
+/** UTF-8 bytes of a hashed key kept readable at its head, for reports and logs. */
+export const STORE_KEY_PREFIX_BYTES = 128;
+/**
+ * Starts the hash in a hashed key. A key that contains it is hashed too,
+ * however short, so a key held as it is never equals another key's hashed
+ * form: two keys share a stored form only if their SHA-256 do.
+ */
+export const HASHED_KEY_MARK = '\u2026[sha256:';
+
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * How a store holds a key, the same on every backend and in every version
+ * from schema 2 on (it is persisted). A key of at most STORE_KEY_MAX_BYTES
+ * without NUL (PostgreSQL text cannot hold it) or HASHED_KEY_MARK is held as
+ * it is. Any other becomes its first STORE_KEY_PREFIX_BYTES (whole
+ * characters, control characters shown as U+FFFD), HASHED_KEY_MARK, the
+ * SHA-256 of its UTF-8 bytes in hex, and its length:
+ * "sender:aaaa…[sha256:1f0e…, 8000 bytes]". Reports list hits under it.
+ * Keys come from the protocol parser, which decodes invalid UTF-8 to U+FFFD,
+ * so they are well-formed; one that is not (a lone surrogate, which every
+ * driver would turn into U+FFFD, merging it with another) is refused.
+ */
+export function storedKey(key: string): string {
+  if (LONE_SURROGATE.test(key)) throw new StoreError(`key ${JSON.stringify(key.slice(0, 64))} is not well-formed Unicode (a lone surrogate)`);
+  const bytes = Buffer.byteLength(key, 'utf8');
+  if (bytes <= STORE_KEY_MAX_BYTES && !key.includes('\0') && !key.includes(HASHED_KEY_MARK)) return key;
+  let head = '';
+  let headBytes = 0;
+  for (const ch of key) {
+    const shown = CONTROL.test(ch) ? '\ufffd' : ch;
+    const b = Buffer.byteLength(shown, 'utf8');
+    if (headBytes + b > STORE_KEY_PREFIX_BYTES) break;
+    head += shown;
+    headBytes += b;
+  }
+  return `${head}${HASHED_KEY_MARK}${createHash('sha256').update(key, 'utf8').digest('hex')}, ${bytes} bytes]`;
+}
+
+/**
+ * The moves (old key -> stored key) that bring keys written before
+ * storedKey() existed to their stored form, in an order where no move lands
+ * on a key still to be moved (a stored form contains HASHED_KEY_MARK, and an
+ * old key may too: someone may have sent another key's stored form).
+ */
+export function rekeyPlan(oldKeys: Iterable<string>): [from: string, to: string][] {
+  const target = new Map<string, string>();
+  for (const k of oldKeys) {
+    const to = storedKey(k);
+    if (to !== k) target.set(k, to);
+  }
+  const plan: [string, string][] = [];
+  const done = new Set<string>();
+  // A chain old -> to -> ... ends: a stored form that is its own key's stored form would be a SHA-256 fixed point.
+  const visit = (k: string): void => {
+    if (done.has(k)) return;
+    done.add(k);
+    const to = target.get(k)!;
+    if (target.has(to)) visit(to);
+    plan.push([k, to]);
+  };
+  for (const k of target.keys()) visit(k);
+  return plan;
+}
 
 /** A limits value from the admin's table: "[[10, 60], [150, 86400]]" (policyd-rate-limit's format). */
 export function parseLimitsText(text: unknown): readonly Limit[] | undefined {

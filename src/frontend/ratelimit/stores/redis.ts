@@ -5,7 +5,7 @@
 // older than that window are dropped as the key is counted, and keys expire
 // after their longest window, so nothing needs cleaning.
 import type { RateStore, ConsumeResult } from '../store.js';
-import { StoreError } from '../store.js';
+import { StoreError, storedKey } from '../store.js';
 
 /** The driver calls this backend makes. */
 interface Redis {
@@ -19,7 +19,12 @@ interface Redis {
   disconnect(): void;
 }
 
-/** Counts per second (hashes). */
+/**
+ * Counts per second (hashes), under this prefix and the key's storedKey()
+ * (as are version 1 sets): at most STORE_KEY_MAX_BYTES however long the key.
+ * Before storedKey(), a longer key was held as it came; such a hash or set is
+ * no longer read and expires after its longest window.
+ */
 const PREFIX = 'qp:rl2:';
 /**
  * Version 1 kept a sorted set of events per key under this prefix. Such a key
@@ -93,7 +98,7 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
     try {
       return await f();
     } catch (e) {
-      throw new StoreError(`redis: ${(e as Error).message}`);
+      throw e instanceof StoreError ? e : new StoreError(`redis: ${(e as Error).message}`);
     }
   };
   return {
@@ -101,13 +106,14 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
     consume: (req) => wrap(async (): Promise<ConsumeResult> => {
       const args: (string | number)[] = [req.nowSec, req.n, req.commit ? '1' : '0'];
       for (const b of req.buckets) args.push(b.limits.length, ...b.limits.flat());
-      const keys = [...req.buckets.map((b) => PREFIX + b.key), ...req.buckets.map((b) => V1_PREFIX + b.key)];
+      const stored = req.buckets.map((b) => storedKey(b.key));
+      const keys = [...stored.map((k) => PREFIX + k), ...stored.map((k) => V1_PREFIX + k)];
       const out = (await r.eval(CONSUME, keys.length, ...keys, ...args)) as number[];
       if (out.length === 0) return { ok: true };
       return { ok: false, key: req.buckets[out[0]! - 1]!.key, limit: [out[1]!, out[2]!], used: out[3]! };
     }),
     limitsFor: async () => undefined,
-    recordHit: (key, seconds) => wrap(async () => { await r.hincrby(HITS, `${seconds}\t${key}`, 1); }),
+    recordHit: (key, seconds) => wrap(async () => { await r.hincrby(HITS, `${seconds}\t${storedKey(key)}`, 1); }),
     hits: () => wrap(async () => Object.entries(await r.hgetall(HITS)).map(([f, v]) => {
       const tab = f.indexOf('\t');
       return { key: f.slice(tab + 1), seconds: Number(f.slice(0, tab)), hits: Number(v) };

@@ -5,7 +5,7 @@
 // transaction, so each still sees the ones before it, and the commit, the
 // costly part, is paid once per group. A reply waits for its group's commit.
 import type { RateStore, ConsumeRequest, ConsumeResult, HitRow } from '../store.js';
-import { StoreError, breaks, parseLimitsText } from '../store.js';
+import { StoreError, breaks, parseLimitsText, storedKey, rekeyPlan, STORE_KEY_MAX_BYTES, HASHED_KEY_MARK } from '../store.js';
 import type { Limit } from '../decide.js';
 
 /** The driver calls this backend makes. */
@@ -30,10 +30,11 @@ export const SQLITE_CACHE_KIB = 2048;
  * Version of this file's tables. 1: one row per event (qp_rate_events), so a
  * check summed every event in its longest window and slowed as history grew.
  * 2: one row per key and second (qp_rate_counts), counts added in place; the
- * same sums, at most one row per second of a window. Version 1 files are
- * converted when opened.
+ * same sums, at most one row per second of a window. 3: keys held as
+ * storedKey() makes them (long ones hashed, as on every backend). Older files
+ * are converted when opened.
  */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 /** Requests in one transaction at most: bounds how long the write lock is held (~10 us each). */
 export const SQLITE_GROUP_MAX = 256;
 
@@ -52,11 +53,23 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
       const v = db.prepare('SELECT version FROM qp_schema').get() as { version: number } | undefined;
       if (v === undefined) db.prepare('INSERT INTO qp_schema (version) VALUES (?)').run(SQLITE_SCHEMA_VERSION);
       else if (v.version > SQLITE_SCHEMA_VERSION) throw new StoreError(`${path}: schema version ${v.version} is newer than this quotapolicy (${SQLITE_SCHEMA_VERSION})`);
-      else if (v.version === 1) {
-        db.exec(`INSERT INTO qp_rate_counts (key, at, n) SELECT key, at, SUM(n) FROM qp_rate_events WHERE true GROUP BY key, at
-            ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n;
-          DROP TABLE qp_rate_events;
-          UPDATE qp_schema SET version = ${SQLITE_SCHEMA_VERSION};`);
+      else if (v.version < SQLITE_SCHEMA_VERSION) {
+        if (v.version === 1) {
+          db.exec(`INSERT INTO qp_rate_counts (key, at, n) SELECT key, at, SUM(n) FROM qp_rate_events WHERE true GROUP BY key, at
+              ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n;
+            DROP TABLE qp_rate_events;`);
+        }
+        // 2 -> 3: only keys storedKey() changes (long, NUL, or containing its mark) move; every other keeps its rows.
+        const long = 'length(CAST(key AS BLOB)) > ? OR instr(CAST(key AS BLOB), X\'00\') > 0 OR instr(CAST(key AS BLOB), CAST(? AS BLOB)) > 0';
+        const old = db.prepare(`SELECT key FROM qp_rate_counts WHERE ${long} UNION SELECT key FROM qp_rate_hits WHERE ${long}`).raw(true)
+          .all(STORE_KEY_MAX_BYTES, HASHED_KEY_MARK, STORE_KEY_MAX_BYTES, HASHED_KEY_MARK) as [string][];
+        const counts = db.prepare('UPDATE qp_rate_counts SET key = ? WHERE key = ?');
+        const hits = db.prepare('UPDATE qp_rate_hits SET key = ? WHERE key = ?');
+        for (const [from, to] of rekeyPlan(old.map((r) => r[0]))) {
+          counts.run(to, from);
+          hits.run(to, from);
+        }
+        db.prepare('UPDATE qp_schema SET version = ?').run(SQLITE_SCHEMA_VERSION);
       }
     }).immediate();
   } catch (e) {
@@ -76,26 +89,27 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
   const add = db.prepare('INSERT INTO qp_rate_counts (key, at, n) VALUES (?, ?, ?) ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n');
   const hit = db.prepare('INSERT INTO qp_rate_hits (key, seconds, hits) VALUES (?, ?, 1) ON CONFLICT (key, seconds) DO UPDATE SET hits = hits + 1');
   const byId = sqlLimitsById === '' ? undefined : db.prepare(sqlLimitsById);
-  const one = (req: ConsumeRequest): ConsumeResult => {
-    for (const b of req.buckets) {
+  /** keys: each bucket's storedKey(). */
+  const one = ({ req, keys }: { req: ConsumeRequest; keys: string[] }): ConsumeResult => {
+    for (const [j, b] of req.buckets.entries()) {
       if (b.limits.length === 0) continue;
       const starts = b.limits.map((l) => req.nowSec - l[1]);
-      const used = sumFor(starts.length).get(...starts, b.key, Math.min(...starts)) as number[];
+      const used = sumFor(starts.length).get(...starts, keys[j], Math.min(...starts)) as number[];
       for (let i = 0; i < b.limits.length; i++) {
         if (breaks(used[i]!, req.n, b.limits[i]!)) return { ok: false, key: b.key, limit: b.limits[i]!, used: used[i]! };
       }
     }
-    if (req.commit) for (const b of req.buckets) add.run(b.key, req.nowSec, req.n);
+    if (req.commit) for (const k of keys) add.run(k, req.nowSec, req.n);
     return { ok: true };
   };
-  const group = db.transaction((reqs: ConsumeRequest[]): ConsumeResult[] => reqs.map(one));
-  const waiting: { req: ConsumeRequest; resolve: (r: ConsumeResult) => void; reject: (e: unknown) => void }[] = [];
+  const group = db.transaction((reqs: { req: ConsumeRequest; keys: string[] }[]): ConsumeResult[] => reqs.map(one));
+  const waiting: { req: ConsumeRequest; keys: string[]; resolve: (r: ConsumeResult) => void; reject: (e: unknown) => void }[] = [];
   const flush = (): void => {
     const batch = waiting.splice(0, SQLITE_GROUP_MAX);
     if (batch.length === 0) return;
     if (waiting.length > 0) setImmediate(flush);
     try {
-      const results = group.immediate(batch.map((w) => w.req));
+      const results = group.immediate(batch);
       batch.forEach((w, i) => w.resolve(results[i]!));
     } catch (e) {
       const err = new StoreError(`sqlite: ${(e as Error).message}`);
@@ -112,14 +126,22 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
   return {
     name: 'sqlite',
     consume: (req) => new Promise((resolve, reject) => {
-      waiting.push({ req, resolve, reject });
+      // Mapped before queueing: a key refused here fails its own request, not its group.
+      let keys: string[];
+      try {
+        keys = req.buckets.map((b) => storedKey(b.key));
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      waiting.push({ req, keys, resolve, reject });
       if (waiting.length === 1) setImmediate(flush);
     }),
     limitsFor: (id) => guard((): readonly Limit[] | undefined => {
       const row = byId?.get(id) as Record<string, unknown> | undefined;
       return row === undefined ? undefined : parseLimitsText(Object.values(row)[0]);
     }),
-    recordHit: (key, seconds) => guard(() => { hit.run(key, seconds); }),
+    recordHit: (key, seconds) => guard(() => { hit.run(storedKey(key), seconds); }),
     hits: () => guard(() => db.prepare('SELECT key, seconds, hits FROM qp_rate_hits ORDER BY hits DESC, key').all() as HitRow[]),
     clearHits: () => guard(() => { db.exec('DELETE FROM qp_rate_hits'); }),
     clean: (olderThan) => guard(() => {
