@@ -36,11 +36,16 @@ async function startPrl(dir: string, port: number, yaml: string): Promise<ChildP
 }
 
 async function compare(name: string, settings: string, steps: Step[]): Promise<void> {
+  // Root-owned, as root's config must be; policyd-rate-limit writes in a directory of its own.
   const dir = mkdtempSync(join(tmpdir(), 'qp-diff-'));
-  chmodSync(dir, 0o777);
+  chmodSync(dir, 0o755);
+  const prlDir = join(dir, 'prl');
+  spawnSync('mkdir', ['-p', prlDir]);
+  const prlUser = userid.ids('policyd-rate-limit'); // scripts/setup.sh --test installs it
+  chownSync(prlDir, prlUser.uid, prlUser.gid);
   const [prlPort, ourPort] = [await freePort(), await freePort()];
-  const prlYaml = `debug: False\nuser: "policyd-rate-limit"\ngroup: "policyd-rate-limit"\npidfile: "${dir}/prl.pid"\n` +
-    `sqlite_config:\n    database: "${dir}/prl.sqlite3"\nbackend: 0\nSOCKET: ["127.0.0.1", ${prlPort}]\n` +
+  const prlYaml = `debug: False\nuser: "policyd-rate-limit"\ngroup: "policyd-rate-limit"\npidfile: "${prlDir}/prl.pid"\n` +
+    `sqlite_config:\n    database: "${prlDir}/prl.sqlite3"\nbackend: 0\nSOCKET: ["127.0.0.1", ${prlPort}]\n` +
     `success_action: "dunno"\nfail_action: "defer_if_permit Rate limit reach, retry later"\ndb_error_action: "dunno"\n${settings}`;
   writeFileSync(join(dir, 'prl.yaml'), prlYaml);
   const mig = spawnSync(process.execPath, [BIN, 'migrate', '--from', 'policyd-rate-limit', join(dir, 'prl.yaml')], { encoding: 'utf8' });

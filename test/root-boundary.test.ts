@@ -327,12 +327,17 @@ rate_limit:
   url: "redis://:Sup3rSecretPw@127.0.0.1:1/0?password=AlsoSecret"
   smtp_starttls: true
   smtp_credentials: ["reports", "SmtpSecretPw"]
-checks: [quota]
+  store_timeout_ms: 200
 `,
   );
   const d = startDaemon(['--config', cfg]);
   try {
     const line = await d.waitFor((l) => l.msg === 'effective config');
+    await d.waitFor((l) => l.msg === 'front ready');
+    // The store cannot be reached: its error is logged, with the URL.
+    const sock = join(dir, 'p.sock');
+    await exchange({ path: sock }, [rcpt('a@x', { sasl_username: 'bob' })], { replies: 1 });
+    await d.waitFor((l) => JSON.stringify(l).includes('redis://:***@127.0.0.1:1'));
     const all = JSON.stringify(d.lines) + d.stderr;
     for (const s of ['Sup3rSecretPw', 'AlsoSecret', 'SmtpSecretPw']) assert.ok(!all.includes(s), `${s} logged`);
     const rl = (line.config as { rate_limit: { url: string; smtp_credentials: string[] } }).rate_limit;

@@ -6,6 +6,7 @@
 // after their longest window, so nothing needs cleaning.
 import type { RateStore, ConsumeResult } from '../store.js';
 import { StoreError, storedKey } from '../store.js';
+import { redactUrl } from '../../redact.js';
 
 /** The driver calls this backend makes. */
 interface Redis {
@@ -91,7 +92,7 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
   const r = new mod.default(url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, commandTimeout: timeoutMs, lazyConnect: false });
   r.on('error', () => { /* reconnects by itself; failed calls say why */ });
   await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => { r.disconnect(); reject(new StoreError(`redis: no connection to ${url} in ${timeoutMs} ms`)); }, timeoutMs);
+    const t = setTimeout(() => { r.disconnect(); reject(new StoreError(`redis: no connection to ${redactUrl(url)} in ${timeoutMs} ms`)); }, timeoutMs);
     r.once('ready', () => { clearTimeout(t); resolve(); });
   });
   const wrap = async <T>(f: () => Promise<T>): Promise<T> => {
