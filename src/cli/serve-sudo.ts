@@ -8,7 +8,7 @@ import userid from 'userid';
 import { Duplex } from 'node:stream';
 import { loadConfig } from '../shared/config/load.js';
 import { flagOf, type CommandLine } from '../shared/options.js';
-import { preflight, bind, type Listener } from '../helper/startup/listeners.js';
+import { preflight, bind, serveHere, type Listener } from '../helper/startup/listeners.js';
 import { claimPidFile } from '../helper/startup/pidfile.js';
 
 export class StartError extends Error {
@@ -45,6 +45,6 @@ export async function serveSudo(cl: CommandLine): Promise<void> {
   await runFront({
     cl, config, log,
     channel: Duplex.from({ readable: helper.stdout, writable: helper.stdin }),
-    listen: list.map((l) => (l.server ? { server: l.server, name: l.name } : { fd: l.fd })),
+    listen: list.map((l) => (l.server ? { server: serveHere(l.server), name: l.name } : { fd: l.fd })),
   });
 }

@@ -98,6 +98,22 @@ function probe(path: string): Promise<boolean> {
   });
 }
 
+/**
+ * Root binds but never serves: start-up does not reach the event loop's poll
+ * phase between bind and handing the socket over, and should a connection
+ * still be accepted, root closes it unread.
+ */
+function rootServer(): net.Server {
+  return net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => socket.destroy());
+}
+
+/** Sudo mode: this process is the front and serves the sockets it bound. */
+export function serveHere(server: net.Server): net.Server {
+  server.removeAllListeners('connection');
+  server.pauseOnConnect = false;
+  return server;
+}
+
 function fdOf(server: net.Server): number {
   // Node keeps the listening fd on the handle; it is the only way to pass a socket we bound to a child's stdio.
   const fd = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
@@ -185,7 +201,7 @@ async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Pro
       throw new ListenError(interfered);
     }
     const staged = viaFd(stageFd, 's');
-    server = net.createServer({ allowHalfOpen: true });
+    server = rootServer();
     const oldMask = process.umask(~owner.mode & 0o777);
     try {
       await listen(server, { path: staged }, spec);
@@ -220,7 +236,7 @@ async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Pro
  */
 export async function bind(spec: string, owner: UnixSocketOwner): Promise<Listener> {
   if (spec.startsWith('unix:')) return bindUnix(spec, spec.slice(5), owner);
-  const server = net.createServer({ allowHalfOpen: true });
+  const server = rootServer();
   const a = socketAddress(spec) as Extract<SocketAddress, { host: string }>;
   await listen(server, { host: a.host, port: a.port, ipv6Only: a.ipv6 }, spec);
   return { fd: fdOf(server), name: spec, server };
