@@ -110,7 +110,7 @@ function rootServer(): net.Server {
 /** Sudo mode: this process is the front and serves the sockets it bound. */
 export function serveHere(server: net.Server): net.Server {
   server.removeAllListeners('connection');
-  server.pauseOnConnect = false;
+  (server as net.Server & { pauseOnConnect: boolean }).pauseOnConnect = false; // Node's option, kept on the server
   return server;
 }
 
