@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
-  WIRE_VERSION, MAX_BATCH, MsgType, QuotaStatus, FrameReader, decode, encode, type UserQuota,
+  WIRE_VERSION, MAX_BATCH, MAX_REPLY_BYTES, MsgType, QuotaStatus, FrameReader, decode, encode, type UserQuota,
 } from '../../shared/wire.js';
 
 /**
@@ -25,7 +25,7 @@ export const HELLO_TIMEOUT_MS = 10_000;
 interface Waiter { resolve: (q: UserQuota) => void; timer: NodeJS.Timeout }
 
 export class HelperClient extends EventEmitter {
-  private frames = new FrameReader();
+  private frames = new FrameReader(MAX_REPLY_BYTES);
   private seq = 0;
   private inflight = new Map<number, number[]>();
   private queued: number[] = [];
