@@ -5,13 +5,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO, fakeQuota, quotaBlock } from './support/daemon.js';
-import { encode, decode, FrameReader, MsgType, QuotaStatus, WIRE_VERSION, type Message } from '../src/shared/wire.js';
+import { encode, decode, FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_REPLY_BYTES, type Message } from '../src/shared/wire.js';
 
 const HELPER = join(REPO, 'dist/src/helper/main.js');
 
 function helper(quotaPath: string, extra: string[] = []) {
   const p = spawn(process.execPath, [HELPER, '--quota-path', quotaPath, '--timeout-ms', '1000', '--min-uid', '1000', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const frames = new FrameReader();
+  const frames = new FrameReader(MAX_REPLY_BYTES); // the front's reader: it takes replies
   const got: Message[] = [];
   let stderr = '';
   p.stdout.on('data', (c: Buffer) => { for (const f of frames.push(c)) got.push(decode(f)); });

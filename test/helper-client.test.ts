@@ -97,3 +97,37 @@ test('garbage from the helper closes the channel', async () => {
   assert.match(await closed, /bad data from helper/);
   b.destroy();
 });
+
+test('each caller keeps its own deadline: one giving up does not answer a later caller for the same uid, which shares the query already out', async (t) => {
+  const [a, b] = await pair();
+  const held: Extract<Message, { type: MsgType.QuotaQuery }>[] = [];
+  fakeHelper(b, (m) => held.push(m));
+  const c = new HelperClient(a, 100); // callers give up after 100 + HELPER_REPLY_MARGIN_MS
+  t.after(() => { c.close('test'); b.destroy(); });
+  await c.hello();
+  const early = c.query(2001);
+  await new Promise((r) => setTimeout(r, 600));
+  const late = c.query(2001);
+  assert.equal((await early).status, QuotaStatus.Timeout);
+  b.write(encode({ type: MsgType.QuotaReply, seq: held[0]!.seq, users: [{ uid: 2001, status: QuotaStatus.NoData, fs: [] }] }));
+  assert.equal((await late).status, QuotaStatus.NoData, 'the later caller still got the answer');
+  assert.deepEqual(held.map((m) => m.uids), [[2001]], 'asked for once');
+});
+
+test('a uid whose callers all gave up while it was queued is dropped, not sent when a run frees up', async (t) => {
+  const [a, b] = await pair();
+  const held: Extract<Message, { type: MsgType.QuotaQuery }>[] = [];
+  fakeHelper(b, (m) => held.push(m));
+  const c = new HelperClient(a, 100);
+  t.after(() => { c.close('test'); b.destroy(); });
+  await c.hello();
+  const busy = [c.query(2001)];
+  await new Promise((r) => setImmediate(r));
+  busy.push(c.query(2002));
+  await new Promise((r) => setImmediate(r));
+  assert.equal((await c.query(3000)).status, QuotaStatus.Timeout);
+  await Promise.all(busy);
+  for (const m of held.splice(0)) b.write(encode({ type: MsgType.QuotaReply, seq: m.seq, users: [] }));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(held, [], '3000 was not sent');
+});

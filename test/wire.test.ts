@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { encode, decode, DecodeError, FrameReader, MsgType, QuotaStatus, MAX_FRAME_BYTES, MAX_BATCH, type Message } from '../src/shared/wire.js';
+import { encode, decode, DecodeError, FrameReader, MsgType, QuotaStatus, MAX_QUERY_BYTES, MAX_REPLY_BYTES, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, type Message, type UserQuota } from '../src/shared/wire.js';
 
 const payload = (frame: Buffer): Buffer => frame.subarray(4);
 
@@ -32,11 +32,41 @@ test('unknown types, bad counts and out-of-range uids are refused', () => {
   assert.throws(() => encode({ type: MsgType.QuotaQuery, seq: 1, uids: [-1] }), RangeError);
 });
 
-test('frame lengths of 0 or over the cap are refused before buffering', () => {
+const lengthOnly = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+
+test('frame lengths of 0 or over the cap are refused before buffering: the helper\'s reader caps at a full query, the front\'s at a full reply', () => {
   assert.throws(() => new FrameReader().push(Buffer.from([0, 0, 0, 0])), DecodeError);
-  const big = Buffer.alloc(4);
-  big.writeUInt32BE(MAX_FRAME_BYTES + 1);
-  assert.throws(() => new FrameReader().push(big), DecodeError);
+  assert.equal(MAX_QUERY_BYTES, 134);
+  assert.equal(encode({ type: MsgType.QuotaQuery, seq: 1, uids: Array.from({ length: MAX_BATCH }, (_, i) => 1000 + i) }).length, 4 + MAX_QUERY_BYTES);
+  assert.deepEqual(new FrameReader().push(lengthOnly(MAX_QUERY_BYTES)), [], 'a full query length is waited for');
+  assert.throws(() => new FrameReader().push(lengthOnly(MAX_QUERY_BYTES + 1)), DecodeError);
+  assert.deepEqual(new FrameReader(MAX_REPLY_BYTES).push(lengthOnly(MAX_REPLY_BYTES)), []);
+  assert.throws(() => new FrameReader(MAX_REPLY_BYTES).push(lengthOnly(MAX_REPLY_BYTES + 1)), DecodeError);
+});
+
+/** MAX_BATCH users, each on MAX_FS file systems with MAX_MOUNT_BYTES mount points. */
+function worstReply(users = MAX_BATCH, fsPerUser = MAX_FS): UserQuota[] {
+  return Array.from({ length: users }, (_, u) => ({
+    uid: 1000 + u,
+    status: QuotaStatus.Ok,
+    fs: Array.from({ length: fsPerUser }, (_, f) => ({
+      mount: `/srv/${f}/`.padEnd(MAX_MOUNT_BYTES, 'm'),
+      blocks: 2 ** 53 - 1, blockSoft: 1, blockHard: 2, blockGrace: 3, files: 4, fileSoft: 5, fileHard: 6, fileGrace: 1795923751,
+    })),
+  }));
+}
+
+test(`the worst-case reply (${MAX_BATCH} users x ${MAX_FS} file systems x ${MAX_MOUNT_BYTES}-byte mount points) is exactly MAX_REPLY_BYTES (${MAX_REPLY_BYTES}) and round-trips`, () => {
+  const frame = encode({ type: MsgType.QuotaReply, seq: 1, users: worstReply() });
+  assert.equal(frame.length, 4 + MAX_REPLY_BYTES);
+  assert.ok(MAX_REPLY_BYTES > 64 * 1024, 'the old 64 KiB cap could not carry it');
+  const [p] = new FrameReader(MAX_REPLY_BYTES).push(frame);
+  assert.deepEqual(decode(p!), { type: MsgType.QuotaReply, seq: 1, users: worstReply() });
+});
+
+test('encode refuses a reply decode would refuse for its counts: more than MAX_BATCH users or MAX_FS file systems', () => {
+  assert.throws(() => encode({ type: MsgType.QuotaReply, seq: 1, users: worstReply(MAX_BATCH + 1, 0) }), /bad reply/);
+  assert.throws(() => encode({ type: MsgType.QuotaReply, seq: 1, users: worstReply(1, MAX_FS + 1) }), /bad reply/);
 });
 
 test('frames split at any point reassemble', () => {

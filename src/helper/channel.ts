@@ -2,6 +2,12 @@
 // QUOTA_QUERY for validated uids. Anything else -- a bad frame, a version
 // mismatch, a second HELLO, a reply type, a uid below min_uid, a duplicate uid,
 // too many queries at once -- ends the channel, as OpenSSH's monitor does.
+// A front that does not read its replies is not read either: once a write
+// returns false (highWaterMark reached), input pauses and no frame is handled,
+// so no quota(1) run starts, until 'drain'. Root then holds at most the
+// stream buffers, one read of input and the replies of the runs already out:
+// MAX_INFLIGHT x MAX_REPLY_BYTES = 8 x 327,878 bytes (~2.5 MiB), however long
+// the front stays deaf.
 import type { Readable, Writable } from 'node:stream';
 import { WIRE_VERSION, MAX_INFLIGHT, MsgType, FrameReader, decode, encode, type Message } from '../shared/wire.js';
 import type { QuotaRunner } from './quota-run.js';
@@ -17,6 +23,7 @@ export type ChannelEnd = { kind: 'closed' } | { kind: 'violation'; reason: strin
 export function serveChannel(input: Readable, output: Writable, opts: ChannelOptions): Promise<ChannelEnd> {
   return new Promise((resolve) => {
     const frames = new FrameReader();
+    const backlog: Buffer[] = []; // frames read but not yet handled: output was backed up
     let [greeted, inflight, ended] = [false, 0, false];
     const finish = (end: ChannelEnd): void => {
       if (ended) return;
@@ -41,22 +48,27 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
       opts.runQuota(msg.uids).then(
         (users) => {
           inflight--;
-          if (!ended) output.write(encode({ type: MsgType.QuotaReply, seq: msg.seq, users }));
+          if (ended || output.write(encode({ type: MsgType.QuotaReply, seq: msg.seq, users }))) return;
+          input.pause(); // the front is not reading: stop reading it until 'drain'
         },
         (e: unknown) => finish({ kind: 'violation', reason: `quota runner failed: ${String(e)}` }),
       );
       return undefined;
     };
-    input.on('data', (chunk: Buffer) => {
+    const pump = (chunk?: Buffer): void => {
       try {
-        for (const payload of frames.push(chunk)) {
-          const bad = ended ? undefined : handle(decode(payload));
+        if (chunk) for (const payload of frames.push(chunk)) backlog.push(payload);
+        while (!ended && !output.writableNeedDrain && backlog.length > 0) {
+          const bad = handle(decode(backlog.shift()!));
           if (bad !== undefined) return finish({ kind: 'violation', reason: bad });
         }
+        if (!ended && !output.writableNeedDrain) input.resume();
       } catch (e) {
         finish({ kind: 'violation', reason: e instanceof Error ? e.message : String(e) });
       }
-    });
+    };
+    input.on('data', pump);
+    output.on('drain', () => pump());
     input.on('end', () =>
       finish(frames.pending === 0 ? { kind: 'closed' } : { kind: 'violation', reason: 'truncated frame' }),
     );

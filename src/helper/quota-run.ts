@@ -3,12 +3,17 @@
 // validated as integers. No shell, no inherited environment, no stdin, a hard
 // timeout and an output cap. Exit status 1 means "over a limit" as well as
 // "error", so the status alone decides nothing: stderr and stdout do.
-import { type UserQuota, QuotaStatus } from '../shared/wire.js';
+import { type UserQuota, QuotaStatus, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES } from '../shared/wire.js';
 import { parseQuotaOutput, QuotaOutputError } from './quota-output.js';
 import { log } from './log.js';
 
-/** quota prints ~150 bytes per user and file system; 256 KiB is far above any batch. */
-export const MAX_QUOTA_OUTPUT_BYTES = 256 * 1024;
+/**
+ * The longest output quota(1) prints for a batch the parser accepts. Per user: a header (login name at most
+ * 256 bytes, LOGIN_NAME_MAX) and the column titles, under 400 bytes together; then up to MAX_FS rows
+ * "%15s %7s%c %6s %7s %7s %7s%c %6s %7s %7s\n" with a MAX_MOUNT_BYTES mount point and numbers of at most 15
+ * digits (the parser's limit), 255 + 8 x 16 + 3 = 386 bytes. 32 x (400 + 32 x 386) = 408,064 bytes (~400 KiB).
+ */
+export const MAX_QUOTA_OUTPUT_BYTES = MAX_BATCH * (400 + MAX_FS * (MAX_MOUNT_BYTES + 8 * 16 + 3));
 /** -w: no wrapping; -p: grace as epoch seconds; -v: rows even without limits. */
 export const QUOTA_FLAGS = ['-w', '-p', '-v', '--show-mntpoint', '--hide-device', '-u', '--'] as const;
 

@@ -10,14 +10,20 @@
 //     fs: u8 mount_len, mount (UTF-8), 8 x f64 in FsQuota field order
 
 export const WIRE_VERSION = 1;
-/** A reply for MAX_BATCH users on MAX_FS file systems fits well below this. */
-export const MAX_FRAME_BYTES = 64 * 1024;
 /** Users per query: one quota(1) run serves a whole batch; bounds its argv. */
 export const MAX_BATCH = 32;
 /** File systems per user: more than any real host mounts with quotas. */
 export const MAX_FS = 32;
 /** Mount point bytes: a u8 length; real mount points are far shorter. */
 export const MAX_MOUNT_BYTES = 255;
+/** Largest payload the front may send (a full QUOTA_QUERY: 6 + 32 x 4 = 134 bytes): all root buffers. */
+export const MAX_QUERY_BYTES = 6 + MAX_BATCH * 4;
+/**
+ * Largest payload the helper sends: a QUOTA_REPLY for MAX_BATCH users, each (uid, status, k) with MAX_FS
+ * rows of (mount length, mount, 8 x f64): 6 + 32 x (6 + 32 x (1 + 255 + 64)) = 327,878 bytes (~320 KiB).
+ * Exact, not a guess: encode refuses more users or file systems, and the front buffers no more.
+ */
+export const MAX_REPLY_BYTES = 6 + MAX_BATCH * (6 + MAX_FS * (1 + MAX_MOUNT_BYTES + 8 * 8));
 /** Highest uid: (uid_t)-1 and (uid_t)-2 are "no user" sentinels. */
 export const MAX_UID = 0xfffffffd;
 /** Queries outstanding at once; more is a protocol violation. */
@@ -114,6 +120,7 @@ export function encode(msg: Message): Buffer {
     put(1, msg.uids.length);
     for (const uid of msg.uids) put(4, uid);
   } else {
+    if (msg.users.length > MAX_BATCH || msg.users.some((u) => u.fs.length > MAX_FS)) throw new RangeError('bad reply');
     put(4, msg.seq);
     put(1, msg.users.length);
     for (const u of msg.users) {
@@ -130,7 +137,7 @@ export function encode(msg: Message): Buffer {
     }
   }
   const payload = Buffer.concat(out);
-  if (payload.length > MAX_FRAME_BYTES) throw new RangeError('frame too large');
+  if (payload.length > MAX_REPLY_BYTES) throw new RangeError('frame too large');
   const head = Buffer.alloc(4);
   head.writeUInt32BE(payload.length);
   return Buffer.concat([head, payload]);
@@ -185,15 +192,17 @@ export function decode(p: Buffer): Message {
   return msg;
 }
 
-/** Splits a byte stream into payloads; a length of 0 or over the cap throws before buffering. */
+/** Splits a byte stream into payloads; a length of 0 or over maxBytes throws before buffering. */
 export class FrameReader {
   private buf: Buffer = Buffer.alloc(0);
+  /** The helper reads queries (the default); the front reads replies (MAX_REPLY_BYTES). */
+  constructor(private readonly maxBytes = MAX_QUERY_BYTES) {}
   push(chunk: Buffer): Buffer[] {
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     const out: Buffer[] = [];
     while (this.buf.length >= 4) {
       const len = this.buf.readUInt32BE(0);
-      if (len === 0 || len > MAX_FRAME_BYTES) throw new DecodeError(`bad frame length ${len}`);
+      if (len === 0 || len > this.maxBytes) throw new DecodeError(`bad frame length ${len}`);
       if (this.buf.length < 4 + len) break;
       out.push(this.buf.subarray(4, 4 + len));
       this.buf = this.buf.subarray(4 + len);

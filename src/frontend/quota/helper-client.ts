@@ -3,10 +3,14 @@
 // QUOTA_RUNS_AT_ONCE queries are outstanding (the helper would treat more than
 // MAX_INFLIGHT as an attack), lookups asked for meanwhile wait for the next batch,
 // and each caller gets an answer by its deadline even if the helper is slow.
+// A uid is asked for once at a time: never queued twice, never twice in one
+// batch, never sent while a query holding it is out (its callers share that
+// answer). The helper ends the channel -- the whole daemon -- on a duplicate
+// uid, and a hung NFS server would otherwise pile up runs for the same user.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
-  WIRE_VERSION, MAX_BATCH, MsgType, QuotaStatus, FrameReader, decode, encode, type UserQuota,
+  WIRE_VERSION, MAX_BATCH, MAX_REPLY_BYTES, MsgType, QuotaStatus, FrameReader, decode, encode, type UserQuota,
 } from '../../shared/wire.js';
 
 /**
@@ -25,10 +29,13 @@ export const HELLO_TIMEOUT_MS = 10_000;
 interface Waiter { resolve: (q: UserQuota) => void; timer: NodeJS.Timeout }
 
 export class HelperClient extends EventEmitter {
-  private frames = new FrameReader();
+  private frames = new FrameReader(MAX_REPLY_BYTES);
   private seq = 0;
   private inflight = new Map<number, number[]>();
-  private queued: number[] = [];
+  /** uids in a query still out. */
+  private sent = new Set<number>();
+  /** uids waiting for the next batch, in arrival order; each has a waiter. */
+  private queued = new Set<number>();
   private waiters = new Map<number, Waiter[]>();
   private flushScheduled = false;
   private closed = false;
@@ -56,15 +63,26 @@ export class HelperClient extends EventEmitter {
   query(uid: number): Promise<UserQuota> {
     if (this.closed) return Promise.resolve({ uid, status: QuotaStatus.ExecFailed, fs: [] });
     return new Promise((resolve) => {
-      const timer = setTimeout(() => this.settle(uid, { uid, status: QuotaStatus.Timeout, fs: [] }), this.replyTimeoutMs + HELPER_REPLY_MARGIN_MS);
+      const w: Waiter = { resolve, timer: setTimeout(() => this.giveUp(uid, w), this.replyTimeoutMs + HELPER_REPLY_MARGIN_MS) };
       const list = this.waiters.get(uid);
-      if (list) list.push({ resolve, timer });
-      else {
-        this.waiters.set(uid, [{ resolve, timer }]);
-        this.queued.push(uid);
+      if (list) list.push(w);
+      else this.waiters.set(uid, [w]);
+      if (!this.queued.has(uid) && !this.sent.has(uid)) {
+        this.queued.add(uid);
         this.scheduleFlush();
       }
     });
+  }
+
+  /** One caller's deadline passed: it alone gets a timeout. A uid nobody waits for leaves the queue. */
+  private giveUp(uid: number, w: Waiter): void {
+    const list = this.waiters.get(uid);
+    if (!list?.includes(w)) return;
+    list.splice(list.indexOf(w), 1);
+    w.resolve({ uid, status: QuotaStatus.Timeout, fs: [] });
+    if (list.length > 0) return;
+    this.waiters.delete(uid);
+    this.queued.delete(uid); // still in a query that is out: its answer finds no one, and that is fine
   }
 
   private settle(uid: number, q: UserQuota): void {
@@ -87,10 +105,16 @@ export class HelperClient extends EventEmitter {
   }
 
   private flush(): void {
-    while (!this.closed && this.queued.length > 0 && this.inflight.size < QUOTA_RUNS_AT_ONCE) {
-      // A uid whose callers already timed out is not worth a run.
-      const uids = this.queued.splice(0, MAX_BATCH).filter((u) => this.waiters.has(u));
-      if (uids.length === 0) continue;
+    while (!this.closed && this.queued.size > 0 && this.inflight.size < QUOTA_RUNS_AT_ONCE) {
+      const uids: number[] = [];
+      for (const uid of this.queued) {
+        if (uids.length === MAX_BATCH) break;
+        uids.push(uid);
+      }
+      for (const uid of uids) {
+        this.queued.delete(uid);
+        this.sent.add(uid);
+      }
       const seq = (this.seq = (this.seq + 1) >>> 0);
       this.inflight.set(seq, uids);
       this.channel.write(encode({ type: MsgType.QuotaQuery, seq, uids }));
@@ -108,6 +132,7 @@ export class HelperClient extends EventEmitter {
         } else if (msg.type === MsgType.QuotaReply && this.inflight.has(msg.seq)) {
           const asked = this.inflight.get(msg.seq)!;
           this.inflight.delete(msg.seq);
+          for (const uid of asked) this.sent.delete(uid);
           for (const u of msg.users) if (asked.includes(u.uid)) this.settle(u.uid, u);
           for (const uid of asked) this.settle(uid, { uid, status: QuotaStatus.Unparsable, fs: [] });
           this.flush();
@@ -125,6 +150,7 @@ export class HelperClient extends EventEmitter {
     this.closed = true;
     this.channel.destroy();
     this.helloFail?.(new Error(reason));
+    this.queued.clear();
     for (const uid of [...this.waiters.keys()]) this.settle(uid, { uid, status: QuotaStatus.ExecFailed, fs: [] });
     this.emit('closed', reason);
   }
