@@ -7,7 +7,8 @@ import { PassThrough } from 'node:stream';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { serveChannel } from '../src/helper/channel.js';
-import { encode, decode, FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_INFLIGHT, type Message } from '../src/shared/wire.js';
+import { FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_INFLIGHT, type Message } from '../src/shared/wire.js';
+import { encode, decode } from './support/wire.js';
 import { prng } from './support/fuzz.js';
 import { REPO, fakeQuota } from './support/daemon.js';
 

@@ -11,7 +11,8 @@ import { mkdtempSync, writeFileSync, chmodSync, readFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serveChannel } from '../src/helper/channel.js';
-import { encode, decode, FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, MAX_INFLIGHT, MAX_REPLY_BYTES, type Message, type UserQuota } from '../src/shared/wire.js';
+import { FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, MAX_INFLIGHT, MAX_REPLY_BYTES, type Message, type UserQuota } from '../src/shared/wire.js';
+import { encode, decode } from './support/wire.js';
 import { startHelper, vmRssBytes, sleep } from './support/helper-proc.js';
 
 /** Queries the attacker keeps ahead of finished quota(1) runs: under MAX_INFLIGHT, never a violation. */

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO, fakeQuota, quotaBlock } from './support/daemon.js';
-import { encode, decode, FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_REPLY_BYTES, type Message } from '../src/shared/wire.js';
+import { FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_REPLY_BYTES, type Message } from '../src/shared/wire.js';
+import { encode, decode } from './support/wire.js';
 
 const HELPER = join(REPO, 'dist/src/helper/main.js');
 

@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { HelperClient, HELPER_REPLY_MARGIN_MS, QUOTA_RUNS_AT_ONCE } from '../src/frontend/quota/helper-client.js';
-import { encode, decode, FrameReader, MsgType, QuotaStatus, MAX_INFLIGHT, type Message } from '../src/shared/wire.js';
+import { FrameReader, MsgType, QuotaStatus, MAX_INFLIGHT, type Message } from '../src/shared/wire.js';
+import { encode, decode } from './support/wire.js';
 
 async function pair(): Promise<[net.Socket, net.Socket]> {
   return new Promise((resolve) => {

@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HelperClient } from '../src/frontend/quota/helper-client.js';
 import { MAX_QUOTA_OUTPUT_BYTES } from '../src/helper/quota-run.js';
-import { encode, decode, FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, MAX_REPLY_BYTES, type Message } from '../src/shared/wire.js';
+import { FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, MAX_REPLY_BYTES, type Message } from '../src/shared/wire.js';
+import { encode, decode } from './support/wire.js';
 import { fakeQuota, type FakeQuota } from './support/daemon.js';
 import { startHelper, sleep } from './support/helper-proc.js';
 

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { encode, decode, DecodeError, FrameReader, MsgType, QuotaStatus, MAX_QUERY_BYTES, MAX_REPLY_BYTES, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, type Message, type UserQuota } from '../src/shared/wire.js';
+import { DecodeError, FrameReader, MsgType, QuotaStatus, MAX_QUERY_BYTES, MAX_REPLY_BYTES, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, type Message, type UserQuota } from '../src/shared/wire.js';
+import { encode, decode } from './support/wire.js';
 
 const payload = (frame: Buffer): Buffer => frame.subarray(4);
 

@@ -9,7 +9,15 @@
 // MAX_INFLIGHT x MAX_REPLY_BYTES = 8 x 327,878 bytes (~2.5 MiB), however long
 // the front stays deaf.
 import type { Readable, Writable } from 'node:stream';
-import { WIRE_VERSION, MAX_INFLIGHT, MsgType, FrameReader, decode, encode, type Message } from '../shared/wire.js';
+import {
+  WIRE_VERSION,
+  MAX_INFLIGHT,
+  MsgType,
+  FrameReader,
+  decodeFromFront,
+  encodeToFront,
+  type ToHelper,
+} from '../shared/wire.js';
 import type { QuotaRunner } from './quota-run.js';
 import { log } from './log.js';
 
@@ -33,11 +41,11 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
       output.destroy();
       resolve(end);
     };
-    const handle = (msg: Message): string | undefined => {
+    const handle = (msg: ToHelper): string | undefined => {
       if (!greeted) {
         if (msg.type !== MsgType.Hello || msg.version !== WIRE_VERSION) return `expected HELLO version ${WIRE_VERSION}`;
         greeted = true;
-        output.write(encode({ type: MsgType.HelloAck, version: WIRE_VERSION, minUid: opts.minUid }));
+        output.write(encodeToFront({ type: MsgType.HelloAck, version: WIRE_VERSION, minUid: opts.minUid }));
         return undefined;
       }
       if (msg.type !== MsgType.QuotaQuery) return `unexpected message type ${msg.type}`;
@@ -48,7 +56,7 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
       opts.runQuota(msg.uids).then(
         (users) => {
           inflight--;
-          if (ended || output.write(encode({ type: MsgType.QuotaReply, seq: msg.seq, users }))) return;
+          if (ended || output.write(encodeToFront({ type: MsgType.QuotaReply, seq: msg.seq, users }))) return;
           input.pause(); // the front is not reading: stop reading it until 'drain'
         },
         (e: unknown) => finish({ kind: 'violation', reason: `quota runner failed: ${String(e)}` }),
@@ -59,7 +67,7 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
       try {
         if (chunk) for (const payload of frames.push(chunk)) backlog.push(payload);
         while (!ended && !output.writableNeedDrain && backlog.length > 0) {
-          const bad = handle(decode(backlog.shift()!));
+          const bad = handle(decodeFromFront(backlog.shift()!));
           if (bad !== undefined) return finish({ kind: 'violation', reason: bad });
         }
         if (!ended && !output.writableNeedDrain) input.resume();

@@ -1,7 +1,9 @@
 // SECURITY: the whole vocabulary between the unprivileged front and the root
 // helper. Closed: four message types with fixed binary layouts; every field is
 // range-checked on decode; missing or trailing bytes are refused. The helper
-// treats any DecodeError as fatal and exits. All integers big-endian.
+// treats any DecodeError as fatal and exits. All integers big-endian. This
+// file holds what both sides share and root's half (decode what the front
+// sends, encode replies); the front's half is src/frontend/quota/wire-front.ts.
 // Frame: u32 payload length, payload. Payload: u8 type, then:
 //   HELLO        front -> helper  u16 version
 //   HELLO_ACK    helper -> front  u16 version, u32 min_uid
@@ -100,96 +102,86 @@ export class DecodeError extends Error {
 export const isValidUid = (n: unknown): n is number =>
   typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= MAX_UID;
 
+/** Front-bound and helper-bound messages: each side decodes only what the other may send. */
+export type ToHelper = Extract<Message, { type: MsgType.Hello | MsgType.QuotaQuery }>;
+export type ToFront = Extract<Message, { type: MsgType.HelloAck | MsgType.QuotaReply }>;
+
 const WRITERS = { 1: 'writeUInt8', 2: 'writeUInt16BE', 4: 'writeUInt32BE', 8: 'writeDoubleBE' } as const;
 
-export function encode(msg: Message): Buffer {
-  const out: Buffer[] = [];
-  const put = (size: keyof typeof WRITERS, v: number): void => {
-    out.push(Buffer.alloc(size));
-    out[out.length - 1]![WRITERS[size]](v); // throws RangeError when v does not fit
-  };
-  put(1, msg.type);
-  if (msg.type === MsgType.Hello) put(2, msg.version);
-  else if (msg.type === MsgType.HelloAck) {
-    put(2, msg.version);
-    put(4, msg.minUid);
-  } else if (msg.type === MsgType.QuotaQuery) {
-    if (msg.uids.length < 1 || msg.uids.length > MAX_BATCH || !msg.uids.every(isValidUid))
-      throw new RangeError('bad query');
-    put(4, msg.seq);
-    put(1, msg.uids.length);
-    for (const uid of msg.uids) put(4, uid);
-  } else {
-    if (msg.users.length > MAX_BATCH || msg.users.some((u) => u.fs.length > MAX_FS)) throw new RangeError('bad reply');
-    put(4, msg.seq);
-    put(1, msg.users.length);
-    for (const u of msg.users) {
-      put(4, u.uid);
-      put(1, u.status);
-      put(1, u.fs.length);
-      for (const fs of u.fs) {
-        const mount = Buffer.from(fs.mount);
-        if (mount.length > MAX_MOUNT_BYTES) throw new RangeError('mount point too long');
-        put(1, mount.length);
-        out.push(mount);
-        for (const k of FS_QUOTA_NUMBERS) put(8, fs[k]);
-      }
-    }
+/** Collects big-endian fields; `frame()` prefixes the length. Throws RangeError when a value does not fit. */
+export class FrameWriter {
+  private out: Buffer[] = [];
+  put(size: keyof typeof WRITERS, v: number): this {
+    const b = Buffer.alloc(size);
+    b[WRITERS[size]](v);
+    this.out.push(b);
+    return this;
   }
-  const payload = Buffer.concat(out);
-  if (payload.length > MAX_REPLY_BYTES) throw new RangeError('frame too large');
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(payload.length);
-  return Buffer.concat([head, payload]);
+  bytes(b: Buffer): this {
+    this.out.push(b);
+    return this;
+  }
+  frame(max: number): Buffer {
+    const payload = Buffer.concat(this.out);
+    if (payload.length > max) throw new RangeError('frame too large');
+    return Buffer.concat([new FrameWriter().put(4, payload.length).out[0]!, payload]);
+  }
 }
 
-/** Decodes one frame payload (without its length). Throws DecodeError. */
-export function decode(p: Buffer): Message {
-  let at = 0;
-  // Cursor reads in the style of OpenSMTPD's m_get_*(): never past the end.
-  const take = (n: number): number => {
-    if (at + n > p.length) throw new DecodeError('short message');
-    return (at += n) - n;
-  };
-  const u8 = (): number => p.readUInt8(take(1));
-  const u16 = (): number => p.readUInt16BE(take(2));
-  const u32 = (): number => p.readUInt32BE(take(4));
-  const count = (min: number, max: number, what: string): number => {
-    const n = u8();
+/** Cursor reads in the style of OpenSMTPD's m_get_*(): never past the end; end() refuses trailing bytes. */
+export class FrameCursor {
+  private at = 0;
+  constructor(readonly p: Buffer) {}
+  take(n: number): number {
+    if (this.at + n > this.p.length) throw new DecodeError('short message');
+    return (this.at += n) - n;
+  }
+  u8 = (): number => this.p.readUInt8(this.take(1));
+  u16 = (): number => this.p.readUInt16BE(this.take(2));
+  u32 = (): number => this.p.readUInt32BE(this.take(4));
+  count(min: number, max: number, what: string): number {
+    const n = this.u8();
     if (n < min || n > max) throw new DecodeError(`bad ${what}`);
     return n;
-  };
-  const type = u8();
-  let msg: Message;
-  if (type === MsgType.Hello) msg = { type, version: u16() };
-  else if (type === MsgType.HelloAck) msg = { type, version: u16(), minUid: u32() };
-  else if (type === MsgType.QuotaQuery) {
-    const seq = u32();
-    const uids = Array.from({ length: count(1, MAX_BATCH, 'batch size') }, u32);
-    if (!uids.every(isValidUid)) throw new DecodeError('bad uid');
-    msg = { type, seq, uids };
-  } else if (type === MsgType.QuotaReply) {
-    const seq = u32();
-    const users = Array.from({ length: count(0, MAX_BATCH, 'batch size') }, (): UserQuota => {
-      const uid = u32();
-      const status = count(0, QUOTA_STATUS_NAMES.length - 1, 'status') as QuotaStatus;
-      const fs = Array.from({ length: count(0, status === QuotaStatus.Ok ? MAX_FS : 0, 'fs count') }, (): FsQuota => {
-        const s = take(count(0, MAX_MOUNT_BYTES, 'mount length'));
-        const mount = p.toString('utf8', s, at);
-        if (!mount.startsWith('/') || /[\0-\x1f\ufffd]/.test(mount)) throw new DecodeError('bad mount point');
-        const row = { mount } as FsQuota;
-        for (const k of FS_QUOTA_NUMBERS) {
-          row[k] = p.readDoubleBE(take(8));
-          if (!Number.isSafeInteger(row[k]) || row[k] < 0) throw new DecodeError('bad quota number');
-        }
-        return row;
-      });
-      return { uid, status, fs };
-    });
-    msg = { type, seq, users };
-  } else throw new DecodeError(`unknown message type ${type}`);
-  if (at !== p.length) throw new DecodeError('trailing bytes');
-  return msg;
+  }
+  end<T>(msg: T): T {
+    if (this.at !== this.p.length) throw new DecodeError('trailing bytes');
+    return msg;
+  }
+}
+
+/** The helper's replies. */
+export function encodeToFront(msg: ToFront): Buffer {
+  const w = new FrameWriter().put(1, msg.type);
+  if (msg.type === MsgType.HelloAck) return w.put(2, msg.version).put(4, msg.minUid).frame(MAX_REPLY_BYTES);
+  if (msg.users.length > MAX_BATCH || msg.users.some((u) => u.fs.length > MAX_FS)) throw new RangeError('bad reply');
+  w.put(4, msg.seq).put(1, msg.users.length);
+  for (const u of msg.users) {
+    w.put(4, u.uid).put(1, u.status).put(1, u.fs.length);
+    for (const fs of u.fs) {
+      const mount = Buffer.from(fs.mount);
+      if (mount.length > MAX_MOUNT_BYTES) throw new RangeError('mount point too long');
+      w.put(1, mount.length).bytes(mount);
+      for (const k of FS_QUOTA_NUMBERS) w.put(8, fs[k]);
+    }
+  }
+  return w.frame(MAX_REPLY_BYTES);
+}
+
+/**
+ * What root decodes: HELLO and QUOTA_QUERY only. Any other type, the reply
+ * types included, is refused before its body is read: root never parses the
+ * front-bound layouts (src/frontend/quota/wire-front.ts decodes those).
+ */
+export function decodeFromFront(p: Buffer): ToHelper {
+  const c = new FrameCursor(p);
+  const type = c.u8();
+  if (type === MsgType.Hello) return c.end({ type, version: c.u16() });
+  if (type !== MsgType.QuotaQuery) throw new DecodeError(`unknown message type ${type}`);
+  const seq = c.u32();
+  const uids = Array.from({ length: c.count(1, MAX_BATCH, 'batch size') }, c.u32);
+  if (!uids.every(isValidUid)) throw new DecodeError('bad uid');
+  return c.end({ type, seq, uids });
 }
 
 /** Splits a byte stream into payloads; a length of 0 or over maxBytes throws before buffering. */

@@ -10,8 +10,9 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
-  WIRE_VERSION, MAX_BATCH, MAX_REPLY_BYTES, MsgType, QuotaStatus, FrameReader, decode, encode, type UserQuota,
+  WIRE_VERSION, MAX_BATCH, MAX_REPLY_BYTES, MsgType, QuotaStatus, FrameReader, type UserQuota,
 } from '../../shared/wire.js';
+import { decodeFromHelper, encodeToHelper } from './wire-front.js';
 
 /**
  * quota(1) runs outstanding at once (<= MAX_INFLIGHT). A run costs mostly its
@@ -55,7 +56,7 @@ export class HelperClient extends EventEmitter {
       const timer = setTimeout(() => reject(new Error('helper did not answer HELLO')), HELLO_TIMEOUT_MS);
       this.helloWaiter = (minUid) => { clearTimeout(timer); resolve(minUid); };
       this.helloFail = (e) => { clearTimeout(timer); reject(e); };
-      this.channel.write(encode({ type: MsgType.Hello, version: WIRE_VERSION }));
+      this.channel.write(encodeToHelper({ type: MsgType.Hello, version: WIRE_VERSION }));
     });
   }
 
@@ -117,14 +118,14 @@ export class HelperClient extends EventEmitter {
       }
       const seq = (this.seq = (this.seq + 1) >>> 0);
       this.inflight.set(seq, uids);
-      this.channel.write(encode({ type: MsgType.QuotaQuery, seq, uids }));
+      this.channel.write(encodeToHelper({ type: MsgType.QuotaQuery, seq, uids }));
     }
   }
 
   private onData(chunk: Buffer): void {
     try {
       for (const payload of this.frames.push(chunk)) {
-        const msg = decode(payload);
+        const msg = decodeFromHelper(payload);
         if (msg.type === MsgType.HelloAck && this.helloWaiter) {
           if (msg.version !== WIRE_VERSION) throw new Error(`helper speaks wire version ${msg.version}`);
           this.helloWaiter(msg.minUid);
