@@ -22,10 +22,10 @@ import { startHostile } from './support/hostile.js';
 
 export const HOSTILE_SECONDS = Number(process.env.QP_HOSTILE_SECONDS ?? 20);
 /**
- * The front's peak RSS under each load. Quiet, it is ~60-70 MB; before the
- * fix one non-reader took it to 1.9 GB in 8 s, and 40 drippers added 400 MB.
- * The caps allow ~200 KiB per hostile connection (parser.ts, connection.ts):
- * 50 non-readers or 200 drippers at most ~40 MB on top of the quiet level.
+ * The front's peak RSS under each load. Quiet, it is ~56 MB; before the caps
+ * one non-reader took it to 1.9 GB in 20 s and 200 drippers to 945 MB. With
+ * them, a hostile connection holds at most one read, one unfinished request and
+ * 16 KiB of replies: 50 non-readers or 200 drippers peak near 85 MB.
  */
 export const FRONT_RSS_BOUND_MB = 128;
 /** A well-behaved client's 99th-percentile answer time while the non-readers pipeline (cache hits). */
