@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { PolicyParser, ProtocolError, type Attributes, MAX_LINE_BYTES, MAX_REQUEST_BYTES, MAX_ATTRIBUTES } from '../src/frontend/protocol/parser.js';
+import { PolicyParser, ProtocolError, type Attributes, MAX_LINE_BYTES, MAX_REQUEST_BYTES, MAX_ATTRIBUTES, FIRST_PARTIAL_BYTES } from '../src/frontend/protocol/parser.js';
 import { formatReply } from '../src/frontend/protocol/reply.js';
 
 const toObj = (reqs: Attributes[]): Record<string, string>[] => reqs.map((r) => Object.fromEntries(r.entries()));
@@ -114,6 +114,36 @@ test('random bytes never throw anything but ProtocolError', () => {
       assert.ok(e instanceof ProtocolError);
     }
   }), { numRuns: 2000 });
+});
+
+test('one byte per read: the unfinished request is held in one buffer of at most MAX_REQUEST_BYTES, and none once it is done', () => {
+  const p = new PolicyParser();
+  const line = 'a=' + 'x'.repeat(253) + '\n';
+  const body = Buffer.from(line.repeat(Math.floor((MAX_REQUEST_BYTES - 1) / line.length)) + '\n');
+  let most = 0;
+  for (let i = 0; i < body.length - 1; i++) {
+    assert.deepEqual(p.push(body.subarray(i, i + 1)), []);
+    // The one-byte read is let go once parsed: what is held is the request's buffer, a power of two from FIRST_PARTIAL_BYTES up.
+    most = Math.max(most, p.heldBytes);
+    if (i === 10) assert.equal(p.heldBytes, FIRST_PARTIAL_BYTES);
+  }
+  assert.ok(most <= MAX_REQUEST_BYTES && most >= body.length - 1, `held at most ${most} bytes`);
+  const [req] = p.push(body.subarray(body.length - 1));
+  assert.equal(req!.get('a'), 'x'.repeat(253));
+  assert.equal(p.heldBytes, 0);
+  assert.equal(p.midRequest, false);
+});
+
+test('next() takes one request at a time; unread is what is left of the read; more fed before that is joined to it', () => {
+  const p = new PolicyParser();
+  p.feed(Buffer.from('n=1\n\nn=2\n\nn=3'));
+  assert.equal(p.next()!.get('n'), '1');
+  assert.equal(p.unread, 8);
+  p.feed(Buffer.from('\n\nn=4\n'));
+  assert.deepEqual([p.next()!.get('n'), p.next()!.get('n'), p.next()], ['2', '3', undefined]);
+  assert.equal(p.unread, 0);
+  assert.equal(p.midRequest, true);
+  assert.equal(p.push(Buffer.from('\n'))[0]!.get('n'), '4');
 });
 
 test('replies are exactly action=TEXT and an empty line, CR/LF removed', () => {

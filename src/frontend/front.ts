@@ -12,12 +12,13 @@ import { HelperClient } from './quota/helper-client.js';
 import { PolicyService } from './policy/service.js';
 import { resolveDelimiters } from './policy/delimiter.js';
 import { serveConnection, type Connection } from './server/connection.js';
+import { admit, type Idle } from './server/admission.js';
 import { Metrics } from './metrics.js';
 import { redactConfig } from './redact.js';
 
 /** After SIGTERM, open requests get this long to be answered. */
 export const DRAIN_TIMEOUT_MS = 10_000;
-/** Connection-limit warnings are logged at most this often. */
+/** Connection-limit warnings (refused, or idle ones closed) are logged at most this often. */
 const DROP_LOG_INTERVAL_MS = 5000;
 /** Settings the running front cannot change: they are the root's. */
 const RESTART_ONLY = ['user', 'listen', 'socket_owner', 'socket_group', 'socket_mode', 'quota_path', 'quota_timeout_ms', 'privilege_mode', 'sudo_helper'] as const;
@@ -52,13 +53,34 @@ export async function runFront(o: FrontOptions): Promise<void> {
 
   const sockets = new Map<net.Socket, Connection>();
   const servers: net.Server[] = [];
-  let dropped = 0;
+  let refused = 0;
+  let closedIdle = 0;
   setInterval(() => {
-    if (dropped > 0) log.warn({ dropped, max_connections: service.config.max_connections }, 'connections refused: max_connections reached');
-    dropped = 0;
+    const max = service.config.max_connections;
+    if (closedIdle > 0) log.warn({ closed: closedIdle, max_connections: max }, 'idle connections closed to admit new ones: max_connections reached');
+    if (refused > 0) log.warn({ dropped: refused, max_connections: max }, 'connections refused: max_connections reached');
+    refused = closedIdle = 0;
   }, DROP_LOG_INTERVAL_MS).unref();
   metrics.openConnections = () => sockets.size;
+  const idleness = function* (): Iterable<readonly [net.Socket, Idle | undefined]> {
+    for (const [s, c] of sockets) yield [s, c.idle()];
+  };
+  // One count of connections across all listeners: max_connections is the front's, not a socket's.
   const onConnection = (socket: net.Socket): void => {
+    const a = admit(sockets.size, service.config.max_connections, idleness);
+    if (!a.admit) {
+      refused++;
+      metrics.error('connection_limit');
+      socket.destroy();
+      return;
+    }
+    if (a.close !== undefined) {
+      closedIdle++;
+      metrics.error('connection_limit_idle_closed');
+      sockets.get(a.close)!.close();
+      // Now, not on its 'close' event: a burst of arrivals must not pick it again.
+      sockets.delete(a.close);
+    }
     socket.on('close', () => sockets.delete(socket));
     sockets.set(socket, serveConnection(socket, {
       idleTimeoutMs: service.config.idle_timeout_ms, requestTimeoutMs: service.config.request_timeout_ms, answer: (req) => service.answer(req), log,
@@ -68,8 +90,6 @@ export async function runFront(o: FrontOptions): Promise<void> {
   for (const l of o.listen) {
     const server = 'server' in l ? l.server : net.createServer({ allowHalfOpen: true });
     server.on('connection', onConnection);
-    server.maxConnections = config.max_connections;
-    server.on('drop', () => { dropped++; metrics.error('connection_limit'); });
     server.on('error', (e) => {
       log.fatal({ err: e.message, listener: 'fd' in l ? l.fd : l.name }, 'listener failed');
       exit(1);
@@ -107,21 +127,20 @@ export async function runFront(o: FrontOptions): Promise<void> {
   process.on('SIGINT', () => stop(0, 'SIGINT: draining'));
   // Reloads run one after another, in the order the signals came.
   let reloading = Promise.resolve();
-  process.on('SIGHUP', () => { reloading = reloading.then(() => reload(service, o.cl, log, servers)); });
+  process.on('SIGHUP', () => { reloading = reloading.then(() => reload(service, o.cl, log)); });
   helper.on('closed', (reason: string) => {
     log.fatal({ reason }, 'helper channel closed');
     stop(1, 'helper gone: stopping');
   });
 }
 
-async function reload(service: PolicyService, cl: CommandLine, log: Logger, servers: net.Server[]): Promise<void> {
+async function reload(service: PolicyService, cl: CommandLine, log: Logger): Promise<void> {
   try {
     const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
     const old = service.config;
     const ignored = RESTART_ONLY.filter((k) => JSON.stringify(old[k]) !== JSON.stringify(config[k]));
     const delim = await resolveDelimiters(config.recipient_delimiter);
     service.reconfigure(config, delim.delimiters);
-    for (const s of servers) s.maxConnections = config.max_connections;
     log.level = config.log_level;
     log.info({ source, needs_restart: ignored.length ? ignored : undefined }, 'config reloaded');
   } catch (e) {

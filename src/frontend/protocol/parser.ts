@@ -24,18 +24,32 @@ export class ProtocolError extends Error {
 
 const CR = 0x0d;
 
+/** The first buffer for a request split across reads; a Postfix request is ~1 KiB. Doubles up to MAX_REQUEST_BYTES. */
+export const FIRST_PARTIAL_BYTES = 2048;
+
 /**
  * Checks every line as its bytes arrive (limits, "=", empty name), scanning a
- * Latin-1 view of the chunk (one character per byte, so offsets are byte
+ * Latin-1 view of the read (one character per byte, so offsets are byte
  * offsets) with the engine's own string search, and decodes a request as UTF-8
  * only once it is complete, in one piece. Decoding first and splitting after
  * gives the same strings as splitting bytes first: the bytes split on (LF, CR,
  * "=") are ASCII, and a UTF-8 decoder never folds an ASCII byte into a
  * replacement character. This is the hot path: a Postfix request has ~30 lines.
+ *
+ * Memory, whatever the sender's write pattern: the read being parsed (feed),
+ * kept until next() has taken every request in it, and the bytes of one
+ * unfinished request copied into one buffer of at most MAX_REQUEST_BYTES. A
+ * sender writing one byte at a time costs one buffer, not one per read.
  */
 export class PolicyParser {
-  /** Bytes of the unfinished request from earlier chunks. */
-  private segments: Buffer[] = [];
+  /** Bytes of the unfinished request from earlier reads, copied; partialLength of them are used. */
+  private partial: Buffer | undefined;
+  private partialLength = 0;
+  /** The read being parsed, its Latin-1 view, where parsing stopped and where the current request began in it. */
+  private chunk: Buffer | undefined;
+  private text = '';
+  private pos = 0;
+  private reqStart = 0;
   private requestBytes = 0;
   /** requestBytes at the end of the last attribute line (its LF included). */
   private contentBytes = 0;
@@ -50,10 +64,29 @@ export class PolicyParser {
 
   /** Feeds bytes; returns every request completed by them. Throws ProtocolError. */
   push(chunk: Buffer): Attributes[] {
+    this.feed(chunk);
     const done: Attributes[] = [];
-    const bytes = chunk.toString('latin1');
-    let start = 0;
-    let reqStart = 0;
+    for (let r = this.next(); r !== undefined; r = this.next()) done.push(r);
+    return done;
+  }
+
+  /**
+   * Takes a read, to be parsed by next(). The caller stops reading until next()
+   * has taken it all (unread is 0); if it does not, the rest is joined to it.
+   */
+  feed(chunk: Buffer): void {
+    if (this.chunk !== undefined) chunk = Buffer.concat([this.chunk.subarray(this.pos), chunk]);
+    this.chunk = chunk;
+    this.text = chunk.toString('latin1');
+    this.pos = this.reqStart = 0;
+  }
+
+  /** The next request completed by the bytes fed, or undefined when they are all read. Throws ProtocolError. */
+  next(): Attributes | undefined {
+    const chunk = this.chunk;
+    if (chunk === undefined) return undefined;
+    const bytes = this.text;
+    let start = this.pos;
     while (start < bytes.length) {
       const nl = bytes.indexOf('\n', start);
       const end = nl === -1 ? bytes.length : nl;
@@ -83,26 +116,65 @@ export class PolicyParser {
         continue;
       }
       if (this.attributes === 0) throw new ProtocolError('empty request');
-      const text = this.segments.length === 0
-        ? chunk.toString('utf8', reqStart, reqStart + this.contentBytes)
-        : Buffer.concat([...this.segments, chunk.subarray(reqStart, start)]).toString('utf8', 0, this.contentBytes);
+      let text: string;
+      if (this.partialLength === 0) text = chunk.toString('utf8', this.reqStart, this.reqStart + this.contentBytes);
+      else {
+        this.keep(chunk, this.reqStart, start);
+        text = this.partial!.toString('utf8', 0, this.contentBytes);
+      }
       // One character per byte (ASCII, or single invalid bytes as U+FFFD): the byte offsets hold.
-      done.push(text.length === this.contentBytes ? new Attributes(text, this.offsets) : Attributes.fromText(text));
-      this.segments = [];
+      const req = text.length === this.contentBytes ? new Attributes(text, this.offsets) : Attributes.fromText(text);
+      this.partial = undefined;
+      this.partialLength = 0;
       this.offsets = [];
       this.requestBytes = 0;
       this.contentBytes = 0;
       this.lineStart = 0;
       this.attributes = 0;
-      reqStart = start;
+      this.pos = this.reqStart = start;
+      if (start === bytes.length) this.release();
+      return req;
     }
-    if (this.requestBytes > 0 && reqStart < chunk.length) this.segments.push(chunk.subarray(reqStart));
-    return done;
+    // The read is used up: an unfinished request's bytes move into the one buffer.
+    if (this.requestBytes > 0 && this.reqStart < chunk.length) this.keep(chunk, this.reqStart, chunk.length);
+    this.release();
+    return undefined;
+  }
+
+  /** Copies chunk[from, to) after the unfinished request's earlier bytes (at most MAX_REQUEST_BYTES in all: checked by next). */
+  private keep(chunk: Buffer, from: number, to: number): void {
+    const need = this.partialLength + to - from;
+    if (this.partial === undefined || this.partial.length < need) {
+      let size = this.partial?.length ?? FIRST_PARTIAL_BYTES;
+      while (size < need) size *= 2;
+      // Unpooled: a pooled slice would keep its whole 8 KiB slab alive.
+      const grown = Buffer.allocUnsafeSlow(Math.min(size, MAX_REQUEST_BYTES));
+      this.partial?.copy(grown, 0, 0, this.partialLength);
+      this.partial = grown;
+    }
+    chunk.copy(this.partial, this.partialLength, from, to);
+    this.partialLength = need;
+  }
+
+  private release(): void {
+    this.chunk = undefined;
+    this.text = '';
+    this.pos = this.reqStart = 0;
   }
 
   /** True when bytes of an unfinished request are buffered. */
   get midRequest(): boolean {
     return this.requestBytes > 0;
+  }
+
+  /** Bytes fed and not yet read by next(). */
+  get unread(): number {
+    return this.chunk === undefined ? 0 : this.chunk.length - this.pos;
+  }
+
+  /** Bytes this parser holds: the read being parsed and the unfinished request's buffer. */
+  get heldBytes(): number {
+    return (this.chunk?.length ?? 0) + (this.partial?.length ?? 0);
   }
 }
 

@@ -223,7 +223,7 @@ export const FIELDS: Record<string, Field> = {
   max_connections: {
     default: 512,
     check: int(1, 100_000),
-    doc: 'Policy connections open at once; more are closed on arrival and logged.',
+    doc: 'Policy connections open at once, all listeners together. At the cap, the longest-idle connection (no request in progress) is closed to admit a new one, as Postfix reconnects; only when every one is busy is the new one closed on arrival. Both are logged.',
   },
   log_level: { default: 'info', check: oneOf('debug', 'info', 'warn', 'error'), doc: 'Lowest level logged.' },
   quota_states: {
