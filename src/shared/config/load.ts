@@ -52,6 +52,29 @@ function closest(name: string, known: string[]): string {
   return near === undefined ? '' : ` (did you mean ${near}?)`;
 }
 
+const MIGRATE = 'quotapolicy migrate --from policyd-rate-limit converts a whole file';
+/** policyd-rate-limit's own settings that quotapolicy spells otherwise, and where each went. */
+export const POLICYD_RATE_LIMIT_ONLY: Readonly<Record<string, string>> = {
+  SOCKET: 'here it is listen: ["unix:/path"] or ["inet:IP:PORT"], at the top level',
+  socket_permission: 'here it is socket_mode (with socket_group), at the top level',
+  pidfile: 'here it is pid_file, at the top level',
+  debug: 'here it is log_level: debug, at the top level',
+  delay_to_close: 'here it is idle_timeout_ms, in milliseconds, at the top level',
+  group: "quotapolicy runs with the service user's own group",
+  sqlite_config: 'here it is rate_limit.sqlite_path',
+  mysql_config: 'here it is rate_limit.url: mysql://USER:PASSWORD@HOST/DB',
+  pgsql_config: 'here it is rate_limit.url: postgresql://USER:PASSWORD@HOST/DB',
+  limited_netword: 'here it is rate_limit.limited_networks',
+  config_file: 'policyd-rate-limit sets it itself; leave it out',
+};
+
+/** Why a key is unknown, when it is a classic slip rather than a typo. */
+function unknownHint(key: string, prefix: string, known: string[]): string {
+  if (prefix === '' && Object.hasOwn(RATE_FIELDS, key) && !Object.hasOwn(FIELDS, key)) return `: a rate-limit setting, it belongs under rate_limit:`;
+  if (Object.hasOwn(POLICYD_RATE_LIMIT_ONLY, key)) return `: policyd-rate-limit's ${key}; ${POLICYD_RATE_LIMIT_ONLY[key]!} (${MIGRATE})`;
+  return closest(key, known);
+}
+
 function applyMap(
   node: Node | null,
   fields: Record<string, Field>,
@@ -69,14 +92,15 @@ function applyMap(
     const name = prefix + key;
     if (seen.has(key)) throw new ConfigError(`${name}${where(keyNode)}: key given twice`);
     seen.add(key);
-    if (key in sections) {
+    // Own keys only: "constructor" or "toString" is an unknown key, not Object's.
+    if (Object.hasOwn(sections, key)) {
       applyMap(pair.value, sections[key]!, into[key] as Record<string, unknown>, where, `${key}.`);
       continue;
     }
-    const field = fields[key];
+    const field = Object.hasOwn(fields, key) ? fields[key] : undefined;
     if (field === undefined) {
       const known = [...Object.keys(fields), ...Object.keys(sections)];
-      throw new ConfigError(`unknown key ${name}${where(keyNode)}${closest(key, known)}`);
+      throw new ConfigError(`unknown key ${name}${where(keyNode)}${unknownHint(key, prefix, known)}`);
     }
     const value = pair.value === null ? null : pair.value.toJSON();
     const bad = field.check(value);
