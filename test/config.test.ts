@@ -84,3 +84,14 @@ test('keys that are Object\'s own names are unknown keys like any other', () => 
   assert.equal(err('constructor: 1\n'), 'unknown key constructor (f.yaml line 1)');
   assert.equal(err('rate_limit:\n  toString: 1\n'), 'unknown key rate_limit.toString (f.yaml line 2)');
 });
+
+test('limits_by_id and exempt_ids keys that are addresses fold as the rate limiter compares them', () => {
+  const c = parseConfig('rate_limit:\n  limits_by_id: {Big@Example.org: [[5, 60]], Alice: [], 192.0.2.1: [[1, 60]]}\n  exempt_ids: [Boss@EXAMPLE.org, boss@example.org, Robot]\n', 'f');
+  assert.deepEqual(c.rate_limit.limits_by_id, { 'big@example.org': [[5, 60]], Alice: [], '192.0.2.1': [[1, 60]] });
+  assert.deepEqual(c.rate_limit.exempt_ids, ['boss@example.org', 'Robot'], 'one exempt address, said twice: kept once');
+  const exact = parseConfig('rate_limit:\n  fold_local_part_case: false\n  limits_by_id: {Big@Example.org: [[5, 60]], big@example.org: [[1, 60]]}\n', 'f');
+  assert.deepEqual(exact.rate_limit.limits_by_id, { 'Big@example.org': [[5, 60]], 'big@example.org': [[1, 60]] });
+  assert.equal(err('rate_limit:\n  limits_by_id:\n    Big@Example.org: [[5, 60]]\n    big@EXAMPLE.org: [[1, 60]]\n'),
+    'rate_limit.limits_by_id (f.yaml line 4): "Big@Example.org" and "big@EXAMPLE.org" are one address, big@example.org, as Postfix compares addresses (fold_local_part_case: true): give it once');
+  assert.match(err('rate_limit:\n  fold_local_part_case: false\n  limits_by_id: {Big@Example.org: [[5, 60]], Big@example.ORG: []}\n'), /line 3\): "Big@Example\.org" and "Big@example\.ORG" are one address, Big@example\.org,/);
+});

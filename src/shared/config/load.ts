@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } from 'yaml';
 import { FIELDS, ACTION_FIELDS, RATE_FIELDS, type Config, type Field } from './schema.js';
+import { addressKey } from '../address.js';
 
 /** Sections: keys whose value is a mapping of its own fields. */
 const SECTIONS: Record<string, Record<string, Field>> = { actions: ACTION_FIELDS, rate_limit: RATE_FIELDS };
@@ -123,6 +124,11 @@ export function parseConfig(text: string, source: string, base: Config = default
   const cfg = structuredClone(base) as unknown as Record<string, unknown>;
   applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', SECTIONS);
   crossCheck(cfg as unknown as Config, source);
+  foldIds(cfg as unknown as Config, (k) => {
+    const map = doc.getIn(['rate_limit', 'limits_by_id'], true);
+    const pair = isMap(map) ? (map.items as Pair<Node, Node | null>[]).find((p) => isScalar(p.key) && String(p.key.value) === k) : undefined;
+    return where(pair?.key ?? null);
+  });
   return cfg as unknown as Config;
 }
 
@@ -149,6 +155,31 @@ function crossCheck(c: Config, source: string): void {
     throw new ConfigError(
       `rate_limit.smtp_credentials${at}: set smtp_starttls: true, credentials are never sent in clear`,
     );
+}
+
+/**
+ * limits_by_id and exempt_ids keys as the rate limiter compares ids
+ * (addressKey, with fold_local_part_case): Big@Example.org becomes
+ * big@example.org. Two limits_by_id keys that fold into one address are
+ * refused (which of their limits was meant cannot be guessed); a repeated
+ * exempt id is only said twice, and kept once.
+ */
+function foldIds(c: Config, whereId: (key: string) => string): void {
+  const r = c.rate_limit;
+  const fold = r.fold_local_part_case;
+  const seen = new Map<string, string>();
+  for (const k of Object.keys(r.limits_by_id)) {
+    const key = addressKey(k, fold);
+    const other = seen.get(key);
+    if (other !== undefined)
+      throw new ConfigError(
+        `rate_limit.limits_by_id${whereId(k)}: ${JSON.stringify(other)} and ${JSON.stringify(k)} are one address, ${key}, as Postfix compares addresses` +
+          `${fold ? ' (fold_local_part_case: true)' : ''}: give it once`,
+      );
+    seen.set(key, k);
+  }
+  r.limits_by_id = Object.fromEntries(Object.entries(r.limits_by_id).map(([k, v]) => [addressKey(k, fold), v]));
+  r.exempt_ids = [...new Set(r.exempt_ids.map((k) => addressKey(k, fold)))];
 }
 
 /** Command-line overrides, checked like file keys; `flagOf` names the flag in errors. */

@@ -352,12 +352,12 @@ export const RATE_FIELDS: Record<string, Field> = {
   limits_by_id: {
     default: {},
     check: limitsMap(anyId),
-    doc: 'Per-id overrides (SASL user, sender, or client IP/group); [] means unlimited.',
+    doc: 'Per-id overrides (SASL user, sender, or client IP/group); [] means unlimited. Addresses match in any case (fold_local_part_case).',
   },
   sql_limits_by_id: {
     default: '',
     check: (v) => (typeof v === 'string' ? undefined : 'must be a string'),
-    doc: 'SQL backends: a query with one placeholder (? for sqlite/mysql, $1 for postgresql) returning "[[count, seconds], ...]" for an id, or no row.',
+    doc: 'SQL backends: a query with one placeholder (? for sqlite/mysql, $1 for postgresql) returning "[[count, seconds], ...]" for an id, or no row. An address is asked for in lower case (fold_local_part_case).',
   },
   limit_by_sasl: { default: true, check: bool, doc: 'Count by SASL user name when there is one.' },
   limit_by_sender: { default: false, check: bool, doc: 'Else count by envelope sender.' },
@@ -390,7 +390,12 @@ export const RATE_FIELDS: Record<string, Field> = {
     check: bool,
     doc: 'Log what would be refused, answer success_action (and do not count it).',
   },
-  exempt_ids: { default: [], check: listOf(anyId, 10_000), doc: 'Ids never limited.' },
+  exempt_ids: { default: [], check: listOf(anyId, 10_000), doc: 'Ids never limited. Addresses match in any case (fold_local_part_case).' },
+  fold_local_part_case: {
+    default: true,
+    check: bool,
+    doc: 'Ids that are mail addresses (they contain @: senders, SASL names like user@example.org) compare as Postfix lookups do: the domain in any case and, when true, the local part too, so Big@Example.org and big@example.org are one id. Applies to counters, limits_by_id and exempt_ids keys, and the id sql_limits_by_id is asked for (lower case). false: local parts compare exactly.',
+  },
   exempt_networks: { default: [], check: listOf(cidr, 1000), doc: 'Clients never limited, whatever their id.' },
   limits_by_recipient_domain: {
     default: {},
@@ -462,6 +467,7 @@ export interface RateConfig {
   db_error_action: string;
   dry_run: boolean;
   exempt_ids: string[];
+  fold_local_part_case: boolean;
   exempt_networks: string[];
   limits_by_recipient_domain: Record<string, [number, number][]>;
   limits_by_sender_domain: Record<string, [number, number][]>;
