@@ -10,6 +10,8 @@ import { parse } from 'yaml';
 import userid from 'userid';
 import { BIN, REPO, freePort } from './support/daemon.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
+import { migratePolicydRateLimit } from '../src/cli/ratelimit-commands.js';
+import { ConfigError } from '../src/shared/config/load.js';
 
 const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
 
@@ -38,6 +40,10 @@ test('migrate --from policyd-rate-limit: every setting carried over, what cannot
   assert.deepEqual(rl.smtp_credentials, ['user', 'pass']);
   assert.equal(rl.smtp_starttls, true);
   assert.match(r.stderr, /not carried over: group/);
+  assert.match(r.stderr, /not carried over: mysql_config\.charset/, 'a driver setting that makes no part of the URL is named, not dropped');
+  assert.match(r.stderr, /note: count_mode 1 -> data_recipients: /);
+  assert.match(r.stderr, /note: limit_by_ip: an IPv6 client is counted per \/64/);
+  assert.match(r.stderr, /note: limit_by_sasl, limit_by_sender, sql_limits_by_id: ids that are mail addresses .* sql_limits_by_id is asked for big@example\.org/);
   assert.match(r.stderr, /note: socket_permission 666/);
   assert.match(r.stderr, /note: smtp_credentials: smtp_starttls set to true/);
   assert.match(r.stderr, /note: sqlite_config: not used by backend mysql/);
@@ -102,4 +108,23 @@ test('clean purges old counts, compacts, and mails the report of hits through SM
   } finally {
     sink.kill();
   }
+});
+
+test('migrate: a value policyd-rate-limit would not take is one clear error naming the setting and its line; nothing is guessed or dropped', () => {
+  const fails = (yaml: string): string => {
+    try { migratePolicydRateLimit(yaml, 'prl.yaml'); } catch (e) { assert.ok(e instanceof ConfigError, String(e)); return e.message; }
+    assert.fail(`no error for ${yaml}`);
+  };
+  assert.equal(fails('debug: True\nbackend: 3\n'), 'backend (prl.yaml line 2): 3 is not a policyd-rate-limit backend: it takes 0 (sqlite3), 1 (mysql) or 2 (postgresql)');
+  assert.equal(fails('limits: [2, 500]\n'), 'limits (prl.yaml line 1): must be a list of [count, seconds] windows: for one window of 2 in 500 s, nest it: [[2, 500]]');
+  assert.equal(fails('socket_permission: rw\n'), 'socket_permission (prl.yaml line 1): must be an octal file mode like 0660');
+  assert.equal(fails('sqlite_config:\n    timeout: 5\n'), 'sqlite_config (prl.yaml line 1): has no database (the SQLite file)');
+  assert.equal(fails('SOCKET: ["localhost", 8552]\n'), 'SOCKET (prl.yaml line 1): as listen: must be unix:/path, inet:IPV4:PORT or inet:[IPV6]:PORT');
+  assert.match(fails('delay_to_close: 0\n'), /^delay_to_close \(prl\.yaml line 1\): as idle_timeout_ms \(its seconds x 1000\): must be an integer from 1000/);
+  assert.match(fails('limits: [\n'), /^prl\.yaml line \d: YAML syntax error/);
+  assert.equal(fails('- a\n'), 'prl.yaml: not a YAML mapping of policyd-rate-limit settings');
+  const both = migratePolicydRateLimit('limited_networks: ["10.0.0.0/8"]\nlimited_netword: ["192.0.2.0/24"]\nsqlite_config:\n    database: /var/lib/x.sqlite3\n    timeout: 5\n', 'prl.yaml');
+  assert.deepEqual((parse(both.yaml) as { rate_limit: { limited_networks: string[] } }).rate_limit.limited_networks, ['192.0.2.0/24'], 'the deprecated spelling wins, as in policyd-rate-limit');
+  assert.ok(both.notes.some((n) => n.startsWith('limited_networks: the deprecated limited_netword is given too and wins')));
+  assert.deepEqual(both.notCarried, ['sqlite_config.timeout']);
 });

@@ -3,8 +3,11 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { BACKENDS, open, uniq } from './support/stores.js';
+import pg from 'pg';
+import mysql from 'mysql2/promise';
+import { BACKENDS, STORE_URLS, open, storeConfig, uniq, type Backend } from './support/stores.js';
 import { STORE_KEY_MAX_BYTES, storedKey, type RateStore } from '../src/frontend/ratelimit/store.js';
+import { openStore } from '../src/frontend/ratelimit/open-store.js';
 import { PolicyParser, MAX_LINE_BYTES } from '../src/frontend/protocol/parser.js';
 import { RateLimitCheck } from '../src/frontend/ratelimit/check.js';
 import { parseConfig } from '../src/shared/config/load.js';
@@ -27,6 +30,37 @@ function parsed(attrs: (string | Buffer)[]): ReturnType<PolicyParser['push']>[nu
   const reqs = new PolicyParser().push(wire);
   assert.equal(reqs.length, 1);
   return reqs[0]!;
+}
+
+/**
+ * A store whose sql_limits_by_id reads a table of the admin's own, made for
+ * the test with `rows` (id, limits) and dropped by the returned function.
+ */
+async function withLimitsTable(backend: Exclude<Backend, 'redis'>, rows: [string, string][]): Promise<{ query: string; open: () => Promise<RateStore>; drop: () => Promise<void> }> {
+  const table = `qp_admin_limits_${uniq('t').replace(/-/g, '_')}`;
+  const create = `CREATE TABLE ${table} (id VARCHAR(255) NOT NULL, lim VARCHAR(255) NOT NULL)`;
+  const cfg = storeConfig(backend, `SELECT lim FROM ${table} WHERE id = ${backend === 'postgresql' ? '$1' : '?'}`);
+  if (backend === 'sqlite') {
+    const { default: Database } = await import('better-sqlite3');
+    const db = new Database(cfg.sqlite_path);
+    db.exec(create);
+    for (const r of rows) db.prepare(`INSERT INTO ${table} VALUES (?, ?)`).run(...r);
+    db.close();
+    return { query: cfg.sql_limits_by_id, open: () => openStore(cfg), drop: async () => {} };
+  }
+  const run = async (sql: string, params: string[] = []): Promise<void> => {
+    if (backend === 'postgresql') {
+      const c = new pg.Client({ connectionString: STORE_URLS.postgresql });
+      await c.connect();
+      try { await c.query(sql, params); } finally { await c.end(); }
+    } else {
+      const c = await mysql.createConnection({ uri: STORE_URLS.mysql });
+      try { await c.query(sql, params); } finally { await c.end(); }
+    }
+  };
+  await run(create);
+  for (const r of rows) await run(`INSERT INTO ${table} VALUES (${backend === 'postgresql' ? '$1, $2' : '?, ?'})`, r);
+  return { query: cfg.sql_limits_by_id, open: () => openStore(cfg), drop: () => run(`DROP TABLE ${table}`) };
 }
 
 for (const backend of BACKENDS) {
@@ -200,6 +234,52 @@ for (const backend of BACKENDS) {
         assert.deepEqual(verdicts, ['pass', 'pass', 'pass', 'rate_limited']);
       } finally {
         await check.close();
+      }
+    });
+
+    test('ids that are mail addresses compare as Postfix compares them: counters, limits_by_id, exempt_ids and sql_limits_by_id', async () => {
+      // Local parts with capitals; the domain is written a third way in the config.
+      const big = `Big-${uniq('fold')}`;
+      const boss = `Boss-${uniq('fold')}`;
+      const carol = `Carol-${uniq('fold')}`;
+      const dave = `Dave-${uniq('fold')}`;
+      const sql = backend === 'redis' ? undefined : await withLimitsTable(backend, [[`${carol.toLowerCase()}@example.org`, '[[2, 60]]']]);
+      const yaml = ['checks: [rate_limit]', 'rate_limit:', `  backend: ${backend}`, '  limits: [[1, 60]]', '  limit_by_sender: true', '  store_timeout_ms: 10000',
+        `  limits_by_id: {"${big}@Example.Org": [[3, 60]]}`, `  exempt_ids: ["${boss}@EXAMPLE.org"]`,
+        ...(backend === 'sqlite' ? [] : [`  url: "${STORE_URLS[backend]}"`]), ...(sql ? [`  sql_limits_by_id: "${sql.query}"`] : []), ''].join('\n');
+      const cfg = parseConfig(yaml, 't').rate_limit;
+      const check = new RateLimitCheck(cfg, sql?.open ?? (() => open(backend)));
+      const rq = (o: Record<string, string>) => new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient: 'r@example.net', client_address: '192.0.2.1', ...o }));
+      const verdicts = async (reqs: Map<string, string>[]) => {
+        const out = [];
+        for (const r of reqs) out.push((await check.check(r, T * 1000, true)).verdict);
+        return out;
+      };
+      try {
+        // limits_by_id [3, 60] applies whatever the case, and all spellings share one count.
+        assert.deepEqual(await verdicts([`${big}@example.org`, `${big.toUpperCase()}@EXAMPLE.ORG`, `${big}@Example.Org`, `${big.toLowerCase()}@example.ORG`].map((sender) => rq({ sender }))),
+          ['pass', 'pass', 'pass', 'rate_limited']);
+        assert.deepEqual(await verdicts(Array.from({ length: 3 }, (_, i) => rq({ sender: `${i ? boss.toLowerCase() : boss}@example.ORG` }))), ['skip', 'skip', 'skip'], 'exempt in any case');
+        // A SASL name that is an address: one count (limits [1, 60]) for both spellings.
+        assert.deepEqual(await verdicts([rq({ sasl_username: `${dave}@Example.org` }), rq({ sasl_username: `${dave.toLowerCase()}@example.org` })]), ['pass', 'rate_limited']);
+        if (sql) {
+          // The admin's table holds the address in lower case: it is asked for it, whatever the case the sender was written in.
+          assert.deepEqual(await verdicts([`${carol}@Example.ORG`, `${carol.toUpperCase()}@example.org`, `${carol}@example.org`].map((sender) => rq({ sender }))),
+            ['pass', 'pass', 'rate_limited'], 'sql_limits_by_id [2, 60], not the default [1, 60]');
+        }
+      } finally {
+        await check.close();
+        await sql?.drop();
+      }
+      // fold_local_part_case: false: local parts count apart, the domain still folds.
+      const erin = `Erin-${uniq('exact')}`;
+      const exact = new RateLimitCheck(parseConfig(yaml.replace('  limit_by_sender: true', '  limit_by_sender: true\n  fold_local_part_case: false'), 't').rate_limit, () => open(backend));
+      try {
+        const got = [];
+        for (const sender of [`${erin}@example.org`, `${erin.toLowerCase()}@example.org`, `${erin}@EXAMPLE.ORG`]) got.push((await exact.check(rq({ sender }), T * 1000, true)).verdict);
+        assert.deepEqual(got, ['pass', 'pass', 'rate_limited']);
+      } finally {
+        await exact.close();
       }
     });
 

@@ -1,10 +1,10 @@
 // Rate-limit commands: `clean` (purge, compact, report), `get-config`, and
 // `migrate --from policyd-rate-limit FILE`.
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml, stringify } from 'yaml';
+import { LineCounter, parseDocument, stringify, isMap, isScalar, type Node, type Pair } from 'yaml';
 import userid from 'userid';
 import { loadConfig, parseConfig, ConfigError } from '../shared/config/load.js';
-import type { Config } from '../shared/config/schema.js';
+import { FIELDS, RATE_FIELDS, POLICYD_BACKENDS, POLICYD_COUNT_MODES, listenSpec, type Config, type Field } from '../shared/config/schema.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { openStore } from '../frontend/ratelimit/open-store.js';
 import { rulesFrom } from '../frontend/ratelimit/check.js';
@@ -59,48 +59,141 @@ export function getConfig(cl: CommandLine, out: (s: string) => void): number {
 const enc = encodeURIComponent;
 /** Which of its *_config mappings each policyd-rate-limit backend reads. */
 const DRIVER_CONFIG: Record<string, string> = { sqlite: 'sqlite', mysql: 'mysql', postgresql: 'pgsql' };
+/** policyd-rate-limit settings carried under rate_limit: as they are (same name, same meaning). */
+const SAME = ['limits', 'limits_by_id', 'limit_by_sasl', 'limit_by_sender', 'limit_by_ip', 'limited_networks', 'success_action',
+  'fail_action', 'db_error_action', 'report', 'report_from', 'report_to', 'report_subject', 'report_limits', 'report_only_if_needed',
+  'smtp_server', 'smtp_starttls', 'smtp_credentials'];
+/** The connection settings of each driver mapping that make its URL (MySQLdb and psycopg2 spellings). */
+const URL_KEYS: Record<string, string[]> = {
+  mysql_config: ['user', 'passwd', 'password', 'db', 'database', 'host', 'port', 'unix_socket'],
+  pgsql_config: ['user', 'password', 'database', 'dbname', 'host', 'port'],
+};
+/** What each count_mode counts, in policyd-rate-limit's words. */
+const COUNT_MODE_MEANING = '0 (one per RCPT TO), 1 (the recipients of a message, at DATA; since 1.1.0) or 2 (one per message, at DATA; since 1.2.0)';
 
-/** policyd-rate-limit YAML -> quotapolicy YAML (rate limiting only). */
-export function migratePolicydRateLimit(text: string): { yaml: string; notCarried: string[]; notes: string[] } {
+export interface Migration { yaml: string; notCarried: string[]; notes: string[] }
+
+/**
+ * policyd-rate-limit YAML -> quotapolicy YAML (rate limiting only). Every
+ * setting is carried over, or named in notCarried; every one whose meaning
+ * changes on the way is named in notes; a value policyd-rate-limit itself
+ * would not take (a count_mode of 7, a backend of 3) is a ConfigError naming
+ * the setting and its line in `source`, never a guess.
+ */
+export function migratePolicydRateLimit(text: string, source = 'policyd-rate-limit config'): Migration {
   // policyd-rate-limit reads its file with PyYAML: YAML 1.1 (0666 is octal, yes/no are booleans).
-  const src = (parseYaml(text, { version: '1.1' }) ?? {}) as Record<string, unknown>;
-  if (typeof src !== 'object' || Array.isArray(src)) throw new ConfigError('policyd-rate-limit config: not a YAML mapping');
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { version: '1.1', lineCounter: lc, prettyErrors: false });
+  const syntax = doc.errors[0];
+  if (syntax) throw new ConfigError(`${source} line ${lc.linePos(syntax.pos[0]).line}: YAML syntax error: ${syntax.message.split('\n')[0]}`);
+  if (doc.contents !== null && !isMap(doc.contents)) throw new ConfigError(`${source}: not a YAML mapping of policyd-rate-limit settings`);
+  const src = (doc.toJS() ?? {}) as Record<string, unknown>;
+  const at = (k: string): string => {
+    const pair = isMap(doc.contents) ? (doc.contents.items as Pair<Node, Node | null>[]).find((p) => isScalar(p.key) && String(p.key.value) === k) : undefined;
+    return pair?.key.range ? ` (${source} line ${lc.linePos(pair.key.range[0]).line})` : ` (${source})`;
+  };
+  function refuse(k: string, why: string): never {
+    throw new ConfigError(`${k}${at(k)}: ${why}`);
+  }
+  /** v, checked as quotapolicy's `dest` takes it; an error names policyd-rate-limit's key and line. */
+  const carried = <T>(k: string, field: Field | undefined, dest: string, v: T): T => {
+    const bad = field?.check(v);
+    if (bad !== undefined) refuse(k, dest === k ? bad : `as ${dest}: ${bad}`);
+    return v;
+  };
+  const has = (k: string): boolean => Object.hasOwn(src, k);
+
   const rl: Record<string, unknown> = {};
   const top: Record<string, unknown> = { checks: ['rate_limit'] };
   const notCarried: string[] = [];
   const notes: string[] = [];
-  const same = ['limits', 'limits_by_id', 'limit_by_sasl', 'limit_by_sender', 'limit_by_ip', 'limited_networks', 'success_action',
-    'fail_action', 'db_error_action', 'report', 'report_from', 'report_to', 'report_subject', 'report_limits', 'report_only_if_needed',
-    'smtp_server', 'smtp_starttls', 'smtp_credentials'];
-  const backend = ({ 0: 'sqlite', 1: 'mysql', 2: 'postgresql' } as Record<string, string>)[String(src.backend ?? 0)];
+
+  const rawBackend = has('backend') ? src.backend : 0;
+  const backend = typeof rawBackend === 'number' && Object.hasOwn(POLICYD_BACKENDS, rawBackend) ? POLICYD_BACKENDS[rawBackend]! : undefined;
+  if (backend === undefined) refuse('backend', `${JSON.stringify(rawBackend)} is not a policyd-rate-limit backend: it takes 0 (sqlite3), 1 (mysql) or 2 (postgresql)`);
+  rl.backend = backend;
+
+  // Absent, count_mode is 0: policyd-rate-limit's default, and how every release before 1.1.0 counted.
+  const mode = has('count_mode') ? src.count_mode : 0;
+  if (typeof mode !== 'number' || !Object.hasOwn(POLICYD_COUNT_MODES, mode)) {
+    refuse('count_mode', `${JSON.stringify(mode)} is not a policyd-rate-limit count_mode: it takes ${COUNT_MODE_MEANING}; with any other value it limits nothing, so there is no limit to carry over (a release before 1.1.0, such as Debian's 1.0.1.1, ignores count_mode and counts each RCPT TO: if one ran this file, write count_mode: 0)`);
+  }
+  rl.count_mode = POLICYD_COUNT_MODES[mode as number];
+  const modeSaid = has('count_mode') ? `count_mode ${String(mode)}` : 'count_mode (not set, so 0)';
+  if (rl.count_mode === 'rcpt') {
+    notes.push(`${modeSaid} -> rcpt: one per RCPT TO as before, but when one recipient of a message is refused, policyd-rate-limit (1.1.0 and later) un-counts the recipients of that message it had accepted; quotapolicy keeps them counted (Postfix delivers to them)`);
+  } else {
+    notes.push(`${modeSaid} -> ${String(rl.count_mode)}: counted at DATA as before, and also at BDAT (CHUNKING), which policyd-rate-limit let pass uncounted; check_policy_service stays in smtpd_data_restrictions (a release before 1.1.0, such as Debian's 1.0.1.1, ignores count_mode and counts each RCPT TO: if one ran this file, write count_mode: rcpt)`);
+  }
+
+  // The deprecated spelling wins over limited_networks, as in policyd-rate-limit.
+  if (has('limited_netword')) rl.limited_networks = carried('limited_netword', RATE_FIELDS.limited_networks, 'rate_limit.limited_networks', src.limited_netword);
+
   for (const [k, v] of Object.entries(src)) {
-    if (same.includes(k)) rl[k] = v;
-    else if (k === 'limited_netword') rl.limited_networks = v;
-    else if (k === 'count_mode') rl.count_mode = Number(v) === 1 ? 'data_recipients' : 'rcpt';
-    else if (k === 'sql_limits_by_id') rl.sql_limits_by_id = typeof v === 'string' ? (backend === 'postgresql' ? v.replace('%s', '$1') : v.replace('%s', '?')) : v;
-    else if (k === 'backend') rl.backend = backend ?? v;
-    else if (k.endsWith('_config') && k !== `${DRIVER_CONFIG[backend ?? ''] ?? '-'}_config`) notes.push(`${k}: not used by backend ${String(backend)}, left out`);
-    else if (k === 'sqlite_config') rl.sqlite_path = (v as Record<string, unknown>)?.database;
-    else if (k === 'mysql_config') {
-      const m = (v ?? {}) as Record<string, unknown>;
-      rl.url = `mysql://${enc(String(m.user ?? 'root'))}${m.passwd ? `:${enc(String(m.passwd))}` : ''}@${String(m.host ?? 'localhost')}${m.port ? `:${String(m.port)}` : ''}/${enc(String(m.db ?? ''))}`;
-    } else if (k === 'pgsql_config') {
-      const p = (v ?? {}) as Record<string, unknown>;
-      rl.url = `postgresql://${enc(String(p.user ?? 'postgres'))}${p.password ? `:${enc(String(p.password))}` : ''}@${String(p.host ?? 'localhost')}${p.port ? `:${String(p.port)}` : ''}/${enc(String(p.database ?? ''))}`;
-    } else if (k === 'SOCKET') top.listen = [typeof v === 'string' ? `unix:${v}` : Array.isArray(v) ? (String(v[0]).includes(':') ? `inet:[${String(v[0])}]:${String(v[1])}` : `inet:${String(v[0])}:${String(v[1])}`) : v];
-    else if (k === 'socket_permission') {
-      const mode = typeof v === 'number' ? v : parseInt(String(v), 8);
-      top.socket_mode = `0${(mode & 0o770).toString(8).padStart(3, '0')}`;
-      if (mode & 0o7) notes.push(`socket_permission ${mode.toString(8)} gave access to everyone; carried as socket_mode "${String(top.socket_mode)}" with socket_group postfix`);
-    } else if (k === 'pidfile') top.pid_file = v;
-    else if (k === 'user') top.user = v;
-    else if (k === 'delay_to_close') top.idle_timeout_ms = Number(v) * 1000;
-    else if (k === 'debug') { if (v === true) top.log_level = 'debug'; }
+    if (SAME.includes(k)) {
+      if (!(k === 'limited_networks' && has('limited_netword'))) rl[k] = carried(k, RATE_FIELDS[k], k, v);
+      else notes.push('limited_networks: the deprecated limited_netword is given too and wins, as in policyd-rate-limit');
+    } else if (k === 'sql_limits_by_id') {
+      if (typeof v !== 'string') refuse(k, 'must be a string (an SQL query with one %s)');
+      rl.sql_limits_by_id = backend === 'postgresql' ? v.replace('%s', '$1') : v.replace('%s', '?');
+    } else if (['limited_netword', 'backend', 'count_mode'].includes(k)) continue;
+    else if (k.endsWith('_config') && Object.values(DRIVER_CONFIG).includes(k.slice(0, -'_config'.length)) && k !== `${DRIVER_CONFIG[backend]!}_config`) {
+      notes.push(`${k}: not used by backend ${backend}, left out`);
+    } else if (k === 'sqlite_config') {
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) refuse(k, 'must be a mapping with database: /path/to/file');
+      const db = (v as Record<string, unknown>).database;
+      if (db === undefined) refuse(k, 'has no database (the SQLite file)');
+      for (const extra of Object.keys(v).filter((x) => x !== 'database')) notCarried.push(`${k}.${extra}`);
+      rl.sqlite_path = carried(k, RATE_FIELDS.sqlite_path, 'rate_limit.sqlite_path', db);
+    } else if (k === 'mysql_config' || k === 'pgsql_config') {
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) refuse(k, 'must be a mapping of connection settings');
+      const m = v as Record<string, unknown>;
+      for (const extra of Object.keys(m).filter((x) => !URL_KEYS[k]!.includes(x))) notCarried.push(`${k}.${extra}`);
+      const pass = m.passwd ?? m.password;
+      const auth = `${enc(String(m.user ?? (k === 'mysql_config' ? 'root' : 'postgres')))}${pass ? `:${enc(String(pass))}` : ''}`;
+      const host = String(m.host ?? 'localhost');
+      const port = m.port ? `:${String(m.port)}` : '';
+      if (k === 'mysql_config') {
+        const sock = m.unix_socket ? `?socketPath=${enc(String(m.unix_socket))}` : '';
+        rl.url = `mysql://${auth}@${host}${port}/${enc(String(m.db ?? m.database ?? ''))}${sock}`;
+      } else {
+        // A host that is a directory is a Unix socket: escaped, as the URL's host.
+        rl.url = `postgresql://${auth}@${host.startsWith('/') ? enc(host) : host}${port}/${enc(String(m.database ?? m.dbname ?? ''))}`;
+      }
+    } else if (k === 'SOCKET') {
+      const spec = typeof v === 'string' ? `unix:${v}` : Array.isArray(v) && v.length === 2
+        ? (String(v[0]).includes(':') ? `inet:[${String(v[0])}]:${String(v[1])}` : `inet:${String(v[0])}:${String(v[1])}`)
+        : refuse(k, 'must be a socket path or [ip, port]');
+      top.listen = [carried(k, { ...FIELDS.listen!, check: listenSpec }, 'listen', spec)];
+    } else if (k === 'socket_permission') {
+      const perm = typeof v === 'number' ? v : typeof v === 'string' && /^0?[0-7]{3}$/.test(v) ? parseInt(v, 8) : NaN;
+      if (!Number.isInteger(perm) || perm < 0 || perm > 0o777) refuse(k, 'must be an octal file mode like 0660');
+      top.socket_mode = `0${(perm & 0o770).toString(8).padStart(3, '0')}`;
+      if (perm & 0o7) notes.push(`socket_permission ${perm.toString(8)} gave access to everyone; carried as socket_mode "${String(top.socket_mode)}" with socket_group postfix`);
+    } else if (k === 'pidfile') top.pid_file = carried(k, FIELDS.pid_file, 'pid_file', v);
+    else if (k === 'user') top.user = carried(k, FIELDS.user, 'user', v);
+    else if (k === 'delay_to_close') top.idle_timeout_ms = carried(k, FIELDS.idle_timeout_ms, 'idle_timeout_ms (its seconds x 1000)', Number(v) * 1000);
+    else if (k === 'debug') { if (v) top.log_level = 'debug'; }
     else notCarried.push(k);
   }
   if (rl.smtp_credentials && !rl.smtp_starttls) {
     rl.smtp_starttls = true;
     notes.push('smtp_credentials: smtp_starttls set to true, quotapolicy never sends credentials in clear');
+  }
+  if (rl.limit_by_ip === true) {
+    notes.push('limit_by_ip: an IPv6 client is counted per /64 (rate_limit.ipv6_prefix: 64), where policyd-rate-limit counted each address; add ipv6_prefix: 128 to count each address');
+  }
+  // Ids that may be mail addresses: SASL names (limit_by_sasl is on unless turned off), senders, limits_by_id keys, what sql_limits_by_id is asked.
+  const byAddress = [
+    ...(rl.limit_by_sasl !== false ? ['limit_by_sasl'] : []),
+    ...(rl.limit_by_sender === true ? ['limit_by_sender'] : []),
+    ...(Object.keys((rl.limits_by_id ?? {}) as object).some((id) => id.includes('@')) ? ['limits_by_id'] : []),
+    ...(rl.sql_limits_by_id ? ['sql_limits_by_id'] : []),
+  ];
+  if (byAddress.length > 0) {
+    notes.push(`${byAddress.join(', ')}: ids that are mail addresses (senders, SASL names like user@example.org) compare as Postfix compares them, ` +
+      `so Big@Example.org and big@example.org are one id with one count${rl.sql_limits_by_id ? ', and sql_limits_by_id is asked for big@example.org' : ''}; ` +
+      'policyd-rate-limit compared them byte for byte (rate_limit.fold_local_part_case: false keeps local parts exact; domains always compare without case)');
   }
   const yaml = stringify({ ...top, rate_limit: rl });
   parseConfig(yaml, 'migrated config'); // what we print must be valid
@@ -120,7 +213,7 @@ export function migrate(cl: CommandLine, out: (s: string) => void, err: (s: stri
   } catch (e) {
     throw new ConfigError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
-  const r = migratePolicydRateLimit(text);
+  const r = migratePolicydRateLimit(text, path);
   out(`# quotapolicy configuration migrated from ${path} (policyd-rate-limit): rate limiting only\n${r.yaml}`);
   for (const k of r.notCarried) err(`quotapolicy migrate: not carried over: ${k}\n`);
   for (const n of r.notes) err(`quotapolicy migrate: note: ${n}\n`);

@@ -6,6 +6,7 @@ import { subject, type RateRules, type Limit } from './decide.js';
 import { parseNetwork, type Network } from './net.js';
 import { StoreError, storedKey, type RateStore } from './store.js';
 import { openStore } from './open-store.js';
+import { addressKey } from '../../shared/address.js';
 
 export type RateVerdict = 'pass' | 'rate_limited' | 'would_limit' | 'skip' | 'error';
 export interface RateResult { verdict: RateVerdict; reason: string; action: string; id?: string }
@@ -17,14 +18,23 @@ function nets(list: readonly string[]): Network[] {
   return list.map((c) => parseNetwork(c)!);
 }
 
+/**
+ * The rules a config makes. Ids in limits_by_id and exempt_ids are already as
+ * addressKey() makes them when the config came through parseConfig (which
+ * refuses two keys that fold into one); folding them again here is a no-op
+ * that keeps a hand-built RateConfig right too.
+ */
 export function rulesFrom(c: RateConfig): RateRules {
-  const m = (o: Record<string, [number, number][]>, lower = false): Map<string, readonly Limit[]> =>
-    new Map(Object.entries(o).map(([k, v]) => [lower ? k.toLowerCase() : k, v]));
+  const fold = c.fold_local_part_case;
+  const m = (o: Record<string, [number, number][]>, key: (k: string) => string): Map<string, readonly Limit[]> =>
+    new Map(Object.entries(o).map(([k, v]) => [key(k), v]));
+  const id = (k: string): string => addressKey(k, fold);
+  const domain = (k: string): string => k.toLowerCase();
   return {
-    limits: c.limits, limitsById: m(c.limits_by_id), bySasl: c.limit_by_sasl, bySender: c.limit_by_sender, byIp: c.limit_by_ip,
+    limits: c.limits, limitsById: m(c.limits_by_id, id), bySasl: c.limit_by_sasl, bySender: c.limit_by_sender, byIp: c.limit_by_ip,
     limitedNetworks: nets(c.limited_networks), ipv4Prefix: c.ipv4_prefix, ipv6Prefix: c.ipv6_prefix, countMode: c.count_mode,
-    exemptIds: new Set(c.exempt_ids), exemptNetworks: nets(c.exempt_networks),
-    limitsByRecipientDomain: m(c.limits_by_recipient_domain, true), limitsBySenderDomain: m(c.limits_by_sender_domain, true),
+    foldLocalPart: fold, exemptIds: new Set(c.exempt_ids.map(id)), exemptNetworks: nets(c.exempt_networks),
+    limitsByRecipientDomain: m(c.limits_by_recipient_domain, domain), limitsBySenderDomain: m(c.limits_by_sender_domain, domain),
   };
 }
 

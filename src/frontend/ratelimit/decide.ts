@@ -3,12 +3,14 @@
 // atomically with the recording.
 import type { PolicyRequest } from '../protocol/parser.js';
 import { inNetworks, ipGroup, type Network } from './net.js';
+import { addressKey } from '../../shared/address.js';
 
 export type Limit = readonly [count: number, seconds: number];
 export type CountMode = 'rcpt' | 'data_recipients' | 'data_messages';
 
 export interface RateRules {
   limits: readonly Limit[];
+  /** Keys as addressKey() makes them (with foldLocalPart), like exemptIds. */
   limitsById: ReadonlyMap<string, readonly Limit[]>;
   bySasl: boolean;
   bySender: boolean;
@@ -17,6 +19,8 @@ export interface RateRules {
   ipv4Prefix: number;
   ipv6Prefix: number;
   countMode: CountMode;
+  /** Addresses compare with their local part folded to lower case (addressKey). */
+  foldLocalPart: boolean;
   exemptIds: ReadonlySet<string>;
   exemptNetworks: readonly Network[];
   limitsByRecipientDomain: ReadonlyMap<string, readonly Limit[]>;
@@ -32,13 +36,17 @@ export type Subject =
 
 const DATA_STATES = new Set(['DATA', 'BDAT']);
 
-/** Which identity a request is counted under: SASL user, then sender, then client IP (as policyd-rate-limit). */
+/**
+ * Which identity a request is counted under: SASL user, then sender, then
+ * client IP (as policyd-rate-limit). An id that is a mail address comes back
+ * as addressKey() makes it, the form it is counted, looked up and exempted under.
+ */
 export function identify(req: PolicyRequest, r: RateRules): { id: string; kind: 'sasl' | 'sender' | 'ip' } | undefined {
   const sasl = req.get('sasl_username') ?? '';
   const sender = req.get('sender') ?? '';
   const client = req.get('client_address') ?? '';
-  if (r.bySasl && sasl !== '') return { id: sasl, kind: 'sasl' };
-  if (r.bySender && sender !== '') return { id: sender, kind: 'sender' };
+  if (r.bySasl && sasl !== '') return { id: addressKey(sasl, r.foldLocalPart), kind: 'sasl' };
+  if (r.bySender && sender !== '') return { id: addressKey(sender, r.foldLocalPart), kind: 'sender' };
   if (r.byIp && client !== '' && inNetworks(client, r.limitedNetworks)) {
     const group = ipGroup(client, r.ipv4Prefix, r.ipv6Prefix);
     if (group !== undefined) return { id: group, kind: 'ip' };

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } from 'yaml';
 import { FIELDS, ACTION_FIELDS, RATE_FIELDS, type Config, type Field } from './schema.js';
+import { addressKey } from '../address.js';
 
 /** Sections: keys whose value is a mapping of its own fields. */
 const SECTIONS: Record<string, Record<string, Field>> = { actions: ACTION_FIELDS, rate_limit: RATE_FIELDS };
@@ -52,6 +53,29 @@ function closest(name: string, known: string[]): string {
   return near === undefined ? '' : ` (did you mean ${near}?)`;
 }
 
+const MIGRATE = 'quotapolicy migrate --from policyd-rate-limit converts a whole file';
+/** policyd-rate-limit's own settings that quotapolicy spells otherwise, and where each went. */
+export const POLICYD_RATE_LIMIT_ONLY: Readonly<Record<string, string>> = {
+  SOCKET: 'here it is listen: ["unix:/path"] or ["inet:IP:PORT"], at the top level',
+  socket_permission: 'here it is socket_mode (with socket_group), at the top level',
+  pidfile: 'here it is pid_file, at the top level',
+  debug: 'here it is log_level: debug, at the top level',
+  delay_to_close: 'here it is idle_timeout_ms, in milliseconds, at the top level',
+  group: "quotapolicy runs with the service user's own group",
+  sqlite_config: 'here it is rate_limit.sqlite_path',
+  mysql_config: 'here it is rate_limit.url: mysql://USER:PASSWORD@HOST/DB',
+  pgsql_config: 'here it is rate_limit.url: postgresql://USER:PASSWORD@HOST/DB',
+  limited_netword: 'here it is rate_limit.limited_networks',
+  config_file: 'policyd-rate-limit sets it itself; leave it out',
+};
+
+/** Why a key is unknown, when it is a classic slip rather than a typo. */
+function unknownHint(key: string, prefix: string, known: string[]): string {
+  if (prefix === '' && Object.hasOwn(RATE_FIELDS, key) && !Object.hasOwn(FIELDS, key)) return `: a rate-limit setting, it belongs under rate_limit:`;
+  if (Object.hasOwn(POLICYD_RATE_LIMIT_ONLY, key)) return `: policyd-rate-limit's ${key}; ${POLICYD_RATE_LIMIT_ONLY[key]!} (${MIGRATE})`;
+  return closest(key, known);
+}
+
 function applyMap(
   node: Node | null,
   fields: Record<string, Field>,
@@ -69,14 +93,15 @@ function applyMap(
     const name = prefix + key;
     if (seen.has(key)) throw new ConfigError(`${name}${where(keyNode)}: key given twice`);
     seen.add(key);
-    if (key in sections) {
+    // Own keys only: "constructor" or "toString" is an unknown key, not Object's.
+    if (Object.hasOwn(sections, key)) {
       applyMap(pair.value, sections[key]!, into[key] as Record<string, unknown>, where, `${key}.`);
       continue;
     }
-    const field = fields[key];
+    const field = Object.hasOwn(fields, key) ? fields[key] : undefined;
     if (field === undefined) {
       const known = [...Object.keys(fields), ...Object.keys(sections)];
-      throw new ConfigError(`unknown key ${name}${where(keyNode)}${closest(key, known)}`);
+      throw new ConfigError(`unknown key ${name}${where(keyNode)}${unknownHint(key, prefix, known)}`);
     }
     const value = pair.value === null ? null : pair.value.toJSON();
     const bad = field.check(value);
@@ -99,6 +124,11 @@ export function parseConfig(text: string, source: string, base: Config = default
   const cfg = structuredClone(base) as unknown as Record<string, unknown>;
   applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', SECTIONS);
   crossCheck(cfg as unknown as Config, source);
+  foldIds(cfg as unknown as Config, (k) => {
+    const map = doc.getIn(['rate_limit', 'limits_by_id'], true);
+    const pair = isMap(map) ? (map.items as Pair<Node, Node | null>[]).find((p) => isScalar(p.key) && String(p.key.value) === k) : undefined;
+    return where(pair?.key ?? null);
+  });
   return cfg as unknown as Config;
 }
 
@@ -125,6 +155,31 @@ function crossCheck(c: Config, source: string): void {
     throw new ConfigError(
       `rate_limit.smtp_credentials${at}: set smtp_starttls: true, credentials are never sent in clear`,
     );
+}
+
+/**
+ * limits_by_id and exempt_ids keys as the rate limiter compares ids
+ * (addressKey, with fold_local_part_case): Big@Example.org becomes
+ * big@example.org. Two limits_by_id keys that fold into one address are
+ * refused (which of their limits was meant cannot be guessed); a repeated
+ * exempt id is only said twice, and kept once.
+ */
+function foldIds(c: Config, whereId: (key: string) => string): void {
+  const r = c.rate_limit;
+  const fold = r.fold_local_part_case;
+  const seen = new Map<string, string>();
+  for (const k of Object.keys(r.limits_by_id)) {
+    const key = addressKey(k, fold);
+    const other = seen.get(key);
+    if (other !== undefined)
+      throw new ConfigError(
+        `rate_limit.limits_by_id${whereId(k)}: ${JSON.stringify(other)} and ${JSON.stringify(k)} are one address, ${key}, as Postfix compares addresses` +
+          `${fold ? ' (fold_local_part_case: true)' : ''}: give it once`,
+      );
+    seen.set(key, k);
+  }
+  r.limits_by_id = Object.fromEntries(Object.entries(r.limits_by_id).map(([k, v]) => [addressKey(k, fold), v]));
+  r.exempt_ids = [...new Set(r.exempt_ids.map((k) => addressKey(k, fold)))];
 }
 
 /** Command-line overrides, checked like file keys; `flagOf` names the flag in errors. */

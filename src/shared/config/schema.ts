@@ -273,7 +273,15 @@ const limitPair: Check = (v) =>
     ? undefined
     : 'must be [count, seconds] with count >= 0 and seconds >= 1';
 /** Windows per id: policyd-rate-limit users list two or three; 16 is plenty. */
-export const limitList = listOf(limitPair, 16);
+export const MAX_LIMIT_WINDOWS = 16;
+/**
+ * A list of windows. One window written without its own brackets
+ * ([2, 500] for [[2, 500]]) is the classic slip: said so, with the fix.
+ */
+export const limitList: Check = (v) =>
+  Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number')
+    ? `must be a list of [count, seconds] windows: for one window of ${String(v[0])} in ${String(v[1])} s, nest it: [[${String(v[0])}, ${String(v[1])}]]`
+    : listOf(limitPair, MAX_LIMIT_WINDOWS)(v);
 const limitsMap =
   (what: Check): Check =>
   (v) => {
@@ -313,6 +321,24 @@ const oneOrMany =
   (v) =>
     Array.isArray(v) ? listOf(c, 100)(v) : c(v);
 
+export type CountModeName = 'rcpt' | 'data_recipients' | 'data_messages';
+/**
+ * policyd-rate-limit's count_mode numbers and what each is here. 0 (its
+ * default, and how every release before 1.1.0 counted): one per RCPT TO.
+ * 1 (1.1.0): the message's recipient_count at DATA. 2 (1.2.0): one per
+ * message at DATA. It accepts no other value (any other limits nothing).
+ */
+export const POLICYD_COUNT_MODES: Readonly<Record<number, CountModeName>> = { 0: 'rcpt', 1: 'data_recipients', 2: 'data_messages' };
+/** policyd-rate-limit's backend numbers. */
+export const POLICYD_BACKENDS: Readonly<Record<number, RateConfig['backend']>> = { 0: 'sqlite', 1: 'mysql', 2: 'postgresql' };
+/** A policyd-rate-limit number where we take a name: the hint says which name. */
+const orPolicydNumber =
+  (names: Readonly<Record<number, string>>, c: Check): Check =>
+  (v) =>
+    typeof v === 'number' && Object.hasOwn(names, v)
+      ? `${v} is policyd-rate-limit's numbering; here it is ${JSON.stringify(names[v])}`
+      : c(v);
+
 /** Rate limiting: policyd-rate-limit's settings, same names and meaning, plus ours. */
 export const RATE_FIELDS: Record<string, Field> = {
   limits: {
@@ -326,12 +352,12 @@ export const RATE_FIELDS: Record<string, Field> = {
   limits_by_id: {
     default: {},
     check: limitsMap(anyId),
-    doc: 'Per-id overrides (SASL user, sender, or client IP/group); [] means unlimited.',
+    doc: 'Per-id overrides (SASL user, sender, or client IP/group); [] means unlimited. Addresses match in any case (fold_local_part_case).',
   },
   sql_limits_by_id: {
     default: '',
     check: (v) => (typeof v === 'string' ? undefined : 'must be a string'),
-    doc: 'SQL backends: a query with one placeholder (? for sqlite/mysql, $1 for postgresql) returning "[[count, seconds], ...]" for an id, or no row.',
+    doc: 'SQL backends: a query with one placeholder (? for sqlite/mysql, $1 for postgresql) returning "[[count, seconds], ...]" for an id, or no row. An address is asked for in lower case (fold_local_part_case).',
   },
   limit_by_sasl: { default: true, check: bool, doc: 'Count by SASL user name when there is one.' },
   limit_by_sender: { default: false, check: bool, doc: 'Else count by envelope sender.' },
@@ -349,7 +375,7 @@ export const RATE_FIELDS: Record<string, Field> = {
   },
   count_mode: {
     default: 'rcpt',
-    check: oneOf('rcpt', 'data_recipients', 'data_messages'),
+    check: orPolicydNumber(POLICYD_COUNT_MODES, oneOf('rcpt', 'data_recipients', 'data_messages')),
     doc: 'rcpt: one per RCPT TO; data_recipients: recipient_count at DATA/BDAT; data_messages: one per message at DATA/BDAT. Postfix must call the policy at that stage.',
   },
   success_action: { default: 'DUNNO', check: action, doc: 'Under every limit.' },
@@ -364,7 +390,12 @@ export const RATE_FIELDS: Record<string, Field> = {
     check: bool,
     doc: 'Log what would be refused, answer success_action (and do not count it).',
   },
-  exempt_ids: { default: [], check: listOf(anyId, 10_000), doc: 'Ids never limited.' },
+  exempt_ids: { default: [], check: listOf(anyId, 10_000), doc: 'Ids never limited. Addresses match in any case (fold_local_part_case).' },
+  fold_local_part_case: {
+    default: true,
+    check: bool,
+    doc: 'Ids that are mail addresses (they contain @: senders, SASL names like user@example.org) compare as Postfix lookups do: the domain in any case and, when true, the local part too, so Big@Example.org and big@example.org are one id. Applies to counters, limits_by_id and exempt_ids keys, and the id sql_limits_by_id is asked for (lower case). false: local parts compare exactly.',
+  },
   exempt_networks: { default: [], check: listOf(cidr, 1000), doc: 'Clients never limited, whatever their id.' },
   limits_by_recipient_domain: {
     default: {},
@@ -378,7 +409,7 @@ export const RATE_FIELDS: Record<string, Field> = {
   },
   backend: {
     default: 'sqlite',
-    check: oneOf('sqlite', 'postgresql', 'mysql', 'redis'),
+    check: orPolicydNumber(POLICYD_BACKENDS, oneOf('sqlite', 'postgresql', 'mysql', 'redis')),
     doc: 'Where counts live. sqlite is embedded; the others let several MX hosts share exact limits.',
   },
   sqlite_path: {
@@ -430,12 +461,13 @@ export interface RateConfig {
   limited_networks: string[];
   ipv4_prefix: number;
   ipv6_prefix: number;
-  count_mode: 'rcpt' | 'data_recipients' | 'data_messages';
+  count_mode: CountModeName;
   success_action: string;
   fail_action: string;
   db_error_action: string;
   dry_run: boolean;
   exempt_ids: string[];
+  fold_local_part_case: boolean;
   exempt_networks: string[];
   limits_by_recipient_domain: Record<string, [number, number][]>;
   limits_by_sender_domain: Record<string, [number, number][]>;
