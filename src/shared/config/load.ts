@@ -71,8 +71,10 @@ export const POLICYD_RATE_LIMIT_ONLY: Readonly<Record<string, string>> = {
 
 /** Why a key is unknown, when it is a classic slip rather than a typo. */
 function unknownHint(key: string, prefix: string, known: string[]): string {
-  if (prefix === '' && Object.hasOwn(RATE_FIELDS, key) && !Object.hasOwn(FIELDS, key)) return `: a rate-limit setting, it belongs under rate_limit:`;
-  if (Object.hasOwn(POLICYD_RATE_LIMIT_ONLY, key)) return `: policyd-rate-limit's ${key}; ${POLICYD_RATE_LIMIT_ONLY[key]!} (${MIGRATE})`;
+  if (prefix === '' && Object.hasOwn(RATE_FIELDS, key) && !Object.hasOwn(FIELDS, key))
+    return `: a rate-limit setting, it belongs under rate_limit:`;
+  if (Object.hasOwn(POLICYD_RATE_LIMIT_ONLY, key))
+    return `: policyd-rate-limit's ${key}; ${POLICYD_RATE_LIMIT_ONLY[key]!} (${MIGRATE})`;
   return closest(key, known);
 }
 
@@ -126,7 +128,9 @@ export function parseConfig(text: string, source: string, base: Config = default
   crossCheck(cfg as unknown as Config, source);
   foldIds(cfg as unknown as Config, (k) => {
     const map = doc.getIn(['rate_limit', 'limits_by_id'], true);
-    const pair = isMap(map) ? (map.items as Pair<Node, Node | null>[]).find((p) => isScalar(p.key) && String(p.key.value) === k) : undefined;
+    const pair = isMap(map)
+      ? (map.items as Pair<Node, Node | null>[]).find((p) => isScalar(p.key) && String(p.key.value) === k)
+      : undefined;
     return where(pair?.key ?? null);
   });
   return cfg as unknown as Config;

@@ -328,9 +328,17 @@ export type CountModeName = 'rcpt' | 'data_recipients' | 'data_messages';
  * 1 (1.1.0): the message's recipient_count at DATA. 2 (1.2.0): one per
  * message at DATA. It accepts no other value (any other limits nothing).
  */
-export const POLICYD_COUNT_MODES: Readonly<Record<number, CountModeName>> = { 0: 'rcpt', 1: 'data_recipients', 2: 'data_messages' };
+export const POLICYD_COUNT_MODES: Readonly<Record<number, CountModeName>> = {
+  0: 'rcpt',
+  1: 'data_recipients',
+  2: 'data_messages',
+};
 /** policyd-rate-limit's backend numbers. */
-export const POLICYD_BACKENDS: Readonly<Record<number, RateConfig['backend']>> = { 0: 'sqlite', 1: 'mysql', 2: 'postgresql' };
+export const POLICYD_BACKENDS: Readonly<Record<number, RateConfig['backend']>> = {
+  0: 'sqlite',
+  1: 'mysql',
+  2: 'postgresql',
+};
 /** A policyd-rate-limit number where we take a name: the hint says which name. */
 const orPolicydNumber =
   (names: Readonly<Record<number, string>>, c: Check): Check =>
@@ -390,7 +398,11 @@ export const RATE_FIELDS: Record<string, Field> = {
     check: bool,
     doc: 'Log what would be refused, answer success_action (and do not count it).',
   },
-  exempt_ids: { default: [], check: listOf(anyId, 10_000), doc: 'Ids never limited. Addresses match in any case (fold_local_part_case).' },
+  exempt_ids: {
+    default: [],
+    check: listOf(anyId, 10_000),
+    doc: 'Ids never limited. Addresses match in any case (fold_local_part_case).',
+  },
   fold_local_part_case: {
     default: true,
     check: bool,
