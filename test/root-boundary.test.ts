@@ -285,6 +285,14 @@ test('pid file: a directory the service user can write is refused, saying why', 
     new RegExp(`pid file directory ${userDir}: .*owned by uid ${svc.uid}; use a directory only root can write`),
   );
   assert.deepEqual(readdirSync(userDir), []);
+  const cc = spawnSync(
+    process.execPath,
+    [BIN, 'check-config', '--config', cfg, '--pid-file', join(userDir, 'qp.pid')],
+    {
+      encoding: 'utf8',
+    },
+  );
+  assert.deepEqual([cc.status, cc.stderr], [EX_CONFIG, r.stderr], 'check-config agrees');
 });
 
 test('config file and quota binary that others can change are refused (StrictModes)', () => {
@@ -296,6 +304,10 @@ test('config file and quota binary that others can change are refused (StrictMod
   let r = serveOnce(['--config', cfg]);
   assert.equal(r.status, EX_CONFIG);
   assert.match(r.stderr, /config file .*: it is writable by group or others; root reads it/);
+  // check-config says what serve would: no "OK" for a start that would fail.
+  const cc = spawnSync(process.execPath, [BIN, 'check-config', '--config', cfg], { encoding: 'utf8' });
+  assert.equal(cc.status, EX_CONFIG);
+  assert.equal(cc.stderr, r.stderr);
   const userDir = join(dir, 'user');
   mkdirSync(userDir, { mode: 0o755 });
   chownSync(userDir, svc.uid, svc.gid);
@@ -312,6 +324,10 @@ test('config file and quota binary that others can change are refused (StrictMod
   r = serveOnce(['--config', cfg, '--quota-path', join(open, 'quota')]);
   assert.equal(r.status, EX_CONFIG);
   assert.match(r.stderr, new RegExp(`quota_path ${open}/quota: directory ${open} is writable by group or others`));
+  const cc2 = spawnSync(process.execPath, [BIN, 'check-config', '--config', cfg, '--quota-path', join(open, 'quota')], {
+    encoding: 'utf8',
+  });
+  assert.deepEqual([cc2.status, cc2.stderr], [EX_CONFIG, r.stderr], 'check-config agrees');
 });
 
 test('secrets never reach the log, even at debug', async () => {

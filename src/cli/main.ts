@@ -82,7 +82,11 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
       case 'migrate':
         return (await import('./ratelimit-commands.js')).migrate(cl, out, err);
       case 'check-config': {
-        const { source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+        const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+        // The files root would trust, checked as serve checks them (root mode only).
+        if (config.privilege_mode === 'root') {
+          (await import('../helper/startup/serve.js')).checkRootPaths(cl.configPath ?? DEFAULT_CONFIG_PATH, config);
+        }
         out(`config OK (${source})\n`);
         return 0;
       }

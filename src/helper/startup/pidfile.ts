@@ -68,11 +68,12 @@ function isLiveQuotapolicy(pid: number): boolean {
 /** Claims the pid file for this process (owner: root, or the sudo-mode user); removed at exit. */
 export function claimPidFile(path: string, owner: number): void {
   try {
+    const who = owner === 0 ? 'root' : 'the service user';
     checkTrustedPath(
       dirname(path),
       'pid file directory',
       owner,
-      `use a directory only ${owner === 0 ? 'root' : 'the service user'} can write, such as /run/quotapolicy`,
+      `use a directory only ${who} can write, such as /run/quotapolicy`,
     );
   } catch (e) {
     throw e instanceof TrustError ? new PidFileError(e.message) : e;

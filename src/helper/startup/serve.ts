@@ -6,7 +6,7 @@
 // src/helper and src/shared (and the packages they name: yaml, userid, execa)
 // are ever loaded by the root process: test/root-surface.test.ts traces it.
 import { statSync, closeSync, constants as fsc } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import userid from 'userid';
 import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH } from '../../shared/config/load.js';
@@ -59,6 +59,25 @@ export function checkQuotaBinary(path: string): void {
   checkTrustedPath(path, 'quota_path', 0, 'root runs it: keep it and its directories writable only by root');
 }
 
+/**
+ * What root trusts by path, as serve checks it: the config file, quota(1)
+ * and the pid file's directory, each writable only by root along its whole
+ * path. `quotapolicy check-config` runs the same checks, so its "OK" holds.
+ */
+export function checkRootPaths(configPath: string, config: Config): void {
+  checkTrustedPath(resolve(configPath), 'config file', 0, CONFIG_FIX);
+  checkQuotaBinary(config.quota_path);
+  if (config.pid_file !== null) {
+    try {
+      checkTrustedPath(dirname(config.pid_file), 'pid file directory', 0, PID_DIR_FIX);
+    } catch (e) {
+      throw e instanceof TrustError ? new PidFileError(e.message) : e;
+    }
+  }
+}
+const CONFIG_FIX = 'root reads it: make it and its directories writable only by root';
+const PID_DIR_FIX = 'use a directory only root can write, such as /run/quotapolicy';
+
 async function listeners(cfg: Config, svc: { uid: number; gid: number }): Promise<{ list: Listener[]; from: string }> {
   const inherited = systemdFds(process.env, process.pid);
   if (inherited) return { list: inherited, from: 'systemd' };
@@ -88,7 +107,7 @@ export async function serve(cl: CommandLine): Promise<void> {
   // The front runs with cwd /: it gets the config's absolute path.
   if (cl.configPath !== undefined) cl.configPath = resolve(cl.configPath);
   const configPath = cl.configPath ?? DEFAULT_CONFIG_PATH;
-  checkTrustedPath(configPath, 'config file', 0, 'root reads it: make it and its directories writable only by root');
+  checkTrustedPath(configPath, 'config file', 0, CONFIG_FIX);
   const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
   if (config.privilege_mode === 'sudo') {
     throw new StartError('privilege_mode sudo: start serve as the service user, not as root');
