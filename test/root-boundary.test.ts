@@ -363,3 +363,47 @@ rate_limit:
     await d.stop();
   }
 });
+
+test('at exit root removes the socket it made, and nothing that replaced it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-rmsock-'));
+  chmodSync(dir, 0o755);
+  const sock = join(dir, 'p.sock');
+  const cfg = baseConfig(dir, `listen: ["unix:${sock}"]\nsocket_group: ${SERVICE_USER}\n`);
+  let d = startDaemon(['--config', cfg]);
+  await d.waitFor((l) => l.msg === 'front ready');
+  assert.ok(lstatSync(sock).isSocket());
+  assert.equal(await d.stop(), 0);
+  assert.ok(!existsSync(sock), 'a clean stop leaves no socket behind');
+  // Someone who can write the directory swaps the name: theirs is left alone.
+  d = startDaemon(['--config', cfg]);
+  await d.waitFor((l) => l.msg === 'front ready');
+  execFileSync('mv', [sock, join(dir, 'moved.sock')]);
+  writeFileSync(sock, 'not ours\n');
+  assert.equal(await d.stop(), 0);
+  assert.equal(readFileSync(sock, 'utf8'), 'not ours\n');
+  assert.ok(lstatSync(join(dir, 'moved.sock')).isSocket(), 'a socket under another name is not chased');
+});
+
+test('a checkout the service user cannot enter (a 0700 home) is refused before anything starts, saying what to do', () => {
+  const home = mkdtempSync(join(tmpdir(), 'qp-home-')); // mkdtemp: mode 0700, like a new user's home
+  const copy = join(home, 'quotapolicy');
+  mkdirSync(copy);
+  for (const part of ['bin', 'dist', 'package.json']) execFileSync('cp', ['-a', join(REPO, part), copy]);
+  symlinkSync(join(REPO, 'node_modules'), join(copy, 'node_modules'));
+  const dir = mkdtempSync(join(tmpdir(), 'qp-home-cfg-'));
+  chmodSync(dir, 0o755);
+  const cfg = baseConfig(dir, `listen: ["unix:${join(dir, 'p.sock')}"]\nsocket_group: ${SERVICE_USER}\n`);
+  for (const cmd of ['serve', 'check-config']) {
+    const r = spawnSync(process.execPath, [join(copy, 'bin/quotapolicy.js'), cmd, '--config', cfg], {
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+    assert.equal(r.status, EX_CONFIG, `${cmd}: ${r.stderr}`);
+    assert.equal(
+      r.stderr,
+      `quotapolicy: the front runs as ${SERVICE_USER} and cannot enter ${home} (mode 0700, owner uid 0): ` +
+        'install a copy it can read (sudo make install, then sudo /usr/sbin/quotapolicy serve), or clone into a directory others can enter\n',
+    );
+  }
+  assert.ok(!existsSync(join(dir, 'p.sock')), 'nothing was bound');
+});

@@ -33,6 +33,7 @@ export async function serveSudo(cl: CommandLine): Promise<void> {
   }
   const list: Listener[] = [];
   for (const spec of config.listen) list.push(await bind(spec, { uid: me.uid, gid, mode: parseInt(config.socket_mode, 8) }));
+  process.on('exit', () => list.forEach((l) => l.removeSocket?.()));
   process.title = 'quotapolicy: front (sudo mode)';
   const [{ makeLogger }, { runFront }] = await Promise.all([import('../frontend/log.js'), import('../frontend/front.js')]);
   const log = makeLogger('front', config.log_level);

@@ -42,7 +42,7 @@ rate_limit:
 YAML
 chmod 644 /run/quotapolicy.yaml
 node "$REPO/bin/quotapolicy.js" serve --config /run/quotapolicy.yaml > /run/out/daemon.log 2>&1 &
-for i in $(seq 1 100); do [ -S /var/spool/postfix/private/quotapolicy ] && break; sleep 0.1; done
+wait_connect /var/spool/postfix/private/quotapolicy
 ls -l /var/spool/postfix/private/quotapolicy > /run/out/socket.txt
 /usr/lib/postfix/sbin/master -w
 node "$REPO/bin/quotapolicy.js" check hard@example.test > /run/out/check-hard.txt 2>&1

@@ -25,7 +25,7 @@ echo $? > $R/verify.rc
 # Root mode, installed copy, default config (socket in Postfix's spool).
 /usr/sbin/quotapolicy serve > $R/root-mode.log 2>&1 &
 ROOTPID=$!
-for i in $(seq 1 100); do [ -S /var/spool/postfix/private/quotapolicy ] && break; sleep 0.1; done
+wait_connect /var/spool/postfix/private/quotapolicy
 /usr/sbin/quotapolicy query hard@example.test > $R/root-query.txt 2>&1
 /usr/sbin/quotapolicy query under-nobody@example.test >> $R/root-query.txt 2>&1
 kill -TERM $ROOTPID; wait $ROOTPID; echo $? > $R/root-mode.rc
@@ -56,7 +56,7 @@ chmod 644 /run/qp/sudo.yaml
 AS_SVC="setpriv --reuid=quotapolicy --regid=quotapolicy --init-groups"
 $AS_SVC /usr/sbin/quotapolicy serve --config /run/qp/sudo.yaml > $R/sudo-mode.log 2>&1 &
 SUDOPID=$!
-for i in $(seq 1 100); do [ -S /run/qp/policy.sock ] && break; sleep 0.1; done
+wait_connect /run/qp/policy.sock
 sleep 0.5
 ps -eo user,args > $R/sudo-ps.txt
 $AS_SVC /usr/sbin/quotapolicy query --to unix:/run/qp/policy.sock hard@example.test > $R/sudo-query.txt 2>&1

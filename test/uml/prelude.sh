@@ -43,3 +43,14 @@ mount -t ext4 -o usrquota,grpquota /dev/ubda /home || finish 94
 ip link set lo up
 hostname uml
 echo "127.0.1.1 uml" >> /etc/hosts
+
+# Waits (at most 60 s) until something accepts a connection on the unix
+# socket $1: a name alone proves nothing, a stopped daemon may have left it.
+wait_connect() {
+  end=$(( $(date +%s) + 60 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    node -e 'require("net").connect(process.argv[1]).on("connect", () => process.exit(0)).on("error", () => process.exit(1))' "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}

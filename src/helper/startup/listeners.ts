@@ -44,8 +44,10 @@ export interface Listener {
   fd: number;
   name: string;
   server?: net.Server;
-  /** After the server is closed: remove the staging directory, close dir fds. */
+  /** After the server is closed: remove the staging directory, close its fd. */
   cleanup?: () => void;
+  /** At exit: remove the socket's name, if it still is the socket bound here. */
+  removeSocket?: () => void;
 }
 
 export class ListenError extends Error {
@@ -172,7 +174,7 @@ export const STAGING_PREFIX = '.quotapolicy-';
 /** Binds a unix socket as the SECURITY note above says; returns the server and its cleanup. */
 async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Promise<Listener> {
   const dirFd = openDir(spec, dirname(path));
-  const fds = [dirFd];
+  const fds: number[] = [];
   let stage: string | undefined;
   let server: net.Server | undefined;
   const cleanup = (): void => {
@@ -184,7 +186,7 @@ async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Pro
         /* renamed or replaced by someone who can write the directory: theirs now */
       }
     }
-    for (const fd of fds.reverse()) closeSync(fd);
+    for (const fd of fds.splice(0).reverse()) closeSync(fd);
   };
   try {
     stage = basename(mkdtempSync(viaFd(dirFd, STAGING_PREFIX)));
@@ -209,6 +211,7 @@ async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Pro
       process.umask(oldMask);
     }
     chownSync(staged, owner.uid, owner.gid);
+    const bound = lstatSync(staged); // inside the staging directory: nobody else's name
     try {
       linkSync(staged, viaFd(dirFd, basename(path)));
     } catch (e) {
@@ -221,10 +224,21 @@ async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Pro
     }
     // Closing the server later unlinks only this staged name (libuv does), while stageFd is still open.
     unlinkSync(staged);
-    return { fd: fdOf(server), name: spec, server, cleanup };
+    const name = viaFd(dirFd, basename(path));
+    const removeSocket = (): void => {
+      // unlink(2) never follows a link; a name swapped in meanwhile is its owner's to lose.
+      try {
+        const st = lstatSync(name);
+        if (st.isSocket() && st.dev === bound.dev && st.ino === bound.ino) unlinkSync(name);
+      } catch {
+        /* already gone */
+      }
+    };
+    return { fd: fdOf(server), name: spec, server, cleanup, removeSocket };
   } catch (e) {
     server?.close();
     cleanup();
+    closeSync(dirFd);
     if (e instanceof ListenError) throw e;
     throw new ListenError(`${spec}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }

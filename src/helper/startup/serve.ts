@@ -5,7 +5,7 @@
 // helper (../supervise.ts) and from then on runs only helper code. Only
 // src/helper and src/shared (and the packages they name: yaml, userid, execa)
 // are ever loaded by the root process: test/root-surface.test.ts traces it.
-import { statSync, closeSync, constants as fsc } from 'node:fs';
+import { statSync, closeSync, constants as fsc, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import userid from 'userid';
@@ -25,6 +25,47 @@ export class StartError extends Error {
 }
 
 export const FRONT_MAIN = fileURLToPath(new URL('../../frontend/main.js', import.meta.url));
+/** The installed tree (or checkout) the front loads its code and packages from. */
+const CODE_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
+
+/** Can uid/gid (no supplementary groups: the front has none) use this mode bit set? */
+function permits(st: Stats, who: { uid: number; gid: number }, bits: number): boolean {
+  if (st.uid === who.uid) return ((st.mode >> 6) & bits) === bits;
+  if (st.gid === who.gid) return ((st.mode >> 3) & bits) === bits;
+  return (st.mode & bits) === bits;
+}
+
+/**
+ * The front runs as the service user and loads its own code: from a checkout
+ * in a directory only root can enter (a 0700 home, /root) it would die with a
+ * stack trace after start-up. Refuse before anything starts, saying what to do.
+ */
+export function checkFrontReadable(svc: { uid: number; gid: number }, user: string): void {
+  const need: [string, number][] = [
+    ...[CODE_ROOT, dirname(FRONT_MAIN)].flatMap((dir) =>
+      dir
+        .split('/')
+        .filter(Boolean)
+        .map((_, i, parts): [string, number] => [`/${parts.slice(0, i + 1).join('/')}`, 1]),
+    ),
+    [`${CODE_ROOT}node_modules`, 1],
+    [FRONT_MAIN, 4],
+  ];
+  for (const [path, bits] of need) {
+    let st: Stats;
+    try {
+      st = statSync(path);
+    } catch (e) {
+      throw new StartError(`${path}: ${(e as NodeJS.ErrnoException).code} (run npm ci and npm run build)`);
+    }
+    if (!permits(st, svc, bits)) {
+      throw new StartError(
+        `the front runs as ${user} and cannot ${bits === 1 ? 'enter' : 'read'} ${path} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, owner uid ${st.uid}): ` +
+          'install a copy it can read (sudo make install, then sudo /usr/sbin/quotapolicy serve), or clone into a directory others can enter',
+      );
+    }
+  }
+}
 /** The front's whole environment: nothing of root's leaks through. */
 export const FRONT_PATH = '/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -62,11 +103,12 @@ export function checkQuotaBinary(path: string): void {
 /**
  * What root trusts by path, as serve checks it: the config file, quota(1)
  * and the pid file's directory, each writable only by root along its whole
- * path. `quotapolicy check-config` runs the same checks, so its "OK" holds.
+ * path; and the front's code, readable by the service user. `quotapolicy check-config` runs the same checks, so its "OK" holds.
  */
 export function checkRootPaths(configPath: string, config: Config): void {
   checkTrustedPath(resolve(configPath), 'config file', 0, CONFIG_FIX);
   checkQuotaBinary(config.quota_path);
+  checkFrontReadable(lookup('user', config.user), config.user);
   if (config.pid_file !== null) {
     try {
       checkTrustedPath(dirname(config.pid_file), 'pid file directory', 0, PID_DIR_FIX);
@@ -94,6 +136,7 @@ async function listeners(cfg: Config, svc: { uid: number; gid: number }): Promis
     for (const l of list) {
       l.server?.close();
       l.cleanup?.();
+      l.removeSocket?.();
     }
     throw e;
   }
@@ -116,8 +159,11 @@ export async function serve(cl: CommandLine): Promise<void> {
   if (svc.uid === 0 || svc.gid === 0)
     throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
   checkQuotaBinary(config.quota_path);
+  checkFrontReadable(svc, config.user);
   if (config.pid_file !== null) claimPidFile(config.pid_file, 0);
   const { list, from } = await listeners(config, svc);
+  // A clean exit (or any other) leaves no socket behind that a later start or test could mistake for a live one.
+  process.on('exit', () => list.forEach((l) => l.removeSocket?.()));
   delete process.env.LISTEN_FDS;
   delete process.env.LISTEN_PID;
   delete process.env.LISTEN_FDNAMES;
