@@ -189,6 +189,10 @@ test('the front has a session of its own and no terminal on any fd, even when ro
     assert.equal(statFields(front).ttyNr, 0, 'the front has no controlling terminal');
     const ttys = fdTargets(front).filter((t) => /^\/dev\/(pts\/|tty|ptmx|console)/.test(t));
     assert.deepEqual(ttys, [], 'no fd of the front is a terminal');
+    const [fd1, fd2] = [1, 2].map((fd) => readlinkSync(`/proc/${front}/fd/${fd}`));
+    // Node's 'pipe' stdio is a socketpair.
+    assert.ok(/^socket:/.test(fd1!) && /^socket:/.test(fd2!), `stdout/stderr are root's pipes: ${fd1} ${fd2}`);
+    assert.ok(![1, 2].some((fd) => readlinkSync(`/proc/${root}/fd/${fd}`) === fd1), "not root's own");
     assert.ok(
       fdTargets(root).some((t) => t.startsWith('/dev/pts/')),
       'test set-up: root holds the pty',
@@ -406,4 +410,27 @@ test('a checkout the service user cannot enter (a 0700 home) is refused before a
     );
   }
   assert.ok(!existsSync(join(dir, 'p.sock')), 'nothing was bound');
+});
+
+test("the front's output reaches root's with terminal controls escaped, split UTF-8 intact, and a closed output survived", async () => {
+  const { relay } = await import('../src/helper/supervise.js');
+  const { PassThrough, Writable } = await import('node:stream');
+  const from = new PassThrough();
+  let got = '';
+  const to = new Writable({
+    write: (c: Buffer, _e, done) => {
+      got += c.toString();
+      done();
+    },
+  });
+  relay(from, to);
+  const e = Buffer.from('é');
+  from.write(Buffer.concat([Buffer.from('{"a":"x\x1b]0;OWNED\x07\x1b[2J'), e.subarray(0, 1)]));
+  from.write(Buffer.concat([e.subarray(1), Buffer.from('\u009b6n\x7f\t"}\n')]));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(got, '{"a":"x\\u001b]0;OWNED\\u0007\\u001b[2Jé\\u009b6n\\u007f\t"}\n');
+  to.emit('error', new Error('EPIPE')); // root's output gone: no throw, the front is still drained
+  from.write('more\n');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(from.readableLength, 0);
 });

@@ -5,13 +5,15 @@
 // the channel and relays signals. If the front dies the daemon exits non-zero
 // and systemd (Restart=on-failure) starts both again with the same sockets.
 // The front gets a session of its own (setsid: no controlling terminal) and
-// never a terminal on any fd: a front holding root's tty could push input
-// into root's shell (TIOCSTI). Its stdout/stderr are root's when those are not
-// terminals (journald, a file, a pipe); a terminal is replaced by a pipe that
-// root copies to it (interactive runs only), with pipe()'s backpressure.
-import { spawn, type StdioOptions } from 'node:child_process';
-import type { Duplex, Readable } from 'node:stream';
-import { isatty } from 'node:tty';
+// nothing of root's on any fd: a front holding root's tty could push input
+// into root's shell (TIOCSTI), one holding root's stdout could shut down
+// root's journald stream (root's next log line would fail) or truncate and
+// rewrite root's log file. Its stdout and stderr are pipes that root copies
+// to its own, with pipe()'s backpressure; control characters (terminal
+// escapes; the front's JSON lines never hold any) arrive escaped as text.
+import { spawn } from 'node:child_process';
+import { StringDecoder } from 'node:string_decoder';
+import { Transform, type Duplex, type Readable, type Writable } from 'node:stream';
 import { serveChannel } from './channel.js';
 import type { QuotaRunner } from './quota-run.js';
 import { log } from './log.js';
@@ -31,13 +33,18 @@ export const FRONT_STOP_GRACE_MS = 60_000;
 /** Once the front has exited, its last log lines get this long to be copied. */
 export const LOG_FLUSH_GRACE_MS = 2000;
 
-/** fd 1 and 2 for the front: root's own, or a pipe in place of a terminal. */
-const logStdio = (fd: 1 | 2): 'inherit' | 'pipe' => (isatty(fd) ? 'pipe' : 'inherit');
+/** C0 and C1 controls but tab and newline, and DEL: what a terminal would act on. */
+const CONTROL = /[\0-\x08\x0b-\x1f\x7f-\x9f]/g;
+const escape = (c: string): string => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
-function relay(from: Readable | null, to: NodeJS.WriteStream): void {
+export function relay(from: Readable | null, to: Writable): void {
   if (from === null) return;
-  to.on('error', () => from.resume()); // a closed terminal: drop the lines, never block the front
-  from.pipe(to, { end: false });
+  const text = new StringDecoder('utf8');
+  const clean = new Transform({
+    transform: (chunk: Buffer, _, done) => done(null, text.write(chunk).replace(CONTROL, escape)),
+  });
+  to.on('error', () => clean.resume()); // root's output closed: drop the lines, never block or crash
+  from.pipe(clean).pipe(to, { end: false });
 }
 
 export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: number): void {
@@ -48,7 +55,7 @@ export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: n
     env: spec.env,
     cwd: '/',
     detached: true, // setsid(): a session of its own, no controlling terminal
-    stdio: ['ignore', logStdio(1), logStdio(2), 'pipe', ...spec.listenFds] as StdioOptions,
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe', ...spec.listenFds],
   });
   spec.releaseListeners();
   relay(child.stdout, process.stdout);
