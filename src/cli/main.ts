@@ -24,6 +24,10 @@ Commands:
   check-config               validate the configuration and exit
   get-config [KEY]           print the effective configuration, or one setting (e.g. rate_limit.limits)
   clean                      rate limiting: purge old counts, compact the store, send the report
+  ratelimit show KIND:ID     rate limiting: every window of that key: used, limit, when it frees up
+  ratelimit reset KIND:ID    rate limiting: delete that key's counts (unblock it now)
+                             KIND: sasl, sender, ip, rcpt_domain or sender_domain
+                             (sender:bob@example.org, ip:192.0.2.7, rcpt_domain:example.org)
   migrate --from policyd-rate-limit FILE
                              print a quotapolicy config equivalent to a policyd-rate-limit one
   help                       this text
@@ -77,6 +81,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         return await query(cl, out);
       case 'clean':
         return await (await import('./ratelimit-commands.js')).clean(cl, out);
+      case 'ratelimit':
+        return await (await import('./ratelimit-commands.js')).ratelimit(cl, out, err);
       case 'get-config':
         return (await import('./ratelimit-commands.js')).getConfig(cl, out);
       case 'migrate':
