@@ -20,7 +20,8 @@ Commands:
   serve                      run the daemon (as root: root helper + unprivileged front;
                              with privilege_mode sudo: as the service user)
   check ADDRESS [--size N]   print the action for one recipient, and why (root reads all quotas)
-  query RECIPIENT            send one policy request to a running daemon and print the reply
+  query RECIPIENT            send one policy request to a running daemon and print the reply,
+                             which check answered and why (on a unix socket); counts nothing
   check-config               validate the configuration and exit
   get-config [KEY]           print the effective configuration, or one setting (e.g. rate_limit.limits)
   clean                      rate limiting: purge old counts, compact the store, send the report
@@ -45,6 +46,7 @@ Options:
       --to SPEC              daemon socket for query (default: the first listen entry)
       --state STATE          protocol_state for query (default RCPT)
       --attr NAME=VALUE      extra request attribute for query; repeat for more
+      --count                query: send exactly what smtpd sends, counted; print the action only
   -h, --help                 this text
   -V, --version              print the version
 
