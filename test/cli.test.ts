@@ -16,7 +16,7 @@ const run = (...args: string[]) => {
 test('--help and --version', () => {
   const h = run('--help');
   assert.equal(h.code, 0);
-  for (const word of ['serve', 'check ADDRESS', 'check-config', '--listen', '--quota-path']) assert.ok(h.out.includes(word), word);
+  for (const word of ['serve', 'check ADDRESS', 'check-config', '--listen', '--quota-path', 'ratelimit show KIND:ID', 'ratelimit reset KIND:ID', '--count']) assert.ok(h.out.includes(word), word);
   assert.match(run('--version').out, /^quotapolicy \d+\.\d+\.\d+\n$/);
 });
 
