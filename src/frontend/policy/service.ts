@@ -44,6 +44,9 @@ export interface ServiceDeps {
   now?: () => number;
 }
 
+/** Characters of an unknown quotapolicy_query value echoed in the reply and the log: enough to recognise it, not a whole 8 KiB line. */
+const QUERY_VALUE_SHOWN = 64;
+
 /** After a reload, the old store gets this long to finish what it started. */
 const OLD_STORE_CLOSE_DELAY_MS = 5000;
 
@@ -159,7 +162,7 @@ export class PolicyService {
   answer(req: PolicyRequest, explain = false): Reply | Promise<Reply> {
     const kind = queryKind(req);
     if (kind === 'unknown') {
-      const value = req.get(QUERY_ATTRIBUTE)!.slice(0, 64);
+      const value = req.get(QUERY_ATTRIBUTE)!.slice(0, QUERY_VALUE_SHOWN);
       this.log.warn({ [QUERY_ATTRIBUTE]: value }, 'query of an unknown kind: nothing decided or counted');
       return { action: this.cfg.actions.error, attrs: [['quotapolicy_error', `${QUERY_ATTRIBUTE}=${value}: unknown (quotapolicy query sends ${QUERY_DRY}); nothing decided or counted`]] };
     }
