@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, chmodSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, chmodSync, chownSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import http from 'node:http';
@@ -10,6 +10,13 @@ import net from 'node:net';
 import userid from 'userid';
 import { BIN, fakeQuota, quotaBlock, freePort, writeConfig, startDaemon } from './support/daemon.js';
 import { exchange, rcpt } from './support/policy-client.js';
+
+/** A directory the service user may write (for an SQLite store); the config stays root's. */
+function sqliteDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-ops-db-'));
+  chownSync(dir, userid.ids('quotapolicy').uid, userid.ids('quotapolicy').gid);
+  return dir;
+}
 
 function setup(extra = ''): { dir: string; cfg: string; sock: string } {
   const dir = mkdtempSync(join(tmpdir(), 'qp-ops-'));
@@ -78,9 +85,10 @@ test('quotapolicy query: one request to a running daemon, the reply printed; cle
   try {
     await d.waitFor((l) => l.msg === 'front ready');
     const r = cli('query', 'quotapolicy@example.test', '--config', cfg);
-    assert.deepEqual([r.status, r.stdout], [0, 'action=452 4.2.2 Mailbox full, try again later\n']);
-    const r2 = cli('query', 'quotapolicy@example.test', '--to', `unix:${sock}`, '--state', 'DATA');
-    assert.deepEqual([r2.status, r2.stdout], [0, 'action=DUNNO\n']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^action=452 4\.2\.2 Mailbox full, try again later\ncheck: quota\nverdict: over_quota\nreason: .*\/home.*\nuser: quotapolicy\nquota: over_quota: .* \(action 452 4\.2\.2 Mailbox full, try again later\)\ncounted: no \(dry query\)\n$/);
+    const r2 = cli('query', 'quotapolicy@example.test', '--to', `unix:${sock}`, '--state', 'DATA', '--count');
+    assert.deepEqual([r2.status, r2.stdout], [0, 'action=DUNNO\n'], '--count: the action only, as smtpd sees it');
     assert.match(cli('query', 'x@y', '--to', `unix:${sock}`, '--attr', 'nonsense').stderr, /--attr needs NAME=VALUE/);
   } finally {
     await d.stop();
@@ -88,6 +96,38 @@ test('quotapolicy query: one request to a running daemon, the reply printed; cle
   const gone = cli('query', 'quotapolicy@example.test', '--to', `unix:${sock}.none`);
   assert.equal(gone.status, 69);
   assert.match(gone.stderr, /cannot reach unix:.*ENOENT/);
+});
+
+test('quotapolicy query counts against no limit and says which check answered; details only on a unix socket', async () => {
+  const port = await freePort();
+  const { cfg, sock } = setup(`checks: [quota, rate_limit]\nrate_limit:\n  limits: [[1, 3600]]\n  limit_by_sasl: false\n  limit_by_sender: true\n  sqlite_path: ${sqliteDir()}/rl.sqlite3\n`);
+  writeFileSync(cfg, readFileSync(cfg, 'utf8').replace(/^listen: .*$/m, `listen: ["unix:${sock}", "inet:127.0.0.1:${port}"]`));
+  const d = startDaemon(['--config', cfg]);
+  try {
+    await d.waitFor((l) => l.msg === 'front ready');
+    const sender = ['--attr', 'sender=dry@example.org'];
+    for (let i = 0; i < 3; i++) {
+      const q = cli('query', 'nosuchuser@example.test', '--config', cfg, ...sender);
+      assert.equal(q.status, 0, q.stderr);
+      assert.equal(q.stdout, 'action=DUNNO\ncheck: rate_limit\nverdict: pass\nreason: within limits, 1 not counted for sender:dry@example.org\nrate_id: dry@example.org\n' +
+        'quota: skip: not a Unix user (action DUNNO)\nrate_limit: pass: within limits, 1 not counted for sender:dry@example.org (action DUNNO)\ncounted: no (dry query)\n');
+    }
+    const inet = cli('query', 'nosuchuser@example.test', '--to', `inet:127.0.0.1:${port}`, ...sender);
+    assert.equal(inet.stdout, 'action=DUNNO\ndetails: withheld: asked on an inet listener, which any local user may reach; ask on a unix socket (listen: unix:PATH)\ncounted: no (dry query)\n');
+    // Mail from that sender: the limit of 1 was left whole by the four queries.
+    const mail = (n: number) => exchange({ path: sock }, [rcpt('nosuchuser@example.test', { sender: 'dry@example.org', instance: `i${n}` })], { replies: 1 });
+    assert.equal((await mail(1)).text, 'action=DUNNO\n\n');
+    assert.equal((await mail(2)).text, 'action=DEFER_IF_PERMIT Rate limit reach, retry later\n\n');
+    const after = cli('query', 'nosuchuser@example.test', '--config', cfg, ...sender);
+    assert.match(after.stdout, /^action=DEFER_IF_PERMIT Rate limit reach, retry later\ncheck: rate_limit\nverdict: rate_limited\nreason: sender:dry@example\.org: 1 \+ 1 over 1 in 3600 s\n/);
+    const counted = cli('query', 'nosuchuser@example.test', '--config', cfg, '--count', '--attr', 'sender=other@example.org');
+    assert.equal(counted.stdout, 'action=DUNNO\n');
+    assert.match(cli('query', 'nosuchuser@example.test', '--config', cfg, '--attr', 'sender=other@example.org').stdout, /^action=DEFER_IF_PERMIT .*\ncheck: rate_limit\nverdict: rate_limited\n/, '--count was counted');
+    const logged = await d.waitFor((l) => l.msg === 'decision' && l.query === 'dry');
+    assert.equal(logged.rate_verdict, 'pass');
+  } finally {
+    await d.stop();
+  }
 });
 
 test('pid file: written, a live pid refuses a second start, a stale one is replaced, removed on exit', async () => {

@@ -48,10 +48,11 @@ test('errors are answered with the error action and never cached', async () => {
   assert.deepEqual(h.calls.quota, [2001, 2001]);
 });
 
-test('no quota data is not an error: DUNNO', async () => {
+test('no quota data is not an error: DUNNO, saying that no file system has quotas on', async () => {
   const h = harness();
   h.setStatus(QuotaStatus.NoData);
   assert.deepEqual([(await h.ask('bob@x', 0)).verdict, (await h.ask('bob@x', 0)).action], ['skip', 'DUNNO']);
+  assert.equal((await h.ask('bob@x', 0)).reason, 'no file system has quotas on (quota(1) lists none)');
 });
 
 test('exempt users, system users and the helper\'s own min_uid are never asked about', async () => {

@@ -47,6 +47,17 @@ test('a version 1 sorted set is still counted, and never written', async () => {
   assert.deepEqual(await r.hgetall(`qp:rl2:${key}`), { [T]: '1' });
 });
 
+test('events and reset see a version 1 sorted set too', async () => {
+  const key = uniq('v1-admin');
+  await r.zadd(`qp:rl:${key}`, T - 30, '2:abc', T - 100, '5:def', T, '1:ghi');
+  await r.expire(`qp:rl:${key}`, 600);
+  assert.equal((await s.consume({ buckets: [{ key, limits: [[100, 3600]] }], n: 4, nowSec: T, commit: true })).ok, true);
+  assert.deepEqual(await s.events(key, T - 60), [{ at: T - 30, n: 2 }, { at: T, n: 5 }], 'the second T holds 1 (version 1) + 4 (hash)');
+  assert.deepEqual(await s.events(key, 0), [{ at: T - 100, n: 5 }, { at: T - 30, n: 2 }, { at: T, n: 5 }]);
+  assert.equal(await s.reset(key), 12);
+  assert.equal(await r.exists(`qp:rl:${key}`, `qp:rl2:${key}`), 0);
+});
+
 test('an 8 KiB key is held under its stored form (at most STORE_KEY_MAX_BYTES), never under the key itself', async () => {
   const key = `${uniq('huge')}:${'k'.repeat(8192)}`;
   const b = [{ key, limits: [[2, 60]] as const }];

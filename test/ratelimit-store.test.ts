@@ -290,6 +290,45 @@ for (const backend of BACKENDS) {
       assert.equal(storedKey(`${key.slice(0, -1)}\ufffd`), `${key.slice(0, -1)}\ufffd`);
     });
 
+    test('events lists one key\'s counts per second from a time on, oldest first, and no other key\'s', async () => {
+      const key = uniq('show');
+      const twin = `${key}x`;
+      const b = [{ key, limits: [[100, 1000]] as const }];
+      for (const [t, n] of [[T - 100, 2], [T - 10, 1], [T - 10, 1], [T, 3]] as const) assert.equal((await s.consume({ buckets: b, n, nowSec: t, commit: true })).ok, true);
+      assert.equal((await s.consume({ buckets: b, n: 50, nowSec: T, commit: false })).ok, true, 'a look records nothing');
+      await s.consume({ buckets: [{ key: twin, limits: [[100, 1000]] }], n: 4, nowSec: T - 10, commit: true });
+      assert.deepEqual(await s.events(key, T - 50), [{ at: T - 10, n: 2 }, { at: T, n: 3 }]);
+      assert.deepEqual(await s.events(key, T - 100), [{ at: T - 100, n: 2 }, { at: T - 10, n: 2 }, { at: T, n: 3 }], 'an event exactly at since is listed');
+      assert.deepEqual(await s.events(twin, 0), [{ at: T - 10, n: 4 }]);
+      assert.deepEqual(await s.events(uniq('never'), 0), []);
+    });
+
+    test('reset deletes every event of one key, returns how many, and leaves every other key (long ones too) alone', async () => {
+      const key = uniq('reset');
+      const other = `${key.toUpperCase()}`;
+      const long = sized(`${uniq('reset-long')}-`, 8192, 'a');
+      const longTwin = `${long.slice(0, -1)}b`;
+      const lim = [[3, 3600]] as const;
+      for (const k of [key, other, long, longTwin]) {
+        assert.equal((await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T - 60, commit: true })).ok, true);
+        assert.equal((await s.consume({ buckets: [{ key: k, limits: lim }], n: 2, nowSec: T, commit: true })).ok, true);
+        assert.equal((await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T, commit: true })).ok, false, `${k.slice(0, 40)} is full`);
+      }
+      await s.recordHit(key, 3600);
+      assert.equal(await s.reset(key), 3);
+      assert.equal(await s.reset(long), 3);
+      assert.deepEqual(await s.events(key, 0), []);
+      assert.deepEqual(await s.consume({ buckets: [{ key, limits: lim }], n: 3, nowSec: T, commit: true }), { ok: true }, 'the reset key starts from nothing');
+      assert.equal((await s.consume({ buckets: [{ key: long, limits: lim }], n: 3, nowSec: T, commit: false })).ok, true, 'the long key too');
+      for (const k of [other, longTwin]) {
+        assert.deepEqual(await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T, commit: false }), { ok: false, key: k, limit: [3, 3600], used: 3 }, `${k.slice(0, 40)} kept its count`);
+      }
+      assert.equal((await s.hits()).find((h) => h.key === key)?.hits, 1, 'refusal hits stay for the report');
+      assert.equal(await s.reset(uniq('never')), 0);
+      await assert.rejects(s.reset(`${uniq('lone')}\ud800`), { name: 'StoreError', message: /not well-formed Unicode/ });
+      await assert.rejects(s.events(`${uniq('lone')}\ud800`, 0), { name: 'StoreError', message: /not well-formed Unicode/ });
+    });
+
     test('clean removes events older than asked, keeps the rest', async () => {
       const key = uniq('clean');
       const b = [{ key, limits: [[2, 2_000_000_000]] as const }];

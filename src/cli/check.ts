@@ -8,6 +8,7 @@ import { loadConfig } from '../shared/config/load.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { HelperClient } from '../frontend/quota/helper-client.js';
 import { PolicyService } from '../frontend/policy/service.js';
+import { NO_QUOTA_FS } from '../frontend/policy/quota-check.js';
 import { resolveDelimiters } from '../frontend/policy/delimiter.js';
 import { makeLogger } from '../frontend/log.js';
 
@@ -28,6 +29,10 @@ export async function check(cl: CommandLine, out: (s: string) => void): Promise<
     const req = new Map([['request', 'smtpd_access_policy'], ['protocol_state', 'RCPT'], ['recipient', address], ['size', cl.size ?? '0']]);
     const r = await service.decide(req);
     out(`action: ${r.action}\nverdict: ${r.verdict}\nreason: ${r.reason}\n${r.user === undefined ? '' : `user: ${r.user}\n`}`);
+    // Not this user's doing: no one is checked until quotas are on.
+    if (r.results.quota?.reason === NO_QUOTA_FS) {
+      out(`note: quota checks refuse no one on this host until quotas are on: mount with usrquota and run quotaon (check with: ${config.quota_path} -v), or leave quota out of checks\n`);
+    }
     return 0;
   } finally {
     helper.close('done');

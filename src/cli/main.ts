@@ -20,10 +20,15 @@ Commands:
   serve                      run the daemon (as root: root helper + unprivileged front;
                              with privilege_mode sudo: as the service user)
   check ADDRESS [--size N]   print the action for one recipient, and why (root reads all quotas)
-  query RECIPIENT            send one policy request to a running daemon and print the reply
+  query RECIPIENT            send one policy request to a running daemon and print the reply,
+                             which check answered and why (on a unix socket); counts nothing
   check-config               validate the configuration and exit
   get-config [KEY]           print the effective configuration, or one setting (e.g. rate_limit.limits)
   clean                      rate limiting: purge old counts, compact the store, send the report
+  ratelimit show KIND:ID     rate limiting: every window of that key: used, limit, when it frees up
+  ratelimit reset KIND:ID    rate limiting: delete that key's counts (unblock it now)
+                             KIND: sasl, sender, ip, rcpt_domain or sender_domain
+                             (sender:bob@example.org, ip:192.0.2.7, rcpt_domain:example.org)
   migrate --from policyd-rate-limit FILE
                              print a quotapolicy config equivalent to a policyd-rate-limit one
   help                       this text
@@ -41,6 +46,7 @@ Options:
       --to SPEC              daemon socket for query (default: the first listen entry)
       --state STATE          protocol_state for query (default RCPT)
       --attr NAME=VALUE      extra request attribute for query; repeat for more
+      --count                query: send exactly what smtpd sends, counted; print the action only
   -h, --help                 this text
   -V, --version              print the version
 
@@ -77,6 +83,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         return await query(cl, out);
       case 'clean':
         return await (await import('./ratelimit-commands.js')).clean(cl, out);
+      case 'ratelimit':
+        return await (await import('./ratelimit-commands.js')).ratelimit(cl, out, err);
       case 'get-config':
         return (await import('./ratelimit-commands.js')).getConfig(cl, out);
       case 'migrate':

@@ -1,9 +1,14 @@
 // `quotapolicy query RECIPIENT`: sends one policy request to a running daemon,
-// as smtpd would, and prints the reply. For admins testing their set-up.
+// as smtpd would, and prints the reply. For admins testing their set-up: by
+// default a dry query (QUERY_ATTRIBUTE), which counts against no limit and
+// comes back with which check answered and why; --count sends exactly what
+// smtpd sends, and is counted.
 import net from 'node:net';
 import { loadConfig } from '../shared/config/load.js';
 import { listenSpec, netOptions } from '../shared/config/schema.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
+import { QUERY_ATTRIBUTE, QUERY_DRY, POSTFIX_ATTRIBUTE } from '../frontend/protocol/dry-query.js';
+import { decodeReplyValue } from '../frontend/protocol/reply.js';
 
 /** A daemon answers in milliseconds; a cache miss on a hung NFS takes quota_timeout_ms. */
 export const QUERY_TIMEOUT_MS = 15_000;
@@ -14,22 +19,25 @@ export class QueryError extends Error {
   constructor(message: string, readonly exitCode: number) { super(message); }
 }
 
-export function buildRequest(recipient: string, state: string, size: string, extra: readonly string[]): string {
+export function buildRequest(recipient: string, state: string, size: string, extra: readonly string[], dry = false): string {
   const attrs = new Map([['request', 'smtpd_access_policy'], ['protocol_state', state], ['protocol_name', 'ESMTP'],
     ['client_address', '127.0.0.1'], ['client_name', 'localhost'], ['sender', 'query@localhost'], ['recipient', recipient],
     ['recipient_count', state === 'RCPT' ? '0' : '1'], ['size', size], ['queue_id', '']]);
   for (const a of extra) {
     const eq = a.indexOf('=');
     if (eq <= 0 || /[\r\n]/.test(a)) throw new UsageError(`--attr needs NAME=VALUE on one line, got "${a}"`);
+    if (a.slice(0, eq) === QUERY_ATTRIBUTE) throw new UsageError(`--attr ${QUERY_ATTRIBUTE} is set by query itself (dry unless --count)`);
+    if (a.slice(0, eq) === POSTFIX_ATTRIBUTE && dry) throw new UsageError(`--attr ${POSTFIX_ATTRIBUTE}: only Postfix sends it, and the daemon counts a request with it as mail; add --count to send one`);
     attrs.set(a.slice(0, eq), a.slice(eq + 1));
   }
+  if (dry) attrs.set(QUERY_ATTRIBUTE, QUERY_DRY);
   return [...attrs].map(([k, v]) => `${k}=${v}\n`).join('') + '\n';
 }
 
 export async function query(cl: CommandLine, out: (s: string) => void): Promise<number> {
   const recipient = cl.positionals[1];
   if (recipient === undefined || cl.positionals.length > 2 || /[\r\n]/.test(recipient)) {
-    throw new UsageError('usage: quotapolicy query RECIPIENT [--to SPEC] [--size N] [--state RCPT|END-OF-MESSAGE] [--attr NAME=VALUE]...');
+    throw new UsageError('usage: quotapolicy query RECIPIENT [--count] [--to SPEC] [--size N] [--state RCPT|END-OF-MESSAGE] [--attr NAME=VALUE]...');
   }
   const to = cl.to ?? loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf }).config.listen[0]!;
   const bad = listenSpec(to);
@@ -37,7 +45,7 @@ export async function query(cl: CommandLine, out: (s: string) => void): Promise<
   if (cl.size !== undefined && !/^\d{1,15}$/.test(cl.size)) throw new UsageError('--size must be a number of bytes');
   const state = cl.state ?? 'RCPT';
   if (!/^[A-Z-]{1,20}$/.test(state)) throw new UsageError('--state must be a protocol state such as RCPT');
-  const req = buildRequest(recipient, state, cl.size ?? '0', cl.attrs);
+  const req = buildRequest(recipient, state, cl.size ?? '0', cl.attrs, !cl.count);
   const reply = await new Promise<string>((resolve, reject) => {
     const s = net.connect(netOptions(to));
     let buf = '';
@@ -50,6 +58,25 @@ export async function query(cl: CommandLine, out: (s: string) => void): Promise<
     s.on('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new QueryError(`cannot reach ${to}: ${e.code ?? e.message}`, EX_UNAVAILABLE)); });
     s.on('close', () => { clearTimeout(timer); reject(new QueryError(`${to} closed the connection without a reply`, EX_TEMPFAIL)); });
   });
-  out(`${reply}\n`);
+  out(cl.count ? `${reply}\n` : explain(reply));
   return 0;
+}
+
+const DETAIL_PREFIX = 'quotapolicy_';
+
+/** A dry query's reply as lines: the action as Postfix would see it, then what the daemon said about it. */
+export function explain(reply: string): string {
+  const [first = '', ...rest] = reply.split('\n');
+  const lines = [first];
+  let counted: string | undefined;
+  for (const line of rest) {
+    const eq = line.indexOf('=');
+    const name = line.slice(0, eq);
+    const value = decodeReplyValue(line.slice(eq + 1));
+    if (name === `${DETAIL_PREFIX}counted`) counted = value;
+    else lines.push(`${name.startsWith(DETAIL_PREFIX) ? name.slice(DETAIL_PREFIX.length) : name}: ${value}`);
+  }
+  lines.push(counted === 'no' ? 'counted: no (dry query)'
+    : 'counted: unknown: the daemon does not take dry queries (an older quotapolicy?), so this request may have been counted');
+  return `${lines.join('\n')}\n`;
 }

@@ -1,5 +1,5 @@
-// Rate-limit commands: `clean` (purge, compact, report), `get-config`, and
-// `migrate --from policyd-rate-limit FILE`.
+// Rate-limit commands: `clean` (purge, compact, report), `ratelimit show|reset
+// KIND:ID`, `get-config`, and `migrate --from policyd-rate-limit FILE`.
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, stringify, isMap, isScalar, type Node, type Pair } from 'yaml';
 import userid from 'userid';
@@ -8,8 +8,10 @@ import { FIELDS, RATE_FIELDS, POLICYD_BACKENDS, POLICYD_COUNT_MODES, listenSpec,
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { openStore } from '../frontend/ratelimit/open-store.js';
 import { rulesFrom } from '../frontend/ratelimit/check.js';
-import { longestWindow } from '../frontend/ratelimit/decide.js';
+import { longestWindow, type Limit } from '../frontend/ratelimit/decide.js';
 import { sendReport } from '../frontend/ratelimit/report.js';
+import { parseTarget, applying, windowStates, KeyIdError, KEY_KINDS } from '../frontend/ratelimit/inspect.js';
+import { storedKey, STORE_KEY_MAX_BYTES, type RateStore } from '../frontend/ratelimit/store.js';
 
 /** Run as the service user, so that an SQLite file (and its WAL) stays the front's. */
 function dropToServiceUser(cfg: Config): void {
@@ -38,6 +40,81 @@ export async function clean(cl: CommandLine, out: (s: string) => void): Promise<
   } finally {
     await store.close();
   }
+}
+
+/** sysexits EX_NOINPUT: `ratelimit reset` found nothing held under the key (a mistyped id would otherwise pass for done). */
+export const EX_NOINPUT = 66;
+const RATELIMIT_USAGE = `usage: quotapolicy ratelimit show|reset KIND:ID (kinds: ${KEY_KINDS.join(', ')}; e.g. sender:bob@example.org, ip:192.0.2.7)`;
+
+const when = (sec: number, nowSec: number): string => `${new Date(sec * 1000).toISOString().replace('.000Z', 'Z')} (in ${sec - nowSec} s)`;
+const limitsText = (l: readonly Limit[]): string => `[${l.map(([c, s]) => `[${c}, ${s}]`).join(', ')}]`;
+
+/**
+ * `quotapolicy ratelimit show|reset KIND:ID`: opens the configured store
+ * itself, as `clean` does, so it works beside a running daemon on every
+ * backend; a reset holds for the daemon's next request.
+ */
+export async function ratelimit(cl: CommandLine, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const [, sub, text, extra] = cl.positionals;
+  if ((sub !== 'show' && sub !== 'reset') || text === undefined || extra !== undefined) throw new UsageError(RATELIMIT_USAGE);
+  const { config } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+  const rl = config.rate_limit;
+  const rules = rulesFrom(rl);
+  let target;
+  try {
+    target = parseTarget(text, rules);
+  } catch (e) {
+    if (e instanceof KeyIdError) throw new UsageError(`ratelimit ${sub}: ${e.message}`);
+    throw e;
+  }
+  dropToServiceUser(config);
+  const store = await openStore({ ...rl, timeout_ms: Math.max(rl.store_timeout_ms, 10_000) });
+  try {
+    const stored = storedKey(target.key);
+    const shownKey = stored === target.key ? target.key : `${stored} (hashed, as the store holds a key over ${STORE_KEY_MAX_BYTES} bytes)`;
+    if (sub === 'reset') {
+      const n = await store.reset(target.key);
+      if (n === 0) {
+        err(`quotapolicy: ratelimit reset: nothing is held under ${shownKey} in ${store.name}: nothing to reset (is the id spelled as it is counted? \`quotapolicy ratelimit show\` tells)\n`);
+        return EX_NOINPUT;
+      }
+      out(`reset ${shownKey}: ${n} events deleted from ${store.name}; its next request is counted from nothing\n`);
+      return 0;
+    }
+    return await show(store, rules, rl.sql_limits_by_id !== '', config.checks.includes('rate_limit'), target, shownKey, out);
+  } finally {
+    await store.close();
+  }
+}
+
+async function show(store: RateStore, rules: ReturnType<typeof rulesFrom>, sqlLimits: boolean, enabled: boolean,
+  target: ReturnType<typeof parseTarget>, shownKey: string, out: (s: string) => void): Promise<number> {
+  const nowSec = Math.floor(Date.now() / 1000);
+  const isId = target.kind === 'sasl' || target.kind === 'sender' || target.kind === 'ip';
+  const fromDb = isId && sqlLimits ? await store.limitsFor(target.id) : undefined;
+  const a = applying(target, rules, fromDb);
+  out(`key: ${shownKey}\nstore: ${store.name}\n`);
+  if (!enabled) out('not counted: rate_limit is not in checks\n');
+  for (const why of a.notCounted) out(`not counted: ${why}\n`);
+  if (a.limits === undefined || a.limits.length === 0) {
+    out(a.limits === undefined ? 'limits: none\n' : `limits: none, unlimited ([] in ${a.source})\n`);
+    let held = 0;
+    for (const e of await store.events(target.key, 0)) held += e.n;
+    out(`held: ${held} events\n`);
+    return 0;
+  }
+  out(`limits: ${limitsText(a.limits)} (${a.source})\n`);
+  const longest = Math.max(...a.limits.map(([, s]) => s));
+  for (const w of windowStates(await store.events(target.key, nowSec - longest), a.limits, nowSec)) {
+    const [count, seconds] = w.limit;
+    const state = !w.full ? `${count - w.used} left` : w.freesAt === null ? 'full: a count of 0 never frees up' : `full: frees up at ${when(w.freesAt!, nowSec)}`;
+    out(`  ${count} in ${seconds} s: ${w.used} used, ${state}\n`);
+  }
+  if (target.kind === 'sender') {
+    const domain = target.id.slice(target.id.lastIndexOf('@') + 1);
+    if (target.id.includes('@') && rules.limitsBySenderDomain.has(domain)) out(`also counted: sender_domain:${domain} (limits_by_sender_domain; show and reset it on its own)\n`);
+  }
+  return 0;
 }
 
 export function getConfig(cl: CommandLine, out: (s: string) => void): number {

@@ -66,7 +66,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
     for (const [s, c] of sockets) yield [s, c.idle()];
   };
   // One count of connections across all listeners: max_connections is the front's, not a socket's.
-  const onConnection = (socket: net.Socket): void => {
+  const onConnection = (socket: net.Socket, unix: boolean): void => {
     const a = admit(sockets.size, service.config.max_connections, idleness);
     if (!a.admit) {
       refused++;
@@ -83,13 +83,22 @@ export async function runFront(o: FrontOptions): Promise<void> {
     }
     socket.on('close', () => sockets.delete(socket));
     sockets.set(socket, serveConnection(socket, {
-      idleTimeoutMs: service.config.idle_timeout_ms, requestTimeoutMs: service.config.request_timeout_ms, answer: (req) => service.answer(req), log,
+      idleTimeoutMs: service.config.idle_timeout_ms, requestTimeoutMs: service.config.request_timeout_ms, answer: (req) => service.answer(req, unix), log,
       onProtocolError: () => metrics.error('protocol'),
     }));
   };
   for (const l of o.listen) {
     const server = 'server' in l ? l.server : net.createServer({ allowHalfOpen: true });
-    server.on('connection', onConnection);
+    // A dry query's explanation only on a unix socket: socket_mode keeps those to their owner and group (service.ts
+    // QUERY_ATTRIBUTE). A TCP listener always has an address object; a unix one a path, or null when inherited as an fd.
+    let unix: boolean | undefined;
+    server.on('connection', (socket: net.Socket) => {
+      if (unix === undefined) {
+        const a = server.address();
+        unix = a === null || typeof a === 'string';
+      }
+      onConnection(socket, unix);
+    });
     server.on('error', (e) => {
       log.fatal({ err: e.message, listener: 'fd' in l ? l.fd : l.name }, 'listener failed');
       exit(1);

@@ -26,6 +26,7 @@ const OPTIONS = {
   state: { type: 'string' },
   attr: { type: 'string', multiple: true },
   from: { type: 'string' },
+  count: { type: 'boolean' },
   // The original quotapolicy's flags, same meaning (see README "Coming from quotapolicy").
   homedir: { type: 'string', short: 'H' },
   socketfile: { type: 'string', short: 's' },
@@ -47,6 +48,8 @@ export interface CommandLine {
   state: string | undefined;
   attrs: string[];
   from: string | undefined;
+  /** query: send the request as smtpd would, counted (default: a dry query). */
+  count: boolean;
   help: boolean;
   version: boolean;
 }
@@ -104,6 +107,7 @@ export function parseCommandLine(argv: string[]): CommandLine {
     state: v.state,
     attrs: v.attr ?? [],
     from: v.from,
+    count: v.count ?? false,
     help: v.help ?? false,
     version: v.version ?? false,
   };

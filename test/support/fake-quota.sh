@@ -2,7 +2,8 @@
 # Stand-in for quota(1), for plumbing tests only (acceptance uses the real one).
 # Appends its argv to $DIR/argv.log, one line per run, then prints $DIR/UID.out
 # for each uid (a "#UID" block with zero limits when absent). $DIR/mode picks a
-# misbehaviour: sleep (hang), slow (answers after 0.5 s), stderr, garbage, exit3.
+# misbehaviour: sleep (hang), slow (answers after 0.5 s), stderr, garbage, exit3,
+# empty (no output at all, as when no file system has quotas on).
 DIR=$(dirname "$0")/fake-quota.d
 printf '%s\n' "$*" >> "$DIR/argv.log"
 mode=$(cat "$DIR/mode" 2>/dev/null)
@@ -12,6 +13,7 @@ case "$mode" in
   stderr) echo "quota: error while getting quota from nfs:/export for 1" >&2; exit 1 ;;
   garbage) echo "this is not quota output"; exit 0 ;;
   exit3) exit 3 ;;
+  empty) exit 0 ;;
 esac
 seen=0; rc=0
 for a in "$@"; do

@@ -8,6 +8,12 @@ import { TtlCache } from '../quota/cache.js';
 import { recipientToUser, type RecipientRules } from './recipient.js';
 import { decideQuota, type QuotaVerdict } from './quota-decision.js';
 
+/**
+ * The reason when quota(1) reports no file system with quotas on (no output,
+ * or "none"): quotas are off everywhere, so the check can refuse no one.
+ */
+export const NO_QUOTA_FS = 'no file system has quotas on (quota(1) lists none)';
+
 export type Verdict = QuotaVerdict | 'skip' | 'error';
 
 export interface CheckResult {
@@ -90,7 +96,7 @@ export class QuotaCheck {
   }
 
   private judge(q: UserQuota, name: string, size: number, nowMs: number): CheckResult {
-    if (q.status === QuotaStatus.NoData) return this.skip('no quota data', name);
+    if (q.status === QuotaStatus.NoData) return this.skip(NO_QUOTA_FS, name);
     if (q.status !== QuotaStatus.Ok) {
       return { verdict: 'error', reason: `quota lookup failed: ${QUOTA_STATUS_NAMES[q.status]}`, action: this.cfg.actions.error, user: name };
     }

@@ -11,6 +11,8 @@ import { RateLimitCheck } from '../ratelimit/check.js';
 import type { RateStore } from '../ratelimit/store.js';
 import type { UserQuota } from '../../shared/wire.js';
 import type { Metrics } from '../metrics.js';
+import type { Reply, DetailedReply } from '../protocol/reply.js';
+import { QUERY_ATTRIBUTE, QUERY_DRY, queryKind } from '../protocol/dry-query.js';
 
 /** getpwnam() through NSS (userid's native binding); undefined when there is no such user. */
 export function lookupUnixUser(name: string): UserEntry | undefined {
@@ -41,6 +43,9 @@ export interface ServiceDeps {
   openStore?: () => Promise<RateStore>;
   now?: () => number;
 }
+
+/** Characters of an unknown quotapolicy_query value echoed in the reply and the log: enough to recognise it, not a whole 8 KiB line. */
+const QUERY_VALUE_SHOWN = 64;
 
 /** After a reload, the old store gets this long to finish what it started. */
 const OLD_STORE_CLOSE_DELAY_MS = 5000;
@@ -96,16 +101,19 @@ export class PolicyService {
   decide(req: PolicyRequest): Decision | Promise<Decision> {
     const now = (this.deps.now ?? Date.now)();
     const results: Partial<Record<CheckName, Outcome>> = {};
+    // Only mail is counted (answer() refuses a query of an unknown kind before deciding anything).
+    const kind = queryKind(req);
+    const count = kind === 'no' || kind === 'forged';
     try {
-      if (!this.cfg.checks.includes('quota')) return this.rated(req, now, results);
+      if (!this.cfg.checks.includes('quota')) return this.rated(req, now, results, count);
       const q = this.quota.check(req, now);
       if (!(q instanceof Promise)) {
         results.quota = q;
-        return this.rated(req, now, results);
+        return this.rated(req, now, results, count);
       }
       return q.then((r) => {
         results.quota = r;
-        return this.rated(req, now, results);
+        return this.rated(req, now, results, count);
       }).catch((e: unknown) => this.failed(e, results));
     } catch (e) {
       return this.failed(e, results);
@@ -113,14 +121,14 @@ export class PolicyService {
   }
 
   /** Runs the rate limit (if on) after the quota check, then settles precedence. */
-  private rated(req: PolicyRequest, now: number, results: Partial<Record<CheckName, Outcome>>): Decision | Promise<Decision> {
+  private rated(req: PolicyRequest, now: number, results: Partial<Record<CheckName, Outcome>>, count: boolean): Decision | Promise<Decision> {
     const checks = this.cfg.checks;
     if (!this.rate) return this.settle(results);
     const quotaRefused = results.quota !== undefined && refuses(results.quota.action);
     const quotaFirst = checks.indexOf('quota') !== -1 && checks.indexOf('quota') < checks.indexOf('rate_limit');
     // Refused mail is never counted: when the quota check refuses, the rate limit only looks (if it could answer first).
     if (quotaRefused && quotaFirst) return this.settle(results);
-    return this.rate.check(req, now, !quotaRefused).then((r) => {
+    return this.rate.check(req, now, !quotaRefused && count).then((r) => {
       results.rate_limit = r;
       return this.settle(results);
     }, (e: unknown) => this.failed(e, results));
@@ -145,17 +153,47 @@ export class PolicyService {
     return { check: 'none', verdict: 'skip', reason: first?.reason ?? 'no check enabled', action: first?.action ?? 'DUNNO', user: first?.user, id: first?.id, results };
   }
 
-  /** For connections: the action only, with the decision logged (synchronous when decide() is). */
-  answer(req: PolicyRequest): string | Promise<string> {
+  /**
+   * For connections: the action only, with the decision logged (synchronous
+   * when decide() is). A dry query (QUERY_ATTRIBUTE) is counted nowhere, not
+   * in the metrics either, and gets its explanation when `explain` (the
+   * connection came in on a unix socket).
+   */
+  answer(req: PolicyRequest, explain = false): Reply | Promise<Reply> {
+    const kind = queryKind(req);
+    if (kind === 'unknown') {
+      const value = req.get(QUERY_ATTRIBUTE)!.slice(0, QUERY_VALUE_SHOWN);
+      this.log.warn({ [QUERY_ATTRIBUTE]: value }, 'query of an unknown kind: nothing decided or counted');
+      return { action: this.cfg.actions.error, attrs: [['quotapolicy_error', `${QUERY_ATTRIBUTE}=${value}: unknown (quotapolicy query sends ${QUERY_DRY}); nothing decided or counted`]] };
+    }
+    if (kind === 'forged') this.log.warn({ queue_id: req.get('queue_id') || undefined, sender: req.get('sender') }, `${QUERY_ATTRIBUTE} in a request from Postfix: ignored, counted as mail`);
     const started = performance.now();
     const d = this.decide(req);
-    return d instanceof Promise ? d.then((x) => this.record(req, x, started)) : this.record(req, d, started);
+    if (kind !== 'dry') return d instanceof Promise ? d.then((x) => this.record(req, x, started)) : this.record(req, d, started);
+    return d instanceof Promise ? d.then((x) => this.explained(req, x, started, explain)) : this.explained(req, d, started, explain);
   }
 
-  private record(req: PolicyRequest, d: Decision, started: number): string {
+  private explained(req: PolicyRequest, d: Decision, started: number, explain: boolean): DetailedReply {
+    this.record(req, d, started, true);
+    const attrs: [string, string][] = [['quotapolicy_counted', 'no']];
+    if (!explain) {
+      attrs.push(['quotapolicy_details', 'withheld: asked on an inet listener, which any local user may reach; ask on a unix socket (listen: unix:PATH)']);
+      return { action: d.action, attrs };
+    }
+    attrs.push(['quotapolicy_check', d.check], ['quotapolicy_verdict', d.verdict], ['quotapolicy_reason', d.reason]);
+    if (d.user !== undefined) attrs.push(['quotapolicy_user', d.user]);
+    if (d.id !== undefined) attrs.push(['quotapolicy_rate_id', d.id]);
+    for (const c of ['quota', 'rate_limit'] as const) {
+      const r = d.results[c];
+      if (r) attrs.push([`quotapolicy_${c}`, `${r.verdict}: ${r.reason} (action ${r.action})`]);
+    }
+    return { action: d.action, attrs };
+  }
+
+  private record(req: PolicyRequest, d: Decision, started: number, query = false): string {
     const q = d.results.quota;
     const rl = d.results.rate_limit;
-    const m = this.deps.metrics;
+    const m = query ? undefined : this.deps.metrics;
     if (q) m?.decision('quota', q.verdict);
     if (rl) m?.decision('rate_limit', rl.verdict);
     const errors: Outcome[] = [];
@@ -178,6 +216,7 @@ export class PolicyService {
         quota_verdict: q?.verdict,
         rate_verdict: rl?.verdict,
         rate_id: rl?.id,
+        query: query ? QUERY_DRY : undefined,
         latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
       };
       if (warn) this.log.warn(line, 'decision');

@@ -87,7 +87,8 @@ export class RateLimitCheck {
       const r = await this.timed(store.consume({ buckets: sub.buckets, n: sub.n, nowSec: Math.floor(nowMs / 1000), commit }));
       if (r.ok) {
         // Keys as the store holds them (a long one hashed, as the report lists it), so log lines stay short.
-        return { verdict: 'pass', reason: `${sub.n} counted for ${sub.buckets.map((b) => storedKey(b.key)).join(', ')}`, action: c.success_action, id };
+        const keys = sub.buckets.map((b) => storedKey(b.key)).join(', ');
+        return { verdict: 'pass', reason: commit ? `${sub.n} counted for ${keys}` : `within limits, ${sub.n} not counted for ${keys}`, action: c.success_action, id };
       }
       const reason = `${storedKey(r.key)}: ${r.used} + ${sub.n} over ${r.limit[0]} in ${r.limit[1]} s`;
       if (c.report && c.report_limits.includes(r.limit[1]) && commit) store.recordHit(r.key, r.limit[1]).catch(() => {});

@@ -19,6 +19,9 @@ export type ConsumeResult =
 
 export interface HitRow { key: string; seconds: number; hits: number }
 
+/** Events a key holds in one second. */
+export interface EventRow { at: number; n: number }
+
 export interface RateStore {
   readonly name: string;
   /**
@@ -27,6 +30,18 @@ export interface RateStore {
    * (when commit). Concurrent calls never both take the last slot.
    */
   consume(req: ConsumeRequest): Promise<ConsumeResult>;
+  /**
+   * The events a key holds from sinceSec on, per second, oldest first (for
+   * `quotapolicy ratelimit show`). The key as decide.ts makes it; the store
+   * maps it through storedKey() as consume() does.
+   */
+  events(key: string, sinceSec: number): Promise<EventRow[]>;
+  /**
+   * Deletes every event of one key (`quotapolicy ratelimit reset`): the next
+   * request under it starts from nothing. Refusal hits for the report stay.
+   * Returns the number of events deleted.
+   */
+  reset(key: string): Promise<number>;
   /** Limits for an id from the admin's own table (sql_limits_by_id); undefined = none there. */
   limitsFor(id: string): Promise<readonly Limit[] | undefined>;
   /** Counts a refusal for the report (report_limits windows only). */

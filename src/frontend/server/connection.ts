@@ -14,7 +14,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { PolicyParser, ProtocolError } from '../protocol/parser.js';
 import type { PolicyRequest } from '../protocol/parser.js';
-import { formatReply } from '../protocol/reply.js';
+import { formatReply, type Reply } from '../protocol/reply.js';
 import type { Idle } from './admission.js';
 
 /** Requests read ahead of their replies (answers awaited from the helper or the store); past this we stop reading. */
@@ -40,8 +40,8 @@ export interface ConnectionOptions {
   idleTimeoutMs: number;
   /** A request begun must be complete within this (Postfix sends one in a single write). */
   requestTimeoutMs: number;
-  /** Never throws or rejects: the action to answer, synchronously when it is at hand. */
-  answer(req: PolicyRequest): string | Promise<string>;
+  /** Never throws or rejects: the action to answer (with attributes only for a dry query), synchronously when it is at hand. */
+  answer(req: PolicyRequest): Reply | Promise<Reply>;
   log: Logger;
   onProtocolError?(reason: string): void;
 }
@@ -102,7 +102,7 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
         budget--;
         const answer = opts.answer(req);
         // Nothing queued ahead and the answer is at hand: reply in order, now.
-        if (pending === 0 && typeof answer === 'string') {
+        if (pending === 0 && !(answer instanceof Promise)) {
           out += formatReply(answer);
           lastActive = ++activity;
           answered++;

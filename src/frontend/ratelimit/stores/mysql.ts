@@ -114,6 +114,30 @@ export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: n
       const r = await rows(sqlLimitsById, [id]);
       return r.length === 0 ? undefined : parseLimitsText(Object.values(r[0]!)[0]);
     }),
+    events: (key, since) => wrap(async () => {
+      await migrate();
+      return (await rows('SELECT at, CAST(SUM(n) AS SIGNED) AS n FROM qp_rate_events WHERE `key` = ? AND at >= ? GROUP BY at ORDER BY at', [bin(key), since]))
+        .map((r) => ({ at: Number(r.at), n: Number(r.n) }));
+    }),
+    // Under the key's named lock, as consume() takes it: the count and the delete see the same rows.
+    reset: (key) => wrap(async () => {
+      await migrate();
+      const k = bin(key);
+      const name = lockName(storedKey(key));
+      const c = await pool.getConnection();
+      let held = false;
+      try {
+        const [g] = await c.query('SELECT GET_LOCK(?, ?) AS got', [name, lockWaitSec]);
+        if (Number((g as Record<string, unknown>[])[0]!.got) !== 1) throw new StoreError(`mysql: lock for ${storedKey(key)} not granted in ${lockWaitSec} s`);
+        held = true;
+        const [r] = await c.query('SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) AS n FROM qp_rate_events WHERE `key` = ?', [k]);
+        await c.query('DELETE FROM qp_rate_events WHERE `key` = ?', [k]);
+        return Number((r as Record<string, unknown>[])[0]!.n);
+      } finally {
+        if (held) await c.query('SELECT RELEASE_LOCK(?)', [name]).catch(() => {});
+        c.release();
+      }
+    }),
     recordHit: (key, seconds) => wrap(async () => {
       await pool.query('INSERT INTO qp_rate_hits (`key`, seconds, hits) VALUES (?, ?, 1) ON DUPLICATE KEY UPDATE hits = hits + 1', [bin(key), seconds]);
     }),

@@ -116,6 +116,16 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
       const r = await pool.query(sqlLimitsById, [id]);
       return r.rows.length === 0 ? undefined : parseLimitsText(Object.values(r.rows[0]!)[0]);
     }),
+    events: (key, since) => wrap(async () => {
+      await migrate();
+      const r = await pool.query('SELECT at, SUM(n)::bigint AS n FROM qp_rate_events WHERE key = $1 AND at >= $2 GROUP BY at ORDER BY at', [storedKey(key), since]);
+      return r.rows.map((row) => ({ at: Number(row.at), n: Number(row.n) }));
+    }),
+    reset: (key) => wrap(async () => {
+      await migrate();
+      const r = await pool.query('WITH gone AS (DELETE FROM qp_rate_events WHERE key = $1 RETURNING n) SELECT COALESCE(SUM(n), 0)::bigint AS n FROM gone', [storedKey(key)]);
+      return Number(r.rows[0]!.n);
+    }),
     recordHit: (key, seconds) => wrap(async () => {
       await pool.query('INSERT INTO qp_rate_hits (key, seconds, hits) VALUES ($1, $2, 1) ON CONFLICT (key, seconds) DO UPDATE SET hits = qp_rate_hits.hits + 1', [storedKey(key), seconds]);
     }),

@@ -4,7 +4,7 @@
 // one field per second of its longest window, however busy the key is; fields
 // older than that window are dropped as the key is counted, and keys expire
 // after their longest window, so nothing needs cleaning.
-import type { RateStore, ConsumeResult } from '../store.js';
+import type { RateStore, ConsumeResult, EventRow } from '../store.js';
 import { StoreError, storedKey } from '../store.js';
 import { redactUrl } from '../../redact.js';
 
@@ -86,6 +86,32 @@ end
 return {}
 `;
 
+/**
+ * KEYS: the hash, the version-1 sorted set. ARGV: since. Returns a flat
+ * {second, events, ...} of both, unsorted (a second may come twice).
+ */
+const EVENTS = `
+local since, out = tonumber(ARGV[1]), {}
+local counts = redis.call('HGETALL', KEYS[1])
+for i = 1, #counts, 2 do
+  if tonumber(counts[i]) >= since then out[#out + 1] = tonumber(counts[i]); out[#out + 1] = tonumber(counts[i + 1]) end
+end
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], since, '+inf', 'WITHSCORES')
+for i = 1, #old, 2 do
+  out[#out + 1] = tonumber(old[i + 1]); out[#out + 1] = tonumber(string.match(old[i], '^(%d+):'))
+end
+return out
+`;
+
+/** KEYS: the hash, the version-1 sorted set. Deletes both; returns the events they held. */
+const RESET = `
+local n = 0
+for _, c in ipairs(redis.call('HVALS', KEYS[1])) do n = n + tonumber(c) end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do n = n + tonumber(string.match(m, '^(%d+):')) end
+redis.call('DEL', KEYS[1], KEYS[2])
+return n
+`;
+
 export async function openRedis(url: string, timeoutMs: number): Promise<RateStore> {
   const mod = (await import('ioredis')) as unknown as { default: new (url: string, o: object) => Redis };
   // No offline queue: while Redis is down, calls fail at once and db_error_action applies.
@@ -112,6 +138,17 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
       const out = (await r.eval(CONSUME, keys.length, ...keys, ...args)) as number[];
       if (out.length === 0) return { ok: true };
       return { ok: false, key: req.buckets[out[0]! - 1]!.key, limit: [out[1]!, out[2]!], used: out[3]! };
+    }),
+    events: (key, since) => wrap(async (): Promise<EventRow[]> => {
+      const k = storedKey(key);
+      const flat = (await r.eval(EVENTS, 2, PREFIX + k, V1_PREFIX + k, since)) as number[];
+      const per = new Map<number, number>();
+      for (let i = 0; i < flat.length; i += 2) per.set(flat[i]!, (per.get(flat[i]!) ?? 0) + flat[i + 1]!);
+      return [...per].sort((a, b) => a[0] - b[0]).map(([at, n]) => ({ at, n }));
+    }),
+    reset: (key) => wrap(async () => {
+      const k = storedKey(key);
+      return Number(await r.eval(RESET, 2, PREFIX + k, V1_PREFIX + k));
     }),
     limitsFor: async () => undefined,
     recordHit: (key, seconds) => wrap(async () => { await r.hincrby(HITS, `${seconds}\t${storedKey(key)}`, 1); }),

@@ -4,7 +4,7 @@
 // of the event loop) are checked and recorded one after another inside one
 // transaction, so each still sees the ones before it, and the commit, the
 // costly part, is paid once per group. A reply waits for its group's commit.
-import type { RateStore, ConsumeRequest, ConsumeResult, HitRow } from '../store.js';
+import type { RateStore, ConsumeRequest, ConsumeResult, HitRow, EventRow } from '../store.js';
 import { StoreError, breaks, parseLimitsText, storedKey, rekeyPlan, STORE_KEY_MAX_BYTES, HASHED_KEY_MARK } from '../store.js';
 import type { Limit } from '../decide.js';
 
@@ -89,6 +89,14 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
   const add = db.prepare('INSERT INTO qp_rate_counts (key, at, n) VALUES (?, ?, ?) ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n');
   const hit = db.prepare('INSERT INTO qp_rate_hits (key, seconds, hits) VALUES (?, ?, 1) ON CONFLICT (key, seconds) DO UPDATE SET hits = hits + 1');
   const byId = sqlLimitsById === '' ? undefined : db.prepare(sqlLimitsById);
+  const eventsOf = db.prepare('SELECT at, n FROM qp_rate_counts WHERE key = ? AND at >= ? ORDER BY at');
+  const countOf = db.prepare('SELECT COALESCE(SUM(n), 0) AS n FROM qp_rate_counts WHERE key = ?');
+  const deleteKey = db.prepare('DELETE FROM qp_rate_counts WHERE key = ?');
+  const resetKey = db.transaction((key: string): number => {
+    const n = (countOf.get(key) as { n: number }).n;
+    deleteKey.run(key);
+    return n;
+  });
   /** keys: each bucket's storedKey(). */
   const one = ({ req, keys }: { req: ConsumeRequest; keys: string[] }): ConsumeResult => {
     for (const [j, b] of req.buckets.entries()) {
@@ -141,6 +149,9 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
       const row = byId?.get(id) as Record<string, unknown> | undefined;
       return row === undefined ? undefined : parseLimitsText(Object.values(row)[0]);
     }),
+    events: (key, since) => guard(() => eventsOf.all(storedKey(key), since) as EventRow[]),
+    // Immediate: the count and the delete see the same rows, whatever another process writes meanwhile.
+    reset: (key) => guard(() => resetKey.immediate(storedKey(key))),
     recordHit: (key, seconds) => guard(() => { hit.run(storedKey(key), seconds); }),
     hits: () => guard(() => db.prepare('SELECT key, seconds, hits FROM qp_rate_hits ORDER BY hits DESC, key').all() as HitRow[]),
     clearHits: () => guard(() => { db.exec('DELETE FROM qp_rate_hits'); }),
