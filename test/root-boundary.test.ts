@@ -434,3 +434,87 @@ test("the front's output reaches root's with terminal controls escaped, split UT
   await new Promise((r) => setImmediate(r));
   assert.equal(from.readableLength, 0);
 });
+
+test('quotapolicy check as root refuses a quota_path others can change, and never runs it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-check-'));
+  chmodSync(dir, 0o755);
+  const own = join(dir, 'svc');
+  mkdirSync(own);
+  chownSync(own, svc.uid, svc.gid);
+  const evil = join(own, 'evil');
+  writeFileSync(evil, `#!/bin/sh\nid > ${join(own, 'ran-as')}\n`, { mode: 0o755 });
+  const cfg = writeConfig(dir, `quota_path: ${evil}\nmin_uid: 100\n`);
+  const r = spawnSync(process.execPath, [BIN, 'check', `${SERVICE_USER}@localhost`, '--config', cfg], {
+    encoding: 'utf8',
+  });
+  assert.equal(r.status, EX_CONFIG, r.stdout + r.stderr);
+  assert.match(r.stderr, new RegExp(`quota_path ${evil}: ${own} is owned by uid ${svc.uid}`));
+  assert.ok(!existsSync(join(own, 'ran-as')), 'the untrusted binary never ran');
+});
+
+test('config: absent in a directory the service user owns, or a FIFO, is refused at once', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-cfgrace-'));
+  chmodSync(dir, 0o755);
+  const own = join(dir, 'etc');
+  mkdirSync(own);
+  chownSync(own, svc.uid, svc.gid);
+  // Absent now, but its owner could create it between root's check and root's read.
+  let r = serveOnce(['--config', join(own, 'quotapolicy.yaml')]);
+  assert.equal(r.status, EX_CONFIG);
+  assert.match(r.stderr, new RegExp(`config file ${own}: ${own} is owned by uid ${svc.uid}`));
+  const fifo = join(dir, 'fifo.yaml');
+  execFileSync('mkfifo', ['-m', '0644', fifo]);
+  r = serveOnce(['--config', fifo]);
+  assert.equal(r.status, EX_CONFIG, 'no hang on a FIFO');
+  assert.match(r.stderr, /config file .*fifo\.yaml: not a regular file/);
+});
+
+test('a live socket whose name is too long to probe is not deleted; a socket directory under a swappable one is refused', async () => {
+  // /tmp/qpXXXXXX/ + 93 bytes fits a sun_path (107 bytes); through /proc/self/fd/N/ it does not.
+  const dir = mkdtempSync('/tmp/qp');
+  chmodSync(dir, 0o755);
+  const cfg = baseConfig(dir, `socket_group: ${SERVICE_USER}\n`);
+  const live = join(dir, 'q'.repeat(107 - dir.length - 1));
+  const { createServer } = await import('node:net');
+  const server = createServer().listen(live);
+  await new Promise((ok) => server.once('listening', ok));
+  assert.ok(lstatSync(live).isSocket(), 'test set-up: bound at its full name');
+  try {
+    const r = serveOnce(['--config', cfg, '--listen', `unix:${live}`]);
+    assert.equal(r.status, EX_CONFIG);
+    assert.match(r.stderr, /exists and cannot be probed \(\w+\); remove it if it is stale/);
+    assert.ok(lstatSync(live).isSocket(), 'the live socket is still there');
+  } finally {
+    server.close();
+  }
+  // -H DIR -s a/b/sock with DIR the service user's: "a" could point anywhere.
+  const own = join(dir, 'home');
+  mkdirSync(join(own, 'a', 'b'), { recursive: true });
+  execFileSync('chown', ['-R', `${svc.uid}:${svc.gid}`, own]);
+  const r = serveOnce(['--config', cfg, '--listen', `unix:${join(own, 'a', 'b', 'p.sock')}`]);
+  assert.equal(r.status, EX_CONFIG);
+  assert.match(r.stderr, new RegExp(`directory ${own}/a: ${own} is owned by uid ${svc.uid}`));
+});
+
+test('pid file: a process of another user named quotapolicy holds no claim; an odd umask does not break start-up', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-pidclaim-'));
+  chmodSync(dir, 0o755);
+  const sock = join(dir, 'p.sock');
+  const cfg = baseConfig(dir, `listen: ["unix:${sock}"]\nsocket_group: ${SERVICE_USER}\n`);
+  const squatter = spawn('sh', ['-c', 'exec -a quotapolicy sleep 30'], { uid: svc.uid, gid: svc.gid, stdio: 'ignore' });
+  const pid = join(dir, 'qp.pid');
+  writeFileSync(pid, `${squatter.pid}\n`);
+  try {
+    const d = new Daemon(
+      spawn('sh', ['-c', `umask 0277; exec ${process.execPath} ${BIN} serve --config ${cfg} --pid-file ${pid}`], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+    await d.waitFor((l) => l.msg === 'front ready');
+    assert.equal(readFileSync(pid, 'utf8'), `${d.proc.pid}\n`, 'the squatter did not block the start');
+    assert.equal(lstatSync(sock).mode & 0o777, 0o660, 'socket mode from socket_mode, whatever the umask');
+    assert.equal(await d.stop(), 0);
+  } finally {
+    squatter.kill();
+  }
+});

@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../shared/config/load.js';
+import { loadConfig, DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { HelperClient } from '../frontend/quota/helper-client.js';
 import { PolicyService } from '../frontend/policy/service.js';
@@ -16,22 +16,55 @@ export const HELPER_MAIN = fileURLToPath(new URL('../helper/main.js', import.met
 
 export async function check(cl: CommandLine, out: (s: string) => void): Promise<number> {
   const address = cl.positionals[1];
-  if (address === undefined || cl.positionals.length > 2) throw new UsageError('usage: quotapolicy check ADDRESS [--size BYTES]');
+  if (address === undefined || cl.positionals.length > 2)
+    throw new UsageError('usage: quotapolicy check ADDRESS [--size BYTES]');
   if (cl.size !== undefined && !/^\d{1,15}$/.test(cl.size)) throw new UsageError('--size must be a number of bytes');
   const { config } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
-  const child = spawn(process.execPath, [HELPER_MAIN, '--quota-path', config.quota_path,
-    '--timeout-ms', String(config.quota_timeout_ms), '--min-uid', String(config.min_uid)], { stdio: ['pipe', 'pipe', 'ignore'] });
-  const helper = new HelperClient(Duplex.from({ readable: child.stdout, writable: child.stdin }), config.quota_timeout_ms);
+  // As root the helper below runs quota_path: the same checks as serve's, or nothing runs.
+  if (process.getuid?.() === 0)
+    (await import('../helper/startup/serve.js')).checkHelperPaths(cl.configPath ?? DEFAULT_CONFIG_PATH, config);
+  const child = spawn(
+    process.execPath,
+    [
+      HELPER_MAIN,
+      '--quota-path',
+      config.quota_path,
+      '--timeout-ms',
+      String(config.quota_timeout_ms),
+      '--min-uid',
+      String(config.min_uid),
+    ],
+    { stdio: ['pipe', 'pipe', 'ignore'] },
+  );
+  const helper = new HelperClient(
+    Duplex.from({ readable: child.stdout, writable: child.stdin }),
+    config.quota_timeout_ms,
+  );
   try {
     const minUid = await helper.hello();
     const log = makeLogger('cli', 'silent');
-    const service = new PolicyService(config, (await resolveDelimiters(config.recipient_delimiter)).delimiters, minUid, { queryQuota: (uid) => helper.query(uid) }, log);
-    const req = new Map([['request', 'smtpd_access_policy'], ['protocol_state', 'RCPT'], ['recipient', address], ['size', cl.size ?? '0']]);
+    const service = new PolicyService(
+      config,
+      (await resolveDelimiters(config.recipient_delimiter)).delimiters,
+      minUid,
+      { queryQuota: (uid) => helper.query(uid) },
+      log,
+    );
+    const req = new Map([
+      ['request', 'smtpd_access_policy'],
+      ['protocol_state', 'RCPT'],
+      ['recipient', address],
+      ['size', cl.size ?? '0'],
+    ]);
     const r = await service.decide(req);
-    out(`action: ${r.action}\nverdict: ${r.verdict}\nreason: ${r.reason}\n${r.user === undefined ? '' : `user: ${r.user}\n`}`);
+    out(
+      `action: ${r.action}\nverdict: ${r.verdict}\nreason: ${r.reason}\n${r.user === undefined ? '' : `user: ${r.user}\n`}`,
+    );
     // Not this user's doing: no one is checked until quotas are on.
     if (r.results.quota?.reason === NO_QUOTA_FS) {
-      out(`note: quota checks refuse no one on this host until quotas are on: mount with usrquota and run quotaon (check with: ${config.quota_path} -v), or leave quota out of checks\n`);
+      out(
+        `note: quota checks refuse no one on this host until quotas are on: mount with usrquota and run quotaon (check with: ${config.quota_path} -v), or leave quota out of checks\n`,
+      );
     }
     return 0;
   } finally {

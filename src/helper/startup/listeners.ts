@@ -34,6 +34,7 @@ import {
 } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { socketAddress, type SocketAddress } from '../../shared/config/schema.js';
+import { checkTrustedDirectory, TrustError } from './trust.js';
 
 /** First fd systemd passes (SD_LISTEN_FDS_START). */
 export const SD_LISTEN_FDS_START = 3;
@@ -69,6 +70,19 @@ export function systemdFds(env: NodeJS.ProcessEnv, pid: number): Listener[] | un
 /** Opens a socket's directory once: every later step goes through this fd. */
 function openDir(spec: string, dir: string): number {
   try {
+    // O_NOFOLLOW covers the last name only: the directories above must be ones nobody else can swap.
+    const owner = process.geteuid?.() ?? 0;
+    checkTrustedDirectory(
+      dirname(dir),
+      `${spec}: directory`,
+      owner,
+      'a socket directory must sit in directories only root can change',
+    );
+  } catch (e) {
+    if (e instanceof TrustError) throw new ListenError(e.message);
+    throw e;
+  }
+  try {
     return openSync(dir, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
@@ -81,21 +95,26 @@ function openDir(spec: string, dir: string): number {
 
 const viaFd = (fd: number, name: string): string => `/proc/self/fd/${fd}/${name}`;
 
-function probe(path: string): Promise<boolean> {
+/**
+ * Is someone listening? "listening" (it connected, or did not answer in
+ * time), "stale" (ECONNREFUSED: nobody), or the error code of a failed
+ * probe (a name too long to connect to), which is no licence to delete.
+ */
+function probe(path: string): Promise<string> {
   return new Promise((resolve) => {
     const s = net.connect(path);
     const t = setTimeout(() => {
       s.destroy();
-      resolve(true);
+      resolve('listening');
     }, STALE_PROBE_TIMEOUT_MS);
     s.on('connect', () => {
       clearTimeout(t);
       s.destroy();
-      resolve(true);
+      resolve('listening');
     });
-    s.on('error', () => {
+    s.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(t);
-      resolve(false);
+      resolve(e.code === 'ECONNREFUSED' ? 'stale' : (e.code ?? 'error'));
     });
   });
 }
@@ -155,7 +174,10 @@ export async function preflight(specs: readonly string[]): Promise<void> {
       }
       if (!st.isSocket()) throw new ListenError(`${spec}: ${path} exists and is not a socket`);
       // The original quotapolicy deleted a running instance's socket on a second start.
-      if (await probe(at)) throw new ListenError(`${spec}: another process is listening on ${path}`);
+      const state = await probe(at);
+      if (state === 'listening') throw new ListenError(`${spec}: another process is listening on ${path}`);
+      if (state !== 'stale')
+        throw new ListenError(`${spec}: ${path} exists and cannot be probed (${state}); remove it if it is stale`);
       try {
         unlinkSync(at);
       } catch (e) {
@@ -189,7 +211,12 @@ async function bindUnix(spec: string, path: string, owner: UnixSocketOwner): Pro
     for (const fd of fds.splice(0).reverse()) closeSync(fd);
   };
   try {
-    stage = basename(mkdtempSync(viaFd(dirFd, STAGING_PREFIX)));
+    const mask = process.umask(0o077); // mkdtemp asks for 0700; an odd umask must not take bits away
+    try {
+      stage = basename(mkdtempSync(viaFd(dirFd, STAGING_PREFIX)));
+    } finally {
+      process.umask(mask);
+    }
     const interfered = `${spec}: the staging directory ${stage} in ${dirname(path)} was moved or replaced while starting (someone who can write ${dirname(path)} is interfering); nothing was changed`;
     let stageFd: number;
     try {

@@ -12,7 +12,9 @@ import {
   fstatSync,
   openSync,
   readFileSync,
+  readlinkSync,
   readSync,
+  realpathSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -56,10 +58,20 @@ export function readPidFile(path: string): number | undefined {
   }
 }
 
-/** A live process that is a quotapolicy; anything else holds no claim. */
-function isLiveQuotapolicy(pid: number): boolean {
+/**
+ * A live quotapolicy of this owner: the same node binary, running as the
+ * owner, with quotapolicy on its command line. Any other process holds no
+ * claim (a pid reused after a crash, `vim quotapolicy.yaml`, or anyone's
+ * `sleep 30 quotapolicy` planted to block a restart).
+ */
+function isLiveQuotapolicy(pid: number, owner: number): boolean {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('quotapolicy');
+    const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1];
+    return (
+      Number(uid) === owner &&
+      readlinkSync(`/proc/${pid}/exe`) === realpathSync(process.execPath) &&
+      readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('quotapolicy')
+    );
   } catch {
     return false;
   }
@@ -80,7 +92,7 @@ export function claimPidFile(path: string, owner: number): void {
   }
   const old = readPidFile(path);
   if (old !== undefined) {
-    if (old !== process.pid && isLiveQuotapolicy(old))
+    if (old !== process.pid && isLiveQuotapolicy(old, owner))
       throw new PidFileError(`already running: pid ${old} (from ${path})`);
     unlinkSync(path); // stale
   }

@@ -5,11 +5,11 @@
 // helper (../supervise.ts) and from then on runs only helper code. Only
 // src/helper and src/shared (and the packages they name: yaml, userid, execa)
 // are ever loaded by the root process: test/root-surface.test.ts traces it.
-import { statSync, closeSync, constants as fsc, type Stats } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, readFileSync, statSync, type Stats } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import userid from 'userid';
-import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH } from '../../shared/config/load.js';
+import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH, MAX_CONFIG_BYTES } from '../../shared/config/load.js';
 import type { Config } from '../../shared/config/schema.js';
 import { flagOf, toArgv, UsageError, type CommandLine } from '../../shared/options.js';
 import { systemdFds, preflight, bind, ListenError, type Listener } from './listeners.js';
@@ -101,13 +101,34 @@ export function checkQuotaBinary(path: string): void {
 }
 
 /**
+ * Root reads its config through one fd: opened without blocking (a FIFO
+ * cannot hang start-up), checked to be a small regular file, the path then
+ * checked to be writable only by root, and the fd checked to be the file at
+ * that path; the text comes from that fd, so nothing can be swapped between
+ * the check and the read.
+ */
+export function readTrustedConfig(path: string): string {
+  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK); // ENOENT: loadConfig decides (defaults or an error)
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new TrustError(`config file ${path}: not a regular file`);
+    if (st.size > MAX_CONFIG_BYTES) throw new TrustError(`config file ${path}: larger than ${MAX_CONFIG_BYTES} bytes`);
+    checkTrustedPath(path, 'config file', 0, CONFIG_FIX);
+    const now = statSync(path);
+    if (now.dev !== st.dev || now.ino !== st.ino) throw new TrustError(`config file ${path}: replaced while starting`);
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * What root trusts by path, as serve checks it: the config file, quota(1)
  * and the pid file's directory, each writable only by root along its whole
  * path; and the front's code, readable by the service user. `quotapolicy check-config` runs the same checks, so its "OK" holds.
  */
 export function checkRootPaths(configPath: string, config: Config): void {
-  checkTrustedPath(resolve(configPath), 'config file', 0, CONFIG_FIX);
-  checkQuotaBinary(config.quota_path);
+  checkHelperPaths(configPath, config);
   checkFrontReadable(lookup('user', config.user), config.user);
   if (config.pid_file !== null) {
     try {
@@ -116,6 +137,11 @@ export function checkRootPaths(configPath: string, config: Config): void {
       throw e instanceof TrustError ? new PidFileError(e.message) : e;
     }
   }
+}
+/** What a root helper trusts: the config it was started from and the quota(1) it runs (`quotapolicy check` too). */
+export function checkHelperPaths(configPath: string, config: Config): void {
+  checkTrustedPath(resolve(configPath), 'config file', 0, CONFIG_FIX);
+  checkQuotaBinary(config.quota_path);
 }
 const CONFIG_FIX = 'root reads it: make it and its directories writable only by root';
 const PID_DIR_FIX = 'use a directory only root can write, such as /run/quotapolicy';
@@ -151,7 +177,12 @@ export async function serve(cl: CommandLine): Promise<void> {
   if (cl.configPath !== undefined) cl.configPath = resolve(cl.configPath);
   const configPath = cl.configPath ?? DEFAULT_CONFIG_PATH;
   checkTrustedPath(configPath, 'config file', 0, CONFIG_FIX);
-  const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
+  const { config, source } = loadConfig({
+    path: cl.configPath,
+    overrides: cl.overrides,
+    flagOf,
+    read: readTrustedConfig,
+  });
   if (config.privilege_mode === 'sudo') {
     throw new StartError('privilege_mode sudo: start serve as the service user, not as root');
   }

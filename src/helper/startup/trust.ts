@@ -6,8 +6,8 @@
 // sticky bit (/tmp), where nobody can rename or replace the entries of
 // another owner, and then the next entry must belong to the trusted owner.
 // Symbolic links along the way are resolved and the real path is checked too.
-import { lstatSync, realpathSync, type Stats } from 'node:fs';
-import { isAbsolute, sep } from 'node:path';
+import { existsSync, lstatSync, realpathSync, type Stats } from 'node:fs';
+import { dirname, isAbsolute, sep } from 'node:path';
 
 export class TrustError extends Error {
   override name = 'TrustError';
@@ -23,7 +23,7 @@ function chain(path: string): string[] {
   return ['/', ...parts.map((_, i) => `/${parts.slice(0, i + 1).join('/')}`)];
 }
 
-function checkChain(path: string, what: string, owner: number, fix: string): void {
+function checkChain(path: string, what: string, owner: number, fix: string, stickyEnd = false): void {
   let parentSticky = false;
   for (const p of chain(path)) {
     let st: Stats;
@@ -44,7 +44,7 @@ function checkChain(path: string, what: string, owner: number, fix: string): voi
     if (!trustedOwner) throw new TrustError(`${what} ${path}: ${p} is owned by uid ${st.uid}; ${fix}`);
     const writable = (st.mode & (S_IWGRP | S_IWOTH)) !== 0;
     const sticky = (st.mode & S_ISVTX) !== 0;
-    if (writable && (p === path || !sticky)) {
+    if (writable && ((p === path && !(stickyEnd && sticky)) || !sticky)) {
       const kind = p === path ? '' : `directory ${p} is `;
       throw new TrustError(`${what} ${path}: ${kind || 'it is '}writable by group or others; ${fix}`);
     }
@@ -63,9 +63,29 @@ export function checkTrustedPath(path: string, what: string, owner: number, fix:
   try {
     real = realpathSync(path);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new TrustError(`${what} ${path}: ${(e as NodeJS.ErrnoException).code}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new TrustError(`${what} ${path}: ${(e as NodeJS.ErrnoException).code}`);
+    // Absent: then nobody but the trusted owner may be able to create it.
+    let dir = dirname(path);
+    while (!existsSync(dir)) dir = dirname(dir);
+    return checkChain(dir, what, owner, fix);
   }
   checkChain(path, what, owner, fix);
   if (real !== path) checkChain(real, what, owner, fix);
+}
+
+/**
+ * A directory others may write into (a socket's directory's parent): the
+ * directories above it and itself may be changed only by `owner` or root, or
+ * be sticky like /tmp, so that nobody can swap it or any directory on its path.
+ */
+export function checkTrustedDirectory(dir: string, what: string, owner: number, fix: string): void {
+  checkChain(dir, what, owner, fix, true);
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch (e) {
+    throw new TrustError(`${what} ${dir}: ${(e as NodeJS.ErrnoException).code}`);
+  }
+  if (real !== dir) checkChain(real, what, owner, fix, true);
 }

@@ -207,6 +207,8 @@ export interface LoadOptions {
   path?: string | undefined;
   overrides?: Record<string, unknown>;
   flagOf?: (key: string) => string;
+  /** How to read the file; root passes one that checks what it opened (src/helper/startup/serve.ts). */
+  read?: (path: string) => string;
 }
 
 /**
@@ -217,11 +219,11 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
   const path = opts.path ?? DEFAULT_CONFIG_PATH;
   let text: string | undefined;
   try {
-    text = readFileSync(path, 'utf8');
+    text = (opts.read ?? ((p: string) => readFileSync(p, 'utf8')))(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (!(code === 'ENOENT' && opts.path === undefined))
-      throw new ConfigError(`cannot read config ${path}: ${code ?? String(e)}`);
+    if (code === undefined) throw e; // a refusal of the reader's own (root's trust checks)
+    if (!(code === 'ENOENT' && opts.path === undefined)) throw new ConfigError(`cannot read config ${path}: ${code}`);
   }
   if (text !== undefined && Buffer.byteLength(text) > MAX_CONFIG_BYTES)
     throw new ConfigError(`${path}: larger than ${MAX_CONFIG_BYTES} bytes`);
