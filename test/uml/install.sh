@@ -26,8 +26,8 @@ echo $? > $R/verify.rc
 /usr/sbin/quotapolicy serve > $R/root-mode.log 2>&1 &
 ROOTPID=$!
 wait_connect /var/spool/postfix/private/quotapolicy
-/usr/sbin/quotapolicy query hard@example.test > $R/root-query.txt 2>&1
-/usr/sbin/quotapolicy query under-nobody@example.test >> $R/root-query.txt 2>&1
+/usr/sbin/quotapolicy query --count hard@example.test > $R/root-query.txt 2>&1
+/usr/sbin/quotapolicy query --count under-nobody@example.test >> $R/root-query.txt 2>&1
 kill -TERM $ROOTPID; wait $ROOTPID; echo $? > $R/root-mode.rc
 
 # Root mode as quotapolicy.service confines it: socket from systemd (here
@@ -37,11 +37,11 @@ systemd-socket-activate -l /run/qp-caps.sock --fdname=policy \
   /usr/sbin/quotapolicy serve > $R/caps-mode.log 2>&1 &
 CAPSPID=$!
 sleep 0.3
-/usr/sbin/quotapolicy query --to unix:/run/qp-caps.sock hard@example.test > $R/caps-query.txt 2>&1
+/usr/sbin/quotapolicy query --count --to unix:/run/qp-caps.sock hard@example.test > $R/caps-query.txt 2>&1
 grep -E '^Cap(Eff|Bnd)' /proc/$CAPSPID/status > $R/caps-status.txt
 # Reload (the unit's ExecReload) and stop reach the front through the helper.
 kill -HUP $CAPSPID; sleep 1
-/usr/sbin/quotapolicy query --to unix:/run/qp-caps.sock hard@example.test >> $R/caps-query.txt 2>&1
+/usr/sbin/quotapolicy query --count --to unix:/run/qp-caps.sock hard@example.test >> $R/caps-query.txt 2>&1
 kill -TERM $CAPSPID; wait $CAPSPID; echo $? > $R/caps-mode.rc
 
 # Sudo mode: started as the service user; the helper comes through sudo -n.
@@ -59,7 +59,7 @@ SUDOPID=$!
 wait_connect /run/qp/policy.sock
 sleep 0.5
 ps -eo user,args > $R/sudo-ps.txt
-$AS_SVC /usr/sbin/quotapolicy query --to unix:/run/qp/policy.sock hard@example.test > $R/sudo-query.txt 2>&1
+$AS_SVC /usr/sbin/quotapolicy query --count --to unix:/run/qp/policy.sock hard@example.test > $R/sudo-query.txt 2>&1
 $AS_SVC /usr/sbin/quotapolicy serve --config /run/qp/sudo.yaml > $R/sudo-second.log 2>&1; echo $? > $R/sudo-second.rc
 $AS_SVC sudo -n /usr/bin/id > $R/sudo-other.txt 2>&1; echo $? > $R/sudo-other.rc
 $AS_SVC sudo -n /usr/lib/quotapolicy/quotapolicy-helper --quota-path /bin/sh > $R/sudo-args.txt 2>&1 </dev/null; echo $? > $R/sudo-args.rc
