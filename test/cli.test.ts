@@ -31,6 +31,7 @@ test('usage errors exit 64 with one line', () => {
 
 test('config errors exit 78 naming the key and line', () => {
   const dir = mkdtempSync(join(tmpdir(), 'qpcli-'));
+  chmodSync(dir, 0o755); // the front (service user) re-reads the config: the preflight wants it reachable
   const f = join(dir, 'c.yaml');
   writeFileSync(f, 'min_uid: 1000\nlisten: ["unix:relative"]\n');
   const r = run('check-config', '--config', f);

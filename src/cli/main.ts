@@ -93,7 +93,9 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
         // The files root would trust, checked as serve checks them (root mode only).
         if (config.privilege_mode === 'root') {
-          (await import('../helper/startup/serve.js')).checkRootPaths(cl.configPath ?? DEFAULT_CONFIG_PATH, config);
+          const warnings = (await import('../helper/startup/serve.js')).checkRootPaths(cl.configPath ?? DEFAULT_CONFIG_PATH, config);
+          // What serve would start with, degraded: said, but no failure.
+          for (const w of warnings) err(`quotapolicy: warning: ${w}\n`);
         }
         out(`config OK (${source})\n`);
         return 0;

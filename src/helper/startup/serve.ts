@@ -5,7 +5,16 @@
 // helper (../supervise.ts) and from then on runs only helper code. Only
 // src/helper and src/shared (and the packages they name: yaml, userid, execa)
 // are ever loaded by the root process: test/root-surface.test.ts traces it.
-import { closeSync, constants as fsc, fstatSync, openSync, readFileSync, statSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  constants as fsc,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  statSync,
+  type Stats,
+} from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import userid from 'userid';
@@ -19,6 +28,7 @@ import { log as helperLog } from '../log.js';
 import { claimPidFile, PidFileError } from './pidfile.js';
 import { closeInheritedFds, systemdFdRange } from './fds.js';
 import { checkTrustedPath, TrustError } from './trust.js';
+import { createStoreDir, permits, preflight as pathPreflight, type ServiceUser } from './preflight.js';
 
 export class StartError extends Error {
   override name = 'StartError';
@@ -27,13 +37,6 @@ export class StartError extends Error {
 export const FRONT_MAIN = fileURLToPath(new URL('../../frontend/main.js', import.meta.url));
 /** The installed tree (or checkout) the front loads its code and packages from. */
 const CODE_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
-
-/** Can uid/gid (no supplementary groups: the front has none) use this mode bit set? */
-function permits(st: Stats, who: { uid: number; gid: number }, bits: number): boolean {
-  if (st.uid === who.uid) return ((st.mode >> 6) & bits) === bits;
-  if (st.gid === who.gid) return ((st.mode >> 3) & bits) === bits;
-  return (st.mode & bits) === bits;
-}
 
 /**
  * The front runs as the service user and loads its own code: from a checkout
@@ -125,11 +128,14 @@ export function readTrustedConfig(path: string): string {
 /**
  * What root trusts by path, as serve checks it: the config file, quota(1)
  * and the pid file's directory, each writable only by root along its whole
- * path; and the front's code, readable by the service user. `quotapolicy check-config` runs the same checks, so its "OK" holds.
+ * path; the front's code, readable by the service user; and the preflight
+ * (./preflight.ts). `quotapolicy check-config` runs the same checks, so its
+ * "OK" holds; it returns the preflight's warnings, and serve's degradations.
  */
-export function checkRootPaths(configPath: string, config: Config): void {
+export function checkRootPaths(configPath: string, config: Config): string[] {
   checkHelperPaths(configPath, config);
-  checkFrontReadable(lookup('user', config.user), config.user);
+  const svc = lookup('user', config.user);
+  checkFrontReadable(svc, config.user);
   if (config.pid_file !== null) {
     try {
       checkTrustedPath(dirname(config.pid_file), 'pid file directory', 0, PID_DIR_FIX);
@@ -137,6 +143,14 @@ export function checkRootPaths(configPath: string, config: Config): void {
       throw e instanceof TrustError ? new PidFileError(e.message) : e;
     }
   }
+  return runPreflight(resolve(configPath), config, { name: config.user, ...svc }, true).warnings;
+}
+
+/** The preflight's errors as one StartError (one "quotapolicy: " line each, as main prints them). */
+function runPreflight(configPath: string, config: Config, svc: ServiceUser, sockets: boolean) {
+  const p = pathPreflight(existsSync(configPath) ? configPath : undefined, config, svc, { sockets });
+  if (p.errors.length > 0) throw new StartError(p.errors.join('\nquotapolicy: '));
+  return p;
 }
 /** What a root helper trusts: the config it was started from and the quota(1) it runs (`quotapolicy check` too). */
 export function checkHelperPaths(configPath: string, config: Config): void {
@@ -191,7 +205,15 @@ export async function serve(cl: CommandLine): Promise<void> {
     throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
   checkQuotaBinary(config.quota_path);
   checkFrontReadable(svc, config.user);
+  // systemd's sockets need no directory here.
+  const sockets = systemdFds(process.env, process.pid) === undefined;
+  const pre = runPreflight(configPath, config, { name: config.user, ...svc }, sockets);
+  for (const w of pre.warnings) helperLog('warn', w);
   if (config.pid_file !== null) claimPidFile(config.pid_file, 0);
+  for (const dir of pre.create) {
+    createStoreDir(dir, { name: config.user, ...svc });
+    helperLog('info', 'created the rate-limit store directory', { dir, owner: config.user, mode: '0750' });
+  }
   const { list, from } = await listeners(config, svc);
   // A clean exit (or any other) leaves no socket behind that a later start or test could mistake for a live one.
   process.on('exit', () => list.forEach((l) => l.removeSocket?.()));

@@ -427,7 +427,7 @@ export const RATE_FIELDS: Record<string, Field> = {
   sqlite_path: {
     default: '/var/lib/quotapolicy/ratelimit.sqlite3',
     check: absPath,
-    doc: 'SQLite file (WAL); its directory must be writable by the service user.',
+    doc: 'SQLite file (WAL); its directory must be writable by the service user. serve creates a missing directory (service user, 0750) when only root can write its parent; check-config and serve refuse otherwise.',
   },
   url: {
     default: null,

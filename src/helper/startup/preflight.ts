@@ -1,0 +1,186 @@
+// SECURITY: one preflight, run by `quotapolicy check-config` and by `serve`
+// before anything starts, so that both give the same verdict: the files the
+// front reads as the service user, and the directories the daemon writes.
+// Errors are what would stop serve (or kill the front at start); warnings are
+// what serve would start with but degraded (rate limiting answering
+// db_error_action). The one thing serve does about it: a missing SQLite
+// directory whose parent only root can write is created, owned by the service
+// user, mode 0750 (as policyd-rate-limit does) -- through fds, never by a path
+// in a directory someone else could change.
+import {
+  closeSync,
+  constants as fsc,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  realpathSync,
+  statSync,
+  type Stats,
+} from 'node:fs';
+import { basename, dirname } from 'node:path';
+import type { Config } from '../../shared/config/schema.js';
+import { checkTrustedPath, TrustError } from './trust.js';
+
+export interface ServiceUser {
+  name: string;
+  uid: number;
+  gid: number;
+}
+export interface Preflight {
+  errors: string[];
+  warnings: string[];
+  /** Directories serve creates for the service user (a missing SQLite directory). */
+  create: string[];
+}
+
+/** Can uid/gid (no supplementary groups: the front has none) use these mode bits? */
+export function permits(st: Stats, who: { uid: number; gid: number }, bits: number): boolean {
+  if (st.uid === who.uid) return ((st.mode >> 6) & bits) === bits;
+  if (st.gid === who.gid) return ((st.mode >> 3) & bits) === bits;
+  return (st.mode & bits) === bits;
+}
+
+const mode = (st: Stats): string => (st.mode & 0o7777).toString(8).padStart(4, '0');
+const code = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? String(e);
+const parents = (path: string): string[] =>
+  path
+    .split('/')
+    .filter(Boolean)
+    .slice(0, -1)
+    .map((_, i, parts) => `/${parts.slice(0, i + 1).join('/')}`);
+
+/** The first place along `path` (its directories, then itself) that `svc` cannot use, or undefined. */
+function blocked(path: string, svc: ServiceUser, bits: number): string | undefined {
+  for (const p of ['/', ...parents(path)]) {
+    const st = statSync(p);
+    if (!permits(st, svc, 1)) return `cannot enter ${p} (mode ${mode(st)}, owner uid ${st.uid})`;
+  }
+  const st = statSync(path);
+  const what = bits === 4 ? 'read' : 'write';
+  if (!permits(st, svc, bits)) return `cannot ${what} ${path} (mode ${mode(st)}, owner uid ${st.uid})`;
+  return undefined;
+}
+
+function isDirectory(path: string): boolean | string {
+  try {
+    return statSync(path).isDirectory();
+  } catch (e) {
+    return code(e);
+  }
+}
+
+/** Refused unless only root can change `dir` and the directories above it. */
+function rootOnly(dir: string): string | undefined {
+  try {
+    checkTrustedPath(dir, 'directory', 0, '');
+    return undefined;
+  } catch (e) {
+    if (e instanceof TrustError) return e.message.replace(/; $/, '');
+    throw e;
+  }
+}
+
+export function preflight(
+  configPath: string | undefined,
+  config: Config,
+  svc: ServiceUser,
+  opts: { sockets: boolean },
+): Preflight {
+  const out: Preflight = { errors: [], warnings: [], create: [] };
+  const user = svc.name;
+  // The front re-reads the config as the service user.
+  if (configPath !== undefined && isDirectory(configPath) !== 'ENOENT') {
+    for (const path of new Set([configPath, realpathSync(configPath)])) {
+      const why = blocked(path, svc, 4);
+      if (why)
+        out.errors.push(
+          `config file ${configPath}: the front runs as ${user} and ${why}: ` +
+            `make it readable by ${user} (chgrp ${user} ${configPath} && chmod 0640 ${configPath}; its directories: chmod o+x)`,
+        );
+    }
+  }
+  if (config.pid_file !== null) {
+    const dir = dirname(config.pid_file);
+    const d = isDirectory(dir);
+    if (d !== true)
+      out.errors.push(
+        `pid file ${config.pid_file}: directory ${dir} ${d === false ? 'is not a directory' : d === 'ENOENT' ? 'does not exist' : `: ${d}`}: ` +
+          `create it (install -d -m 0755 ${dir}), or set pid_file`,
+      );
+  }
+  if (opts.sockets) {
+    for (const spec of config.listen.filter((s) => s.startsWith('unix:'))) {
+      const dir = dirname(spec.slice(5));
+      const d = isDirectory(dir);
+      if (d !== true)
+        out.errors.push(
+          `${spec}: directory ${dir} ${d === false ? 'is not a directory' : d === 'ENOENT' ? 'does not exist' : `: ${d}`}: ` +
+            `create it (Postfix's private directory: install -d -o postfix -g root -m 0700 ${dir}), or change listen`,
+        );
+    }
+  }
+  const rl = config.rate_limit;
+  if (config.checks.includes('rate_limit') && rl.backend === 'sqlite') {
+    const dir = dirname(rl.sqlite_path);
+    const what = `rate_limit.sqlite_path ${rl.sqlite_path}`;
+    const fix = `install -d -o ${user} -g ${svc.gid} -m 0750 ${dir}`;
+    const d = isDirectory(dir);
+    if (d === 'ENOENT') {
+      const parent = dirname(dir);
+      const p = isDirectory(parent);
+      const notRoot = p === true ? rootOnly(parent) : undefined;
+      if (p === true && notRoot === undefined) out.create.push(dir);
+      else
+        out.errors.push(
+          `${what}: directory ${dir} does not exist, and serve creates it only in a directory only root can write ` +
+            `(${p === true ? notRoot : `${parent}: ${p === false ? 'not a directory' : p}`}): create it (${fix})`,
+        );
+    } else if (d !== true) {
+      out.errors.push(`${what}: ${dir} ${d === false ? 'is not a directory' : `: ${d}`}: set sqlite_path`);
+    } else {
+      // Serve would start, and every rate-limited request answer db_error_action.
+      const why = blocked(dir, svc, 3);
+      const file = isDirectory(rl.sqlite_path) === false ? blocked(rl.sqlite_path, svc, 6) : undefined;
+      if (why ?? file)
+        out.warnings.push(
+          `${what}: the front runs as ${user} and ${why ?? file}: rate limiting would answer ` +
+            `db_error_action (${rl.db_error_action}) to every request: ${why ? `chown ${user} ${dir} && chmod 0750 ${dir}` : `chown ${user} ${rl.sqlite_path}`}`,
+        );
+    }
+  }
+  return out;
+}
+
+/**
+ * Creates `dir` for the service user, 0750. Its parent must be a directory
+ * only root can change (checked along its real path, then opened O_NOFOLLOW
+ * and compared): nobody else can plant or swap a name in it, and every step
+ * after the check goes through fds.
+ */
+export function createStoreDir(dir: string, svc: ServiceUser): void {
+  const parent = realpathSync(dirname(dir));
+  const notRoot = rootOnly(parent);
+  if (notRoot) throw new TrustError(`rate_limit.sqlite_path directory ${dir}: ${notRoot}`);
+  const pfd = openSync(parent, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+  try {
+    const st = fstatSync(pfd);
+    const now = lstatSync(parent);
+    if (st.dev !== now.dev || st.ino !== now.ino) throw new TrustError(`${parent}: replaced while starting`);
+    const at = `/proc/self/fd/${pfd}/${basename(dir)}`;
+    mkdirSync(at, 0o700);
+    const fd = openSync(at, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+    try {
+      const made = fstatSync(fd);
+      if (made.uid !== 0 || !made.isDirectory()) throw new TrustError(`${dir}: not the directory just created`);
+      fchownSync(fd, svc.uid, svc.gid);
+      fchmodSync(fd, 0o750);
+    } finally {
+      closeSync(fd);
+    }
+  } finally {
+    closeSync(pfd);
+  }
+}
