@@ -53,13 +53,13 @@ const parents = (path: string): string[] =>
     .map((_, i, parts) => `/${parts.slice(0, i + 1).join('/')}`);
 
 /** The first place along `path` (its directories, then itself) that `svc` cannot use, or undefined. */
-function blocked(path: string, svc: ServiceUser, bits: number): string | undefined {
+export function blocked(path: string, svc: { uid: number; gid: number }, bits: number): string | undefined {
   for (const p of ['/', ...parents(path)]) {
     const st = statSync(p);
     if (!permits(st, svc, 1)) return `cannot enter ${p} (mode ${mode(st)}, owner uid ${st.uid})`;
   }
   const st = statSync(path);
-  const what = bits === 4 ? 'read' : 'write';
+  const what = bits === 4 ? 'read' : bits === 1 ? 'enter' : 'write';
   if (!permits(st, svc, bits)) return `cannot ${what} ${path} (mode ${mode(st)}, owner uid ${st.uid})`;
   return undefined;
 }
@@ -70,6 +70,13 @@ function isDirectory(path: string): boolean | string {
   } catch (e) {
     return code(e);
   }
+}
+
+/** What is wrong with `dir` as a directory to write in, or undefined. */
+function notADirectory(dir: string): string | undefined {
+  const d = isDirectory(dir);
+  if (d === true) return undefined;
+  return `directory ${dir} ${d === false ? 'is not a directory' : d === 'ENOENT' ? 'does not exist' : `: ${d}`}`;
 }
 
 /** Refused unless only root can change `dir` and the directories above it. */
@@ -104,21 +111,17 @@ export function preflight(
   }
   if (config.pid_file !== null) {
     const dir = dirname(config.pid_file);
-    const d = isDirectory(dir);
-    if (d !== true)
-      out.errors.push(
-        `pid file ${config.pid_file}: directory ${dir} ${d === false ? 'is not a directory' : d === 'ENOENT' ? 'does not exist' : `: ${d}`}: ` +
-          `create it (install -d -m 0755 ${dir}), or set pid_file`,
-      );
+    const bad = notADirectory(dir);
+    if (bad)
+      out.errors.push(`pid file ${config.pid_file}: ${bad}: create it (install -d -m 0755 ${dir}), or set pid_file`);
   }
   if (opts.sockets) {
     for (const spec of config.listen.filter((s) => s.startsWith('unix:'))) {
       const dir = dirname(spec.slice(5));
-      const d = isDirectory(dir);
-      if (d !== true)
+      const bad = notADirectory(dir);
+      if (bad)
         out.errors.push(
-          `${spec}: directory ${dir} ${d === false ? 'is not a directory' : d === 'ENOENT' ? 'does not exist' : `: ${d}`}: ` +
-            `create it (Postfix's private directory: install -d -o postfix -g root -m 0700 ${dir}), or change listen`,
+          `${spec}: ${bad}: create it (Postfix's private directory: install -d -o postfix -g root -m 0700 ${dir}), or change listen`,
         );
     }
   }

@@ -5,16 +5,7 @@
 // helper (../supervise.ts) and from then on runs only helper code. Only
 // src/helper and src/shared (and the packages they name: yaml, userid, execa)
 // are ever loaded by the root process: test/root-surface.test.ts traces it.
-import {
-  closeSync,
-  constants as fsc,
-  existsSync,
-  fstatSync,
-  openSync,
-  readFileSync,
-  statSync,
-  type Stats,
-} from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import userid from 'userid';
@@ -28,7 +19,7 @@ import { log as helperLog } from '../log.js';
 import { claimPidFile, PidFileError } from './pidfile.js';
 import { closeInheritedFds, systemdFdRange } from './fds.js';
 import { checkTrustedPath, TrustError } from './trust.js';
-import { createStoreDir, permits, preflight as pathPreflight, type ServiceUser } from './preflight.js';
+import { blocked, createStoreDir, preflight as pathPreflight, type Preflight, type ServiceUser } from './preflight.js';
 
 export class StartError extends Error {
   override name = 'StartError';
@@ -44,26 +35,19 @@ const CODE_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
  * stack trace after start-up. Refuse before anything starts, saying what to do.
  */
 export function checkFrontReadable(svc: { uid: number; gid: number }, user: string): void {
-  const need: [string, number][] = [
-    ...[CODE_ROOT, dirname(FRONT_MAIN)].flatMap((dir) =>
-      dir
-        .split('/')
-        .filter(Boolean)
-        .map((_, i, parts): [string, number] => [`/${parts.slice(0, i + 1).join('/')}`, 1]),
-    ),
-    [`${CODE_ROOT}node_modules`, 1],
+  for (const [path, bits] of [
     [FRONT_MAIN, 4],
-  ];
-  for (const [path, bits] of need) {
-    let st: Stats;
+    [`${CODE_ROOT}node_modules`, 1],
+  ] as const) {
+    let why: string | undefined;
     try {
-      st = statSync(path);
+      why = blocked(path, svc, bits);
     } catch (e) {
       throw new StartError(`${path}: ${(e as NodeJS.ErrnoException).code} (run npm ci and npm run build)`);
     }
-    if (!permits(st, svc, bits)) {
+    if (why) {
       throw new StartError(
-        `the front runs as ${user} and cannot ${bits === 1 ? 'enter' : 'read'} ${path} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, owner uid ${st.uid}): ` +
+        `the front runs as ${user} and ${why}: ` +
           'install a copy it can read (sudo make install, then sudo /usr/sbin/quotapolicy serve), or clone into a directory others can enter',
       );
     }
@@ -111,7 +95,14 @@ export function checkQuotaBinary(path: string): void {
  * the check and the read.
  */
 export function readTrustedConfig(path: string): string {
-  const fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK); // ENOENT: loadConfig decides (defaults or an error)
+  let fd: number;
+  try {
+    fd = openSync(path, fsc.O_RDONLY | fsc.O_NONBLOCK);
+  } catch (e) {
+    // Absent: its directory must be one only root can write, or the file could appear later.
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') checkTrustedPath(path, 'config file', 0, CONFIG_FIX);
+    throw e; // then loadConfig decides: built-in defaults, or an error
+  }
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new TrustError(`config file ${path}: not a regular file`);
@@ -133,9 +124,8 @@ export function readTrustedConfig(path: string): string {
  * "OK" holds; it returns the preflight's warnings, and serve's degradations.
  */
 export function checkRootPaths(configPath: string, config: Config): string[] {
-  checkHelperPaths(configPath, config);
-  const svc = lookup('user', config.user);
-  checkFrontReadable(svc, config.user);
+  checkTrustedPath(resolve(configPath), 'config file', 0, CONFIG_FIX);
+  const { preflight } = startChecks(resolve(configPath), config, true);
   if (config.pid_file !== null) {
     try {
       checkTrustedPath(dirname(config.pid_file), 'pid file directory', 0, PID_DIR_FIX);
@@ -143,14 +133,24 @@ export function checkRootPaths(configPath: string, config: Config): string[] {
       throw e instanceof TrustError ? new PidFileError(e.message) : e;
     }
   }
-  return runPreflight(resolve(configPath), config, { name: config.user, ...svc }, true).warnings;
+  return preflight.warnings;
 }
 
-/** The preflight's errors as one StartError (one "quotapolicy: " line each, as main prints them). */
-function runPreflight(configPath: string, config: Config, svc: ServiceUser, sockets: boolean) {
-  const p = pathPreflight(existsSync(configPath) ? configPath : undefined, config, svc, { sockets });
-  if (p.errors.length > 0) throw new StartError(p.errors.join('\nquotapolicy: '));
-  return p;
+/**
+ * Everything serve checks once the config is read, in serve's order: the
+ * service user, quota(1), the front's code, the preflight (its errors as one
+ * StartError, one "quotapolicy: " line each, as main prints them).
+ */
+function startChecks(configPath: string, config: Config, sockets: boolean): { svc: ServiceUser; preflight: Preflight } {
+  const svc = { name: config.user, ...lookup('user', config.user) };
+  if (svc.uid === 0 || svc.gid === 0) {
+    throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
+  }
+  checkQuotaBinary(config.quota_path);
+  checkFrontReadable(svc, config.user);
+  const preflight = pathPreflight(existsSync(configPath) ? configPath : undefined, config, svc, { sockets });
+  if (preflight.errors.length > 0) throw new StartError(preflight.errors.join('\nquotapolicy: '));
+  return { svc, preflight };
 }
 /** What a root helper trusts: the config it was started from and the quota(1) it runs (`quotapolicy check` too). */
 export function checkHelperPaths(configPath: string, config: Config): void {
@@ -190,7 +190,6 @@ export async function serve(cl: CommandLine): Promise<void> {
   // The front runs with cwd /: it gets the config's absolute path.
   if (cl.configPath !== undefined) cl.configPath = resolve(cl.configPath);
   const configPath = cl.configPath ?? DEFAULT_CONFIG_PATH;
-  checkTrustedPath(configPath, 'config file', 0, CONFIG_FIX);
   const { config, source } = loadConfig({
     path: cl.configPath,
     overrides: cl.overrides,
@@ -200,18 +199,12 @@ export async function serve(cl: CommandLine): Promise<void> {
   if (config.privilege_mode === 'sudo') {
     throw new StartError('privilege_mode sudo: start serve as the service user, not as root');
   }
-  const svc = lookup('user', config.user);
-  if (svc.uid === 0 || svc.gid === 0)
-    throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
-  checkQuotaBinary(config.quota_path);
-  checkFrontReadable(svc, config.user);
   // systemd's sockets need no directory here.
-  const sockets = systemdFds(process.env, process.pid) === undefined;
-  const pre = runPreflight(configPath, config, { name: config.user, ...svc }, sockets);
+  const { svc, preflight: pre } = startChecks(configPath, config, systemdFds(process.env, process.pid) === undefined);
   for (const w of pre.warnings) helperLog('warn', w);
   if (config.pid_file !== null) claimPidFile(config.pid_file, 0);
   for (const dir of pre.create) {
-    createStoreDir(dir, { name: config.user, ...svc });
+    createStoreDir(dir, svc);
     helperLog('info', 'created the rate-limit store directory', { dir, owner: config.user, mode: '0750' });
   }
   const { list, from } = await listeners(config, svc);
