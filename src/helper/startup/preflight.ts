@@ -37,7 +37,7 @@ export interface Preflight {
 }
 
 /** Can uid/gid (no supplementary groups: the front has none) use these mode bits? */
-export function permits(st: Stats, who: { uid: number; gid: number }, bits: number): boolean {
+function permits(st: Stats, who: { uid: number; gid: number }, bits: number): boolean {
   if (st.uid === who.uid) return ((st.mode >> 6) & bits) === bits;
   if (st.gid === who.gid) return ((st.mode >> 3) & bits) === bits;
   return (st.mode & bits) === bits;
