@@ -25,17 +25,36 @@ export const POOL = 4096;
  * connections are closed, so a system that stops answering shows as errors, never as a hung bench. */
 export const DRAIN_MS = 10_000;
 
-export interface LoadResult { requests: number; errors: number; seconds: number; reqPerSec: number; p50Ms: number; p99Ms: number; maxMs: number }
+export interface LoadResult {
+  requests: number;
+  errors: number;
+  seconds: number;
+  reqPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
 
-export const encode = (a: Record<string, string>): string => Object.entries(a).map(([k, v]) => `${k}=${v}\n`).join('') + '\n';
+export const encode = (a: Record<string, string>): string =>
+  Object.entries(a)
+    .map(([k, v]) => `${k}=${v}\n`)
+    .join('') + '\n';
 
 /** A RCPT request as Postfix 3.7 sends it (29 attributes, captured: test/fixtures/postfix-request.txt). */
-const CAPTURED = Object.fromEntries(readFileSync(new URL('../../test/fixtures/postfix-request.txt', import.meta.url), 'utf8').split('\n').filter(Boolean)
-  .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+const CAPTURED = Object.fromEntries(
+  readFileSync(new URL('../../test/fixtures/postfix-request.txt', import.meta.url), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+);
 
 /** Request number i: the captured one with its sender, client address, port and instance varied. */
 export const postfixRequest = (i: number): Record<string, string> => ({
-  ...CAPTURED, sender: `s${i % 1000}@example.org`, client_address: `192.0.2.${i % 250}`, client_port: String(1024 + (i % 60000)), instance: `${i.toString(16)}.6b0273e1.4ce38.0`,
+  ...CAPTURED,
+  sender: `s${i % 1000}@example.org`,
+  client_address: `192.0.2.${i % 250}`,
+  client_port: String(1024 + (i % 60000)),
+  instance: `${i.toString(16)}.6b0273e1.4ce38.0`,
 });
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
@@ -47,41 +66,72 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const end = started + o.seconds * 1000;
   /** Per open connection: give up on the replies still out. */
   const abandon = new Set<() => void>();
-  const one = (): Promise<void> => new Promise((resolve) => {
-    const s = net.connect(netOptions(o.to));
-    const sentAt: number[] = [];
-    let buf = '';
-    let done = false;
-    const finish = (): void => { if (!done) { done = true; abandon.delete(giveUp); s.destroy(); resolve(); } };
-    // Replies still out are errors; so is a connection that never got through.
-    const giveUp = (): void => { if (!done) errors += Math.max(sentAt.length, s.connecting ? 1 : 0); sentAt.length = 0; finish(); };
-    abandon.add(giveUp);
-    const send = (): void => {
-      if (performance.now() >= end) return;
-      sentAt.push(performance.now());
-      s.write(pool[next++ % pool.length]!);
-    };
-    s.on('connect', () => { for (let i = 0; i < o.pipeline; i++) send(); });
-    s.on('data', (d) => {
-      buf += d.toString('latin1');
-      let i;
-      while ((i = buf.indexOf('\n\n')) !== -1) {
-        const reply = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        latencies.push(performance.now() - sentAt.shift()!);
-        if (!reply.startsWith('action=')) errors++;
-        send();
-      }
-      if (sentAt.length === 0) finish();
+  const one = (): Promise<void> =>
+    new Promise((resolve) => {
+      const s = net.connect(netOptions(o.to));
+      const sentAt: number[] = [];
+      let buf = '';
+      let done = false;
+      const finish = (): void => {
+        if (!done) {
+          done = true;
+          abandon.delete(giveUp);
+          s.destroy();
+          resolve();
+        }
+      };
+      // Replies still out are errors; so is a connection that never got through.
+      const giveUp = (): void => {
+        if (!done) errors += Math.max(sentAt.length, s.connecting ? 1 : 0);
+        sentAt.length = 0;
+        finish();
+      };
+      abandon.add(giveUp);
+      const send = (): void => {
+        if (performance.now() >= end) return;
+        sentAt.push(performance.now());
+        s.write(pool[next++ % pool.length]!);
+      };
+      s.on('connect', () => {
+        for (let i = 0; i < o.pipeline; i++) send();
+      });
+      s.on('data', (d) => {
+        buf += d.toString('latin1');
+        let i;
+        while ((i = buf.indexOf('\n\n')) !== -1) {
+          const reply = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          latencies.push(performance.now() - sentAt.shift()!);
+          if (!reply.startsWith('action=')) errors++;
+          send();
+        }
+        if (sentAt.length === 0) finish();
+      });
+      s.on('error', () => {
+        if (!done) errors += Math.max(1, sentAt.length);
+        sentAt.length = 0;
+        finish();
+      });
+      s.on('close', giveUp);
     });
-    s.on('error', () => { if (!done) errors += Math.max(1, sentAt.length); sentAt.length = 0; finish(); });
-    s.on('close', giveUp);
-  });
-  const deadline = setTimeout(() => { for (const f of abandon) f(); }, o.seconds * 1000 + (o.drainMs ?? DRAIN_MS));
+  const deadline = setTimeout(
+    () => {
+      for (const f of abandon) f();
+    },
+    o.seconds * 1000 + (o.drainMs ?? DRAIN_MS),
+  );
   await Promise.all(Array.from({ length: o.connections }, one));
   clearTimeout(deadline);
   const seconds = (performance.now() - started) / 1000;
   latencies.sort((a, b) => a - b);
   const q = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
-  return { requests: latencies.length, errors, seconds, reqPerSec: latencies.length / seconds, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: latencies.at(-1) ?? NaN };
+  return {
+    requests: latencies.length,
+    errors,
+    seconds,
+    reqPerSec: latencies.length / seconds,
+    p50Ms: q(0.5),
+    p99Ms: q(0.99),
+    maxMs: latencies.at(-1) ?? NaN,
+  };
 }

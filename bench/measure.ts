@@ -4,9 +4,17 @@ import { runLoad } from './loadgen.js';
 import { peakRss, type System } from './systems.js';
 import { CONNECTIONS, type Measured, type Scenario } from './report.js';
 
-export type Measure = (scenario: Scenario, start: () => Promise<System>, template: (i: number) => Record<string, string>) => Promise<Measured>;
+export type Measure = (
+  scenario: Scenario,
+  start: () => Promise<System>,
+  template: (i: number) => Record<string, string>,
+) => Promise<Measured>;
 
-export function measurer(seconds: number, warmupSeconds: number, log: (s: string) => void = (s) => process.stderr.write(s)): Measure {
+export function measurer(
+  seconds: number,
+  warmupSeconds: number,
+  log: (s: string) => void = (s) => process.stderr.write(s),
+): Measure {
   return async (scenario, start, template) => {
     const sys = await start();
     try {
@@ -16,7 +24,9 @@ export function measurer(seconds: number, warmupSeconds: number, log: (s: string
       for (const connections of CONNECTIONS) {
         const r = await runLoad({ to: sys.to, connections, seconds, pipeline: 1, template });
         points.push({ connections, ...r });
-        log(`  ${connections} connections: ${Math.round(r.reqPerSec)} req/s, p99 ${r.p99Ms.toFixed(2)} ms, errors ${r.errors}\n`);
+        log(
+          `  ${connections} connections: ${Math.round(r.reqPerSec)} req/s, p99 ${r.p99Ms.toFixed(2)} ms, errors ${r.errors}\n`,
+        );
       }
       const byName = new Map<string, { count: number; maxMb: number; sumMb: number }>();
       for (const p of sys.processes()) {
@@ -25,7 +35,13 @@ export function measurer(seconds: number, warmupSeconds: number, log: (s: string
         const e = byName.get(p.name) ?? { count: 0, maxMb: 0, sumMb: 0 };
         byName.set(p.name, { count: e.count + 1, maxMb: Math.max(e.maxMb, mb), sumMb: e.sumMb + mb });
       }
-      return { scenario, system: sys.name, startupMs: sys.startupMs, points, processes: [...byName].map(([name, v]) => ({ name, ...v })) };
+      return {
+        scenario,
+        system: sys.name,
+        startupMs: sys.startupMs,
+        points,
+        processes: [...byName].map(([name, v]) => ({ name, ...v })),
+      };
     } finally {
       await sys.stop();
     }

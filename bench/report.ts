@@ -10,7 +10,9 @@ export const REPORT_START = '<!-- bench:start (written by npm run bench) -->';
 export const REPORT_END = '<!-- bench:end -->';
 
 export type Scenario = 'a' | 'b' | 'c' | 'd';
-export interface Point extends LoadResult { connections: number }
+export interface Point extends LoadResult {
+  connections: number;
+}
 export interface Measured {
   scenario: Scenario;
   system: string;
@@ -19,7 +21,13 @@ export interface Measured {
   /** Peak RSS per process name (Dovecot and postfwd run many processes of one name). */
   processes: { name: string; count: number; maxMb: number; sumMb: number }[];
 }
-export interface Results { when: string; short: boolean; secondsPerPoint: number; machine: Record<string, string>; measured: Measured[] }
+export interface Results {
+  when: string;
+  short: boolean;
+  secondsPerPoint: number;
+  machine: Record<string, string>;
+  measured: Measured[];
+}
 
 const sh = (cmd: string, args: string[]): string => {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -28,7 +36,10 @@ const sh = (cmd: string, args: string[]): string => {
 const deb = (pkg: string): string => sh('dpkg-query', ['-W', '-f', '${Version}', pkg]);
 
 export function machine(): Record<string, string> {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string; dependencies: Record<string, string> };
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+    dependencies: Record<string, string>;
+  };
   return {
     cpu: `${cpus().length} x ${cpus()[0]?.model ?? '?'}`,
     memory: `${Math.round(totalmem() / 2 ** 30)} GiB`,
@@ -51,11 +62,14 @@ export function machine(): Record<string, string> {
 
 const peak = (m: Measured | undefined): number => (m ? Math.max(...m.points.map((p) => p.reqPerSec)) : NaN);
 const at = (m: Measured | undefined, c: number): Point | undefined => m?.points.find((p) => p.connections === c);
-const num = (n: number): string => (Number.isNaN(n) ? 'n/a' : n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(1));
-const ms = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? 'n/a' : n < 10 ? n.toFixed(2) : n.toFixed(1));
+const num = (n: number): string =>
+  Number.isNaN(n) ? 'n/a' : n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(1);
+const ms = (n: number | undefined): string =>
+  n === undefined || Number.isNaN(n) ? 'n/a' : n < 10 ? n.toFixed(2) : n.toFixed(1);
 
 export function renderReport(r: Results): string {
-  const find = (s: Scenario, prefix: string): Measured | undefined => r.measured.find((m) => m.scenario === s && m.system.startsWith(prefix));
+  const find = (s: Scenario, prefix: string): Measured | undefined =>
+    r.measured.find((m) => m.scenario === s && m.system.startsWith(prefix));
   const trivial = find('d', 'trivial');
   const qpA = find('a', 'quotapolicy');
   const dovecotCount = find('a', 'Dovecot');
@@ -65,42 +79,102 @@ export function renderReport(r: Results): string {
   const redis = find('c', 'quotapolicy: rate limit, Redis');
   const prl = find('c', 'policyd-rate-limit');
   const pf = find('c', 'postfwd');
-  const rss = (name: string): number => Math.max(...r.measured.filter((m) => m.system.startsWith('quotapolicy') && m.scenario !== 'b')
-    .flatMap((m) => m.processes.filter((p) => p.name === name).map((p) => p.maxMb)));
+  const rss = (name: string): number =>
+    Math.max(
+      ...r.measured
+        .filter((m) => m.system.startsWith('quotapolicy') && m.scenario !== 'b')
+        .flatMap((m) => m.processes.filter((p) => p.name === name).map((p) => p.maxMb)),
+    );
   /** A "at least goal times" target: the goal is written once, for the text and the test. */
-  const times = (what: string, a: Measured | undefined, b: Measured | undefined, goal: number, digits: number, figures: string): [string, string, string, boolean] => {
+  const times = (
+    what: string,
+    a: Measured | undefined,
+    b: Measured | undefined,
+    goal: number,
+    digits: number,
+    figures: string,
+  ): [string, string, string, boolean] => {
     const x = peak(a) / peak(b);
     return [what, `>= ${goal}x`, `${x.toFixed(digits)}x (${figures})`, x >= goal];
   };
   const targets: [string, string, string, boolean][] = [
     times('(a) cache hit vs trivial server', qpA, trivial, 0.8, 2, `${num(peak(qpA))} vs ${num(peak(trivial))} req/s`),
-    times('(a) cache hit vs Dovecot quota-status (count)', qpA, dovecotCount, 20, 1, `${num(peak(dovecotCount))} req/s`),
+    times(
+      '(a) cache hit vs Dovecot quota-status (count)',
+      qpA,
+      dovecotCount,
+      20,
+      1,
+      `${num(peak(dovecotCount))} req/s`,
+    ),
     times('(c) SQLite vs policyd-rate-limit', sqlite, prl, 20, 1, `${num(peak(sqlite))} vs ${num(peak(prl))} req/s`),
     times('(c) SQLite vs postfwd', sqlite, pf, 3, 1, `${num(peak(pf))} req/s`),
     times('(c) Redis vs policyd-rate-limit', redis, prl, 10, 1, `${num(peak(redis))} req/s`),
-    times('(b) cache miss: distinct users/s vs Dovecot quota-status (fs)', qpB, dovecotFs, 1, 2, `${num(peak(qpB))} vs ${num(peak(dovecotFs))} users/s`),
-    ['p99 latency, 32 connections, (a)', '<= 10 ms', `${ms(at(qpA, 32)?.p99Ms)} ms`, (at(qpA, 32)?.p99Ms ?? Infinity) <= 10],
-    ['p99 latency, 32 connections, (c) SQLite', '<= 10 ms', `${ms(at(sqlite, 32)?.p99Ms)} ms`, (at(sqlite, 32)?.p99Ms ?? Infinity) <= 10],
+    times(
+      '(b) cache miss: distinct users/s vs Dovecot quota-status (fs)',
+      qpB,
+      dovecotFs,
+      1,
+      2,
+      `${num(peak(qpB))} vs ${num(peak(dovecotFs))} users/s`,
+    ),
+    [
+      'p99 latency, 32 connections, (a)',
+      '<= 10 ms',
+      `${ms(at(qpA, 32)?.p99Ms)} ms`,
+      (at(qpA, 32)?.p99Ms ?? Infinity) <= 10,
+    ],
+    [
+      'p99 latency, 32 connections, (c) SQLite',
+      '<= 10 ms',
+      `${ms(at(sqlite, 32)?.p99Ms)} ms`,
+      (at(sqlite, 32)?.p99Ms ?? Infinity) <= 10,
+    ],
     ['front peak RSS, up to 128 connections', '<= 120 MB', `${num(rss('front'))} MB`, rss('front') <= 120],
-    ['helper peak RSS, up to 128 connections', '<= 80 MB', `${num(rss('helper (root)'))} MB`, rss('helper (root)') <= 80],
+    [
+      'helper peak RSS, up to 128 connections',
+      '<= 80 MB',
+      `${num(rss('helper (root)'))} MB`,
+      rss('helper (root)') <= 80,
+    ],
     ['start-up to first answer, host', '<= 0.5 s', `${ms(qpA?.startupMs)} ms`, (qpA?.startupMs ?? Infinity) <= 500],
   ];
   const lines: string[] = [];
-  lines.push(`Measured ${r.when.slice(0, 10)}, ${r.secondsPerPoint} s per point${r.short ? ' (**--short smoke run: these figures mean nothing**)' : ''}.`, '');
+  lines.push(
+    `Measured ${r.when.slice(0, 10)}, ${r.secondsPerPoint} s per point${r.short ? ' (**--short smoke run: these figures mean nothing**)' : ''}.`,
+    '',
+  );
   lines.push('### Targets', '', '| Target | Goal | Measured | Met |', '|---|---|---|---|');
   for (const [what, goal, got, ok] of targets) lines.push(`| ${what} | ${goal} | ${got} | ${ok ? 'yes' : '**no**'} |`);
   lines.push('', 'Ratios compare each system at its best connection count.', '');
-  const scenarios: [Scenario, string][] = [['d', '(d) the harness ceiling'], ['a', '(a) quota decision, cache hit'], ['c', '(c) rate limit, every request counted'], ['b', '(b) quota decision, cache miss: real quota(1), user-mode-linux (one CPU)']];
+  const scenarios: [Scenario, string][] = [
+    ['d', '(d) the harness ceiling'],
+    ['a', '(a) quota decision, cache hit'],
+    ['c', '(c) rate limit, every request counted'],
+    ['b', '(b) quota decision, cache miss: real quota(1), user-mode-linux (one CPU)'],
+  ];
   for (const [s, title] of scenarios) {
     const ms_ = r.measured.filter((m) => m.scenario === s);
     if (ms_.length === 0) continue;
-    lines.push(`### ${title}`, '', `| System | ${CONNECTIONS.map((c) => `${c} conn. req/s`).join(' | ')} | p50 / p99 / max ms at 32 | errors | start-up ms | peak RSS MB (processes) |`,
-      `|---|${CONNECTIONS.map(() => '---:').join('|')}|---|---:|---:|---|`);
+    lines.push(
+      `### ${title}`,
+      '',
+      `| System | ${CONNECTIONS.map((c) => `${c} conn. req/s`).join(' | ')} | p50 / p99 / max ms at 32 | errors | start-up ms | peak RSS MB (processes) |`,
+      `|---|${CONNECTIONS.map(() => '---:').join('|')}|---|---:|---:|---|`,
+    );
     for (const m of ms_) {
       const p32 = at(m, 32);
       const errors = m.points.reduce((n, p) => n + p.errors, 0);
-      const mem = m.processes.map((p) => (p.count > 1 ? `${p.name} ${num(p.maxMb)} max, ${num(p.sumMb)} sum of ${p.count}` : `${p.name} ${num(p.maxMb)}`)).join('; ');
-      lines.push(`| ${m.system} | ${CONNECTIONS.map((c) => num(at(m, c)?.reqPerSec ?? NaN)).join(' | ')} | ${ms(p32?.p50Ms)} / ${ms(p32?.p99Ms)} / ${ms(p32?.maxMs)} | ${errors} | ${num(m.startupMs)} | ${mem} |`);
+      const mem = m.processes
+        .map((p) =>
+          p.count > 1
+            ? `${p.name} ${num(p.maxMb)} max, ${num(p.sumMb)} sum of ${p.count}`
+            : `${p.name} ${num(p.maxMb)}`,
+        )
+        .join('; ');
+      lines.push(
+        `| ${m.system} | ${CONNECTIONS.map((c) => num(at(m, c)?.reqPerSec ?? NaN)).join(' | ')} | ${ms(p32?.p50Ms)} / ${ms(p32?.p99Ms)} / ${ms(p32?.maxMs)} | ${errors} | ${num(m.startupMs)} | ${mem} |`,
+      );
     }
     lines.push('');
   }

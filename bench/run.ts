@@ -17,16 +17,29 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
-import { REPO, trivial, quotapolicy, standInQuota, dovecotQuotaStatus, policydRateLimit, postfwd, serviceDir } from './systems.js';
+import {
+  REPO,
+  trivial,
+  quotapolicy,
+  standInQuota,
+  dovecotQuotaStatus,
+  policydRateLimit,
+  postfwd,
+  serviceDir,
+} from './systems.js';
 import { type Measured, type Results, machine, renderReport, REPORT_START, REPORT_END } from './report.js';
 import { measurer } from './measure.js';
 import { postfixRequest } from './loadgen.js';
 import { plot } from './plot.js';
 import { runUml } from './uml.js';
 
-const { values: opts } = parseArgs({ options: { short: { type: 'boolean', default: false }, out: { type: 'string' }, only: { type: 'string' } } });
+const { values: opts } = parseArgs({
+  options: { short: { type: 'boolean', default: false }, out: { type: 'string' }, only: { type: 'string' } },
+});
 if (process.getuid?.() !== 0) {
-  process.stderr.write('bench: run as root (quotapolicy serve starts as root; Dovecot and postfwd drop privileges themselves)\n');
+  process.stderr.write(
+    'bench: run as root (quotapolicy serve starts as root; Dovecot and postfwd drop privileges themselves)\n',
+  );
   process.exit(1);
 }
 const SHORT = opts.short!;
@@ -41,11 +54,21 @@ chmodSync(work, 0o755);
 mkdirSync(out, { recursive: true });
 
 /** (a): one local user, as a cache hit is; everything else varies. */
-const quotaRequest = (i: number): Record<string, string> => ({ ...postfixRequest(i), recipient: 'nobody@example.test' });
+const quotaRequest = (i: number): Record<string, string> => ({
+  ...postfixRequest(i),
+  recipient: 'nobody@example.test',
+});
 /** (c): 1000 distinct SASL users, each request counted. */
-const rateRequest = (i: number): Record<string, string> => ({ ...postfixRequest(i), sasl_username: `user${i % 1000}`, recipient: `r${i % 500}@example.net` });
+const rateRequest = (i: number): Record<string, string> => ({
+  ...postfixRequest(i),
+  sasl_username: `user${i % 1000}`,
+  recipient: `r${i % 500}@example.net`,
+});
 /** Windows never reached, so every request is counted (policyd-rate-limit's shape: a minute and a day). */
-const LIMITS: [number, number][] = [[10_000_000, 60], [100_000_000, 86400]];
+const LIMITS: [number, number][] = [
+  [10_000_000, 60],
+  [100_000_000, 86400],
+];
 
 const measure = measurer(SECONDS, WARMUP_SECONDS);
 const measured: Measured[] = [];
@@ -55,40 +78,94 @@ if (only.has('d')) measured.push(await measure('d', () => trivial(work), quotaRe
 
 if (only.has('a')) {
   const quota = standInQuota(dir('fake-quota'));
-  measured.push(await measure('a', () => quotapolicy('quotapolicy: quota, cache hit', dir('qp-a'),
-    `quota_path: ${quota}\nmin_uid: 100\nrecipient_delimiter: "+"\ncache_ttl_ms: 3600000\n`), quotaRequest));
+  measured.push(
+    await measure(
+      'a',
+      () =>
+        quotapolicy(
+          'quotapolicy: quota, cache hit',
+          dir('qp-a'),
+          `quota_path: ${quota}\nmin_uid: 100\nrecipient_delimiter: "+"\ncache_ttl_ms: 3600000\n`,
+        ),
+      quotaRequest,
+    ),
+  );
   mkdirSync(dir('dovecot-count/home'), { recursive: true });
   spawnSync('chown', ['nobody', dir('dovecot-count/home')]);
-  measured.push(await measure('a', () => dovecotQuotaStatus(dir('dovecot-count'), 'count',
-    `  driver = static\n  args = uid=nobody gid=nogroup home=${dir('dovecot-count/home')}/%n`), quotaRequest));
+  measured.push(
+    await measure(
+      'a',
+      () =>
+        dovecotQuotaStatus(
+          dir('dovecot-count'),
+          'count',
+          `  driver = static\n  args = uid=nobody gid=nogroup home=${dir('dovecot-count/home')}/%n`,
+        ),
+      quotaRequest,
+    ),
+  );
 }
 
 if (only.has('c')) {
   const quota = standInQuota(dir('fake-quota-c'));
-  const rate = (backend: string, url?: string): string => `quota_path: ${quota}\nchecks: [rate_limit]\nrate_limit:\n  backend: ${backend}\n` +
-    `  limits: ${JSON.stringify(LIMITS)}\n` + (url ? `  url: "${url}"\n` : `  sqlite_path: ${serviceDir(dir('qp-sqlite-store'))}/rl.sqlite3\n`);
-  measured.push(await measure('c', () => quotapolicy('quotapolicy: rate limit, SQLite', dir('qp-sqlite'), rate('sqlite')), rateRequest));
+  const rate = (backend: string, url?: string): string =>
+    `quota_path: ${quota}\nchecks: [rate_limit]\nrate_limit:\n  backend: ${backend}\n` +
+    `  limits: ${JSON.stringify(LIMITS)}\n` +
+    (url ? `  url: "${url}"\n` : `  sqlite_path: ${serviceDir(dir('qp-sqlite-store'))}/rl.sqlite3\n`);
+  measured.push(
+    await measure(
+      'c',
+      () => quotapolicy('quotapolicy: rate limit, SQLite', dir('qp-sqlite'), rate('sqlite')),
+      rateRequest,
+    ),
+  );
   // A clean database 1 of the local Redis, and a fresh PostgreSQL database the service user owns.
   spawnSync('redis-cli', ['-h', '127.0.0.1', '-n', '1', 'FLUSHDB']);
-  measured.push(await measure('c', () => quotapolicy('quotapolicy: rate limit, Redis', dir('qp-redis'), rate('redis', 'redis://127.0.0.1:6379/1')), rateRequest));
+  measured.push(
+    await measure(
+      'c',
+      () => quotapolicy('quotapolicy: rate limit, Redis', dir('qp-redis'), rate('redis', 'redis://127.0.0.1:6379/1')),
+      rateRequest,
+    ),
+  );
   const psql = (sql: string): void => {
     const r = spawnSync('su', ['postgres', '-c', `psql -qAt -c "${sql}"`], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
   };
   psql('DROP DATABASE IF EXISTS quotapolicy_bench');
   psql('CREATE DATABASE quotapolicy_bench OWNER quotapolicy');
-  measured.push(await measure('c', () => quotapolicy('quotapolicy: rate limit, PostgreSQL', dir('qp-pg'), rate('postgresql', 'postgresql://quotapolicy@%2Fvar%2Frun%2Fpostgresql/quotapolicy_bench')), rateRequest));
+  measured.push(
+    await measure(
+      'c',
+      () =>
+        quotapolicy(
+          'quotapolicy: rate limit, PostgreSQL',
+          dir('qp-pg'),
+          rate('postgresql', 'postgresql://quotapolicy@%2Fvar%2Frun%2Fpostgresql/quotapolicy_bench'),
+        ),
+      rateRequest,
+    ),
+  );
   measured.push(await measure('c', () => policydRateLimit(dir('prl'), JSON.stringify(LIMITS)), rateRequest));
   measured.push(await measure('c', () => postfwd(dir('postfwd'), LIMITS[0]![0], LIMITS[0]![1]), rateRequest));
 }
 
-if (only.has('b')) measured.push(...await runUml(dir('uml'), SECONDS, WARMUP_SECONDS, SHORT));
+if (only.has('b')) measured.push(...(await runUml(dir('uml'), SECONDS, WARMUP_SECONDS, SHORT)));
 
 const files = SHORT ? out : join(out, 'bench');
 mkdirSync(files, { recursive: true });
-const results: Results = { when: new Date().toISOString(), short: SHORT, secondsPerPoint: SECONDS, machine: machine(), measured };
+const results: Results = {
+  when: new Date().toISOString(),
+  short: SHORT,
+  secondsPerPoint: SECONDS,
+  machine: machine(),
+  measured,
+};
 writeFileSync(join(files, 'results.json'), JSON.stringify(results, null, 1) + '\n');
-const svg = plot('Policy requests per second against connections (higher is better)', measured.map((m) => ({ name: `${m.system} (${m.scenario})`, points: m.points })));
+const svg = plot(
+  'Policy requests per second against connections (higher is better)',
+  measured.map((m) => ({ name: `${m.system} (${m.scenario})`, points: m.points })),
+);
 writeFileSync(join(files, 'throughput.svg'), svg);
 const report = renderReport(results);
 if (SHORT) {

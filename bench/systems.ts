@@ -42,7 +42,8 @@ export function children(pid: number): number[] {
 export function processName(pid: number): string {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-    const prog = /(^|\/)(python3?|perl|node)$/.test(argv[0] ?? '') && argv[1] !== undefined ? argv[1] : argv[0] ?? '?';
+    const prog =
+      /(^|\/)(python3?|perl|node)$/.test(argv[0] ?? '') && argv[1] !== undefined ? argv[1] : (argv[0] ?? '?');
     // Some rewrite their title into argv[0] ("/usr/sbin/postfwd -f ...", " postfwd2::policy::child").
     const first = prog.trim().split(/\s+/)[0] ?? '?';
     return first.startsWith('/') ? first.slice(first.lastIndexOf('/') + 1) : first;
@@ -60,32 +61,55 @@ export function peakRss(pid: number): number {
   }
 }
 
-const PROBE = 'request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=probe@example.test\nsender=s@example.org\nclient_address=192.0.2.1\nsasl_username=probe\nsize=0\n\n';
+const PROBE =
+  'request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=probe@example.test\nsender=s@example.org\nclient_address=192.0.2.1\nsasl_username=probe\nsize=0\n\n';
 
 /** One request; resolves with the reply or rejects (not listening yet, closed, timeout). */
 export function ask(path: string, text = PROBE, timeoutMs = 2000): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = net.connect(path);
     let got = '';
-    const t = setTimeout(() => { s.destroy(); reject(new Error('no answer')); }, timeoutMs);
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new Error('no answer'));
+    }, timeoutMs);
     s.on('connect', () => s.write(text));
     s.on('data', (d) => {
       got += d.toString();
-      if (got.endsWith('\n\n')) { clearTimeout(t); s.destroy(); resolve(got); }
+      if (got.endsWith('\n\n')) {
+        clearTimeout(t);
+        s.destroy();
+        resolve(got);
+      }
     });
-    s.on('error', (e) => { clearTimeout(t); reject(e); });
-    s.on('close', () => { clearTimeout(t); reject(new Error('closed')); });
+    s.on('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+    s.on('close', () => {
+      clearTimeout(t);
+      reject(new Error('closed'));
+    });
   });
 }
 
-async function untilAnswers(p: ChildProcess, path: string, started: number, log: () => string, daemonizes: boolean): Promise<number> {
+async function untilAnswers(
+  p: ChildProcess,
+  path: string,
+  started: number,
+  log: () => string,
+  daemonizes: boolean,
+): Promise<number> {
   const deadline = started + START_TIMEOUT_MS;
   while (performance.now() < deadline) {
-    if (p.exitCode !== null && !(daemonizes && p.exitCode === 0)) throw new Error(`exited with ${p.exitCode}: ${log().slice(-800)}`);
+    if (p.exitCode !== null && !(daemonizes && p.exitCode === 0))
+      throw new Error(`exited with ${p.exitCode}: ${log().slice(-800)}`);
     try {
       const r = await ask(path, PROBE, 1000);
       if (r.startsWith('action=')) return performance.now() - started;
-    } catch { /* not yet */ }
+    } catch {
+      /* not yet */
+    }
     await new Promise((r) => setTimeout(r, 5));
   }
   throw new Error(`no answer on ${path} within ${START_TIMEOUT_MS} ms: ${log().slice(-800)}`);
@@ -106,33 +130,55 @@ function launch(name: string, cmd: string, args: string[], path: string, opts: L
   const started = performance.now();
   const p = spawn(cmd, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  const keep = (d: Buffer): void => { out = (out + d.toString()).slice(-20_000); };
+  const keep = (d: Buffer): void => {
+    out = (out + d.toString()).slice(-20_000);
+  };
   p.stdout!.on('data', keep);
   p.stderr!.on('data', keep);
   const root = (): number => (opts.pidFile ? Number(readFileSync(opts.pidFile, 'utf8').trim()) : p.pid!);
   const killAll = (pids: number[], sig: NodeJS.Signals): void => {
-    for (const pid of pids) try { process.kill(pid, sig); } catch { /* gone */ }
+    for (const pid of pids)
+      try {
+        process.kill(pid, sig);
+      } catch {
+        /* gone */
+      }
   };
-  return untilAnswers(p, path, started, () => out, opts.pidFile !== undefined).then((startupMs) => ({
-    name, to: `unix:${path}`, startupMs,
-    processes: () => [root(), ...children(root())].map((pid) => ({ pid, name: opts.names?.(pid) ?? processName(pid) })),
-    stop: async () => {
-      const pids = [root(), ...children(root())];
-      killAll([pids[0]!], opts.stopSignal ?? 'SIGTERM');
-      const deadline = performance.now() + STOP_GRACE_MS;
-      while (pids.some(alive) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      killAll(pids.filter(alive), 'SIGKILL');
+  return untilAnswers(p, path, started, () => out, opts.pidFile !== undefined).then(
+    (startupMs) => ({
+      name,
+      to: `unix:${path}`,
+      startupMs,
+      processes: () =>
+        [root(), ...children(root())].map((pid) => ({ pid, name: opts.names?.(pid) ?? processName(pid) })),
+      stop: async () => {
+        const pids = [root(), ...children(root())];
+        killAll([pids[0]!], opts.stopSignal ?? 'SIGTERM');
+        const deadline = performance.now() + STOP_GRACE_MS;
+        while (pids.some(alive) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        killAll(pids.filter(alive), 'SIGKILL');
+      },
+    }),
+    (e: unknown) => {
+      try {
+        process.kill(-p.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      throw new Error(`${name}: ${(e as Error).message}`);
     },
-  }), (e: unknown) => {
-    try { process.kill(-p.pid!, 'SIGKILL'); } catch { /* gone */ }
-    throw new Error(`${name}: ${(e as Error).message}`);
-  });
+  );
 }
 
 /** (d) the ceiling of the harness: a Node server that answers DUNNO. */
 export function trivial(dir: string): Promise<System> {
   const path = join(dir, 'trivial.sock');
-  return launch('trivial DUNNO server', process.execPath, [join(REPO, 'dist/bench/trivial-server.js'), `unix:${path}`], path);
+  return launch(
+    'trivial DUNNO server',
+    process.execPath,
+    [join(REPO, 'dist/bench/trivial-server.js'), `unix:${path}`],
+    path,
+  );
 }
 
 /** quotapolicy as root would run it, with extra config lines (YAML). */
@@ -140,14 +186,23 @@ export function quotapolicy(name: string, dir: string, config: string): Promise<
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o755);
   const path = join(dir, 'qp.sock');
-  writeFileSync(join(dir, 'quotapolicy.yaml'), `listen: ["unix:${path}"]\nsocket_group: quotapolicy\nlog_level: warn\n${config}`);
+  writeFileSync(
+    join(dir, 'quotapolicy.yaml'),
+    `listen: ["unix:${path}"]\nsocket_group: quotapolicy\nlog_level: warn\n${config}`,
+  );
   chmodSync(join(dir, 'quotapolicy.yaml'), 0o644);
-  return launch(name, process.execPath, [join(REPO, 'bin/quotapolicy.js'), 'serve', '--config', join(dir, 'quotapolicy.yaml')], path, {
-    names: (pid) => {
-      const title = procFile(pid, 'cmdline');
-      return title.includes('front') ? 'front' : title.includes('helper') ? 'helper (root)' : processName(pid);
+  return launch(
+    name,
+    process.execPath,
+    [join(REPO, 'bin/quotapolicy.js'), 'serve', '--config', join(dir, 'quotapolicy.yaml')],
+    path,
+    {
+      names: (pid) => {
+        const title = procFile(pid, 'cmdline');
+        return title.includes('front') ? 'front' : title.includes('helper') ? 'helper (root)' : processName(pid);
+      },
     },
-  });
+  );
 }
 
 /**
@@ -162,9 +217,11 @@ export function standInQuota(dir: string): string {
   copyFileSync(join(REPO, 'test/support/fake-quota.sh'), path);
   chmodSync(path, 0o755);
   const uid = 65534;
-  writeFileSync(join(dir, 'fake-quota.d', `${uid}.out`),
+  writeFileSync(
+    join(dir, 'fake-quota.d', `${uid}.out`),
     `Disk quotas for user nobody (uid ${uid}): \n     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n` +
-    '          /home      10    1000    2000       0       2       0       0       0\n');
+      '          /home      10    1000    2000       0       2       0       0       0\n',
+  );
   return path;
 }
 
@@ -172,11 +229,14 @@ export function standInQuota(dir: string): string {
 export function dovecotQuotaStatus(dir: string, backend: 'count' | 'fs', userdb: string): Promise<System> {
   mkdirSync(join(dir, 'run'), { recursive: true });
   chmodSync(dir, 0o755);
-  const quota = backend === 'count'
-    ? '  quota = count:User quota\n  quota_rule = *:storage=1G\n  quota_vsizes = yes\n'
-    // fs needs a non-zero rule, or it answers DUNNO for everyone; it then enforces the fs soft block limit.
-    : '  quota = fs:User quota:user\n  quota_rule = *:storage=1\n';
-  writeFileSync(join(dir, 'dovecot.conf'), `base_dir = ${dir}/run
+  const quota =
+    backend === 'count'
+      ? '  quota = count:User quota\n  quota_rule = *:storage=1G\n  quota_vsizes = yes\n'
+      : // fs needs a non-zero rule, or it answers DUNNO for everyone; it then enforces the fs soft block limit.
+        '  quota = fs:User quota:user\n  quota_rule = *:storage=1\n';
+  writeFileSync(
+    join(dir, 'dovecot.conf'),
+    `base_dir = ${dir}/run
 state_dir = ${dir}/run/state
 protocols =
 log_path = ${dir}/dovecot.log
@@ -205,8 +265,14 @@ service quota-status {
   client_limit = 1
   process_limit = 256
 }
-`);
-  return launch(`Dovecot quota-status (${backend})`, 'dovecot', ['-F', '-c', join(dir, 'dovecot.conf')], join(dir, 'run', 'qs.sock'));
+`,
+  );
+  return launch(
+    `Dovecot quota-status (${backend})`,
+    'dovecot',
+    ['-F', '-c', join(dir, 'dovecot.conf')],
+    join(dir, 'run', 'qs.sock'),
+  );
 }
 
 /** policyd-rate-limit (Debian's), SQLite backend, on a unix socket. Stops on SIGUSR1. */
@@ -214,7 +280,9 @@ export function policydRateLimit(dir: string, limits: string): Promise<System> {
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o777);
   const path = join(dir, 'prl.sock');
-  writeFileSync(join(dir, 'prl.yaml'), `debug: False
+  writeFileSync(
+    join(dir, 'prl.yaml'),
+    `debug: False
 user: "policyd-rate-limit"
 group: "policyd-rate-limit"
 pidfile: "${dir}/prl.pid"
@@ -228,8 +296,11 @@ limit_by_sasl: True
 success_action: "dunno"
 fail_action: "defer_if_permit Rate limit reach, retry later"
 db_error_action: "dunno"
-`);
-  return launch('policyd-rate-limit (SQLite)', 'policyd-rate-limit', ['--file', join(dir, 'prl.yaml')], path, { stopSignal: 'SIGUSR1' });
+`,
+  );
+  return launch('policyd-rate-limit (SQLite)', 'policyd-rate-limit', ['--file', join(dir, 'prl.yaml')], path, {
+    stopSignal: 'SIGUSR1',
+  });
 }
 
 /** postfwd (Debian's default, postfwd2: it always daemonizes), rate limit per SASL user in memory, request cache off. */
@@ -237,9 +308,34 @@ export function postfwd(dir: string, max: number, seconds: number): Promise<Syst
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o777);
   const path = join(dir, 'postfwd.sock');
-  writeFileSync(join(dir, 'postfwd.cf'), `id=RATE; sasl_username=~.; action=rate(sasl_username/${max}/${seconds}/450 4.7.1 rate limit exceeded)\nid=DEFAULT; action=DUNNO\n`);
-  return launch('postfwd (rate, in memory)', 'postfwd', ['-f', join(dir, 'postfwd.cf'), '--proto', 'unix', '-p', path, '-u', 'nobody', '-g', 'nogroup',
-    '-P', '--nodns', '-c', '0', '--pidfile', join(dir, 'postfwd.pid')], path, { pidFile: join(dir, 'postfwd.pid') });
+  writeFileSync(
+    join(dir, 'postfwd.cf'),
+    `id=RATE; sasl_username=~.; action=rate(sasl_username/${max}/${seconds}/450 4.7.1 rate limit exceeded)\nid=DEFAULT; action=DUNNO\n`,
+  );
+  return launch(
+    'postfwd (rate, in memory)',
+    'postfwd',
+    [
+      '-f',
+      join(dir, 'postfwd.cf'),
+      '--proto',
+      'unix',
+      '-p',
+      path,
+      '-u',
+      'nobody',
+      '-g',
+      'nogroup',
+      '-P',
+      '--nodns',
+      '-c',
+      '0',
+      '--pidfile',
+      join(dir, 'postfwd.pid'),
+    ],
+    path,
+    { pidFile: join(dir, 'postfwd.pid') },
+  );
 }
 
 /** The service user's own directory for a SQLite store. */

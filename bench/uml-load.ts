@@ -17,7 +17,10 @@ import type { Measured } from './report.js';
 const [outDir, usersArg, secondsArg, warmupArg] = process.argv.slice(2);
 const users = Number(usersArg);
 const measure = measurer(Number(secondsArg), Number(warmupArg));
-const request = (i: number): Record<string, string> => ({ ...postfixRequest(i), recipient: `u${i % users}@example.test` });
+const request = (i: number): Record<string, string> => ({
+  ...postfixRequest(i),
+  recipient: `u${i % users}@example.test`,
+});
 
 /** Over the hard limit from the start: users 0..OVER-1. */
 const OVER = 5;
@@ -42,16 +45,29 @@ function makeUsers(): void {
     quotas += `u${i} 1000 2000 0 0\n`;
     const home = `/home/u${i}`;
     for (const d of ['cur', 'new', 'tmp']) mkdirSync(`${home}/Maildir/${d}`, { recursive: true });
-    for (const p of [home, `${home}/Maildir`, `${home}/Maildir/cur`, `${home}/Maildir/new`, `${home}/Maildir/tmp`]) chownSync(p, uid, uid);
+    for (const p of [home, `${home}/Maildir`, `${home}/Maildir/cur`, `${home}/Maildir/new`, `${home}/Maildir/tmp`])
+      chownSync(p, uid, uid);
   }
   appendFileSync('/etc/passwd', passwd);
   appendFileSync('/etc/group', group);
   run('setquota', ['-u', '-b', '/home'], quotas);
   for (let i = 0; i < OVER; i++) {
     // As the user (root ignores quotas): dd stops at the hard limit.
-    spawnSync('setpriv', [`--reuid=${3000 + i}`, `--regid=${3000 + i}`, '--clear-groups', 'dd', 'if=/dev/zero', `of=/home/u${i}/fill`, 'bs=1024', 'count=2100']);
+    spawnSync('setpriv', [
+      `--reuid=${3000 + i}`,
+      `--regid=${3000 + i}`,
+      '--clear-groups',
+      'dd',
+      'if=/dev/zero',
+      `of=/home/u${i}/fill`,
+      'bs=1024',
+      'count=2100',
+    ]);
   }
-  writeFileSync(join(outDir!, 'repquota.txt'), run('repquota', ['-u', '/home']).split('\n').slice(0, 12).join('\n') + '\n');
+  writeFileSync(
+    join(outDir!, 'repquota.txt'),
+    run('repquota', ['-u', '/home']).split('\n').slice(0, 12).join('\n') + '\n',
+  );
 }
 
 /** Both systems must refuse a user over quota and accept one under it, or their figures are not of real work. */
@@ -71,15 +87,31 @@ mkdirSync(outDir!, { recursive: true });
 process.stderr.write(`uml-load: started\n`);
 makeUsers();
 process.stderr.write(`uml-load: ${users} users with quotas after ${elapsed()}\n`);
-measured.push(await measure('b', async () => {
-  const s = await quotapolicy('quotapolicy: quota, cache off (real quota)', '/run/qp-b', 'quota_path: /usr/bin/quota\nmin_uid: 1000\nrecipient_delimiter: "+"\ncache_ttl_ms: 0\n');
-  checks.push(await sane(s.name, s.to));
-  return s;
-}, request));
-measured.push(await measure('b', async () => {
-  const s = await dovecotQuotaStatus('/run/dovecot-fs', 'fs', '  driver = passwd');
-  checks.push(await sane(s.name, s.to));
-  return s;
-}, request));
+measured.push(
+  await measure(
+    'b',
+    async () => {
+      const s = await quotapolicy(
+        'quotapolicy: quota, cache off (real quota)',
+        '/run/qp-b',
+        'quota_path: /usr/bin/quota\nmin_uid: 1000\nrecipient_delimiter: "+"\ncache_ttl_ms: 0\n',
+      );
+      checks.push(await sane(s.name, s.to));
+      return s;
+    },
+    request,
+  ),
+);
+measured.push(
+  await measure(
+    'b',
+    async () => {
+      const s = await dovecotQuotaStatus('/run/dovecot-fs', 'fs', '  driver = passwd');
+      checks.push(await sane(s.name, s.to));
+      return s;
+    },
+    request,
+  ),
+);
 writeFileSync(join(outDir!, 'results.json'), JSON.stringify({ measured, checks }, null, 1));
 process.stderr.write(`uml-load: done after ${elapsed()}\n`);

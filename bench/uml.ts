@@ -16,12 +16,24 @@ const UML_TIMEOUT_S = { full: 900, short: 300 };
 export async function runUml(out: string, seconds: number, warmup: number, short: boolean): Promise<Measured[]> {
   const limit = short ? UML_TIMEOUT_S.short : UML_TIMEOUT_S.full;
   const started = Date.now();
-  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'bench/uml-guest.sh'), `REPO=${REPO}`, `USERS=${UML_USERS}`, `SECONDS=${seconds}`, `WARMUP=${warmup}`],
-    { encoding: 'utf8', timeout: (limit + 30) * 1000, env: { ...process.env, UML_MEM, UML_TIMEOUT: String(limit) } });
+  const r = spawnSync(
+    join(REPO, 'test/uml/boot.sh'),
+    [
+      out,
+      join(REPO, 'bench/uml-guest.sh'),
+      `REPO=${REPO}`,
+      `USERS=${UML_USERS}`,
+      `SECONDS=${seconds}`,
+      `WARMUP=${warmup}`,
+    ],
+    { encoding: 'utf8', timeout: (limit + 30) * 1000, env: { ...process.env, UML_MEM, UML_TIMEOUT: String(limit) } },
+  );
   const log = (f: string): string => (existsSync(join(out, f)) ? readFileSync(join(out, f), 'utf8').slice(-3000) : '');
   if (r.status !== 0 || !existsSync(join(out, 'results.json'))) {
-    throw new Error(`user-mode-linux bench failed after ${((Date.now() - started) / 1000).toFixed(0)} s (status ${r.status}${r.status === 124 ? `: ran over ${limit} s` : ''}${r.error ? `, ${r.error.message}` : ''})\n` +
-      `load.log:\n${log('load.log')}\nconsole.log:\n${log('console.log')}\nkernel.log:\n${log('kernel.log')}`);
+    throw new Error(
+      `user-mode-linux bench failed after ${((Date.now() - started) / 1000).toFixed(0)} s (status ${r.status}${r.status === 124 ? `: ran over ${limit} s` : ''}${r.error ? `, ${r.error.message}` : ''})\n` +
+        `load.log:\n${log('load.log')}\nconsole.log:\n${log('console.log')}\nkernel.log:\n${log('kernel.log')}`,
+    );
   }
   const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { measured: Measured[]; checks: string[] };
   process.stderr.write(log('load.log') + res.checks.join('\n') + '\n');

@@ -6,7 +6,10 @@ import { USAGE } from '../dist/src/cli/main.js';
 
 const README = new URL('../README.md', import.meta.url);
 let text = readFileSync(README, 'utf8');
-for (const [name, body] of [['config-reference', configReference()], ['usage', '```\n' + USAGE + '```\n']]) {
+for (const [name, body] of [
+  ['config-reference', configReference()],
+  ['usage', '```\n' + USAGE + '```\n'],
+]) {
   const start = `<!-- ${name}:start -->\n`;
   const end = `<!-- ${name}:end -->`;
   const a = text.indexOf(start);

@@ -32,7 +32,14 @@ async function server(reply: (n: number) => string | null): Promise<{ to: string
 
 test('every reply is counted once; no errors from a server that answers', async () => {
   const s = await server(() => 'action=DUNNO\n\n');
-  const r = await runLoad({ to: s.to, connections: 4, seconds: 0.2, pipeline: 1, template: postfixRequest, drainMs: 500 });
+  const r = await runLoad({
+    to: s.to,
+    connections: 4,
+    seconds: 0.2,
+    pipeline: 1,
+    template: postfixRequest,
+    drainMs: 500,
+  });
   s.close();
   assert.equal(r.errors, 0);
   assert.ok(r.requests > 4);
@@ -41,7 +48,14 @@ test('every reply is counted once; no errors from a server that answers', async 
 
 test('a reply that is not an action is an error', async () => {
   const s = await server((n) => (n % 2 === 0 ? 'action=DUNNO\n\n' : 'what?\n\n'));
-  const r = await runLoad({ to: s.to, connections: 2, seconds: 0.2, pipeline: 1, template: postfixRequest, drainMs: 500 });
+  const r = await runLoad({
+    to: s.to,
+    connections: 2,
+    seconds: 0.2,
+    pipeline: 1,
+    template: postfixRequest,
+    drainMs: 500,
+  });
   s.close();
   assert.ok(r.errors > 0 && Math.abs(r.errors - r.requests / 2) <= 2, `${r.errors} errors of ${r.requests}`);
 });
@@ -49,7 +63,14 @@ test('a reply that is not an action is an error', async () => {
 test('a server that stops answering: replies still out are errors, and the run ends after the drain time', async () => {
   const s = await server((n) => (n < 3 ? 'action=DUNNO\n\n' : null));
   const t0 = performance.now();
-  const r = await runLoad({ to: s.to, connections: 5, seconds: 0.2, pipeline: 2, template: postfixRequest, drainMs: 300 });
+  const r = await runLoad({
+    to: s.to,
+    connections: 5,
+    seconds: 0.2,
+    pipeline: 2,
+    template: postfixRequest,
+    drainMs: 300,
+  });
   const took = performance.now() - t0;
   s.close();
   assert.equal(r.requests, 15, 'three answered requests on each of five connections');

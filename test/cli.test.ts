@@ -16,12 +16,29 @@ const run = (...args: string[]) => {
 test('--help and --version', () => {
   const h = run('--help');
   assert.equal(h.code, 0);
-  for (const word of ['serve', 'check ADDRESS', 'check-config', '--listen', '--quota-path', 'ratelimit show KIND:ID', 'ratelimit reset KIND:ID', '--count']) assert.ok(h.out.includes(word), word);
+  for (const word of [
+    'serve',
+    'check ADDRESS',
+    'check-config',
+    '--listen',
+    '--quota-path',
+    'ratelimit show KIND:ID',
+    'ratelimit reset KIND:ID',
+    '--count',
+  ])
+    assert.ok(h.out.includes(word), word);
   assert.match(run('--version').out, /^quotapolicy \d+\.\d+\.\d+\n$/);
 });
 
 test('usage errors exit 64 with one line', () => {
-  for (const args of [[], ['frob'], ['serve', 'extra'], ['check'], ['check-config', '--nope'], ['check', 'a@b', '--size', 'big']]) {
+  for (const args of [
+    [],
+    ['frob'],
+    ['serve', 'extra'],
+    ['check'],
+    ['check-config', '--nope'],
+    ['check', 'a@b', '--size', 'big'],
+  ]) {
     const r = run(...args);
     assert.equal(r.code, 64, args.join(' '));
     assert.equal(r.err.trim().split('\n').length, 1, r.err);
@@ -71,14 +88,30 @@ test('check: one decision through the helper, printed with its reason', () => {
 test('check: says when no file system has quotas on at all (quota(1) prints nothing, or "none")', () => {
   const fq = fakeQuota();
   const uid = userid.ids('quotapolicy').uid;
-  const expected = 'action: DUNNO\nverdict: skip\nreason: no file system has quotas on (quota(1) lists none)\nuser: quotapolicy\n' +
+  const expected =
+    'action: DUNNO\nverdict: skip\nreason: no file system has quotas on (quota(1) lists none)\nuser: quotapolicy\n' +
     `note: quota checks refuse no one on this host until quotas are on: mount with usrquota and run quotaon (check with: ${fq.path} -v), or leave quota out of checks\n`;
   fq.setMode('empty');
-  assert.deepEqual(run('check', 'quotapolicy@example.test', '--quota-path', fq.path, '--min-uid', '100'), { code: 0, out: expected, err: '' });
+  assert.deepEqual(run('check', 'quotapolicy@example.test', '--quota-path', fq.path, '--min-uid', '100'), {
+    code: 0,
+    out: expected,
+    err: '',
+  });
   fq.setMode('');
   fq.setOutput(uid, `Disk quotas for user quotapolicy (uid ${uid}): none\n`);
-  assert.deepEqual(run('check', 'quotapolicy@example.test', '--quota-path', fq.path, '--min-uid', '100'), { code: 0, out: expected, err: '' });
-  fq.setOutput(uid, `Disk quotas for user quotapolicy (uid ${uid}): \n     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n          /home       6       0       0       0       2       0       0       0\n`);
+  assert.deepEqual(run('check', 'quotapolicy@example.test', '--quota-path', fq.path, '--min-uid', '100'), {
+    code: 0,
+    out: expected,
+    err: '',
+  });
+  fq.setOutput(
+    uid,
+    `Disk quotas for user quotapolicy (uid ${uid}): \n     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n          /home       6       0       0       0       2       0       0       0\n`,
+  );
   const on = run('check', 'quotapolicy@example.test', '--quota-path', fq.path, '--min-uid', '100');
-  assert.equal(on.out, 'action: DUNNO\nverdict: skip\nreason: no quota limits set\nuser: quotapolicy\n', 'quotas on, no limit for this user: no note');
+  assert.equal(
+    on.out,
+    'action: DUNNO\nverdict: skip\nreason: no quota limits set\nuser: quotapolicy\n',
+    'quotas on, no limit for this user: no note',
+  );
 });

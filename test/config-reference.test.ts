@@ -23,6 +23,6 @@ test('README starts with the two set-up commands, and .ci/run uses the same test
   assert.match(firstBlock, /sudo scripts\/setup\.sh --test && sudo npm test/);
   const ci = readFileSync(new URL('../../.ci/run', import.meta.url), 'utf8');
   assert.match(ci, /^scripts\/setup\.sh --test\n/m);
-  assert.match(ci, /^node bin\/quotapolicy\.js serve /m, 'CI runs the README\'s first command before the suite');
+  assert.match(ci, /^node bin\/quotapolicy\.js serve /m, "CI runs the README's first command before the suite");
   assert.match(ci, /\nnpm test\n$/);
 });

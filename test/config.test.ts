@@ -6,7 +6,12 @@ import { join } from 'node:path';
 import { parseConfig, loadConfig, defaultConfig, ConfigError } from '../src/shared/config/load.js';
 
 const err = (text: string): string => {
-  try { parseConfig(text, 'f.yaml'); } catch (e) { assert.ok(e instanceof ConfigError); return e.message; }
+  try {
+    parseConfig(text, 'f.yaml');
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    return e.message;
+  }
   assert.fail('no error');
 };
 
@@ -38,7 +43,10 @@ test('actions are checked like Postfix would read them', () => {
   assert.match(err('actions:\n  over_quota: "250 ok"\n'), /4NN or 5NN/);
   assert.match(err('actions:\n  success: "ACCEPT"\n'), /not a Postfix access\(5\) action/);
   assert.match(err('actions:\n  error: ""\n'), /non-empty/);
-  assert.equal(parseConfig('actions:\n  over_quota: "DEFER_IF_PERMIT full"\n', 'f').actions.over_quota, 'DEFER_IF_PERMIT full');
+  assert.equal(
+    parseConfig('actions:\n  over_quota: "DEFER_IF_PERMIT full"\n', 'f').actions.over_quota,
+    'DEFER_IF_PERMIT full',
+  );
 });
 
 test('socket modes that give others access are refused', () => {
@@ -62,36 +70,86 @@ test('an absent default file means defaults; a named missing file is an error', 
   assert.equal(config.min_uid, 3000);
   assert.equal(source, join(dir, 'c.yaml'));
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.actions) && Object.isFrozen(config.listen));
-  assert.throws(() => loadConfig({ path: join(dir, 'c.yaml'), overrides: { min_uid: 'x' }, flagOf: () => '--min-uid' }), /--min-uid: must be/);
+  assert.throws(
+    () => loadConfig({ path: join(dir, 'c.yaml'), overrides: { min_uid: 'x' }, flagOf: () => '--min-uid' }),
+    /--min-uid: must be/,
+  );
 });
 
 test('classic slips from policyd-rate-limit get a hint, in the usual form (key, file, line)', () => {
-  assert.equal(err('min_uid: 1000\nlimits: [[10, 60]]\n'), 'unknown key limits (f.yaml line 2): a rate-limit setting, it belongs under rate_limit:');
-  assert.equal(err('count_mode: data_messages\n'), 'unknown key count_mode (f.yaml line 1): a rate-limit setting, it belongs under rate_limit:');
-  assert.match(err('SOCKET: "/var/spool/postfix/ratelimit/policy"\n'), /^unknown key SOCKET \(f\.yaml line 1\): policyd-rate-limit's SOCKET; here it is listen: .*quotapolicy migrate --from policyd-rate-limit/);
-  assert.match(err('rate_limit:\n  sqlite_config: {database: /x}\n'), /^unknown key rate_limit\.sqlite_config \(f\.yaml line 2\): policyd-rate-limit's sqlite_config; here it is rate_limit\.sqlite_path/);
-  assert.match(err('rate_limit:\n  pidfile: /run/x.pid\n'), /^unknown key rate_limit\.pidfile \(f\.yaml line 2\): policyd-rate-limit's pidfile; here it is pid_file, at the top level/);
-  assert.equal(err('rate_limit:\n  limits: [2, 500]\n'), 'rate_limit.limits (f.yaml line 2): must be a list of [count, seconds] windows: for one window of 2 in 500 s, nest it: [[2, 500]]');
-  assert.equal(err('rate_limit:\n  limits_by_id:\n    bulk: [2, 500]\n'), 'rate_limit.limits_by_id (f.yaml line 3): bulk: must be a list of [count, seconds] windows: for one window of 2 in 500 s, nest it: [[2, 500]]');
-  assert.match(err('rate_limit:\n  limits: [[2, 500], 3]\n'), /^rate_limit\.limits \(f\.yaml line 2\): entry 2 must be \[count, seconds\]/, 'not a flat pair: the usual message');
-  assert.equal(err('rate_limit:\n  count_mode: 2\n'), 'rate_limit.count_mode (f.yaml line 2): 2 is policyd-rate-limit\'s numbering; here it is "data_messages"');
-  assert.equal(err('rate_limit:\n  backend: 1\n'), 'rate_limit.backend (f.yaml line 2): 1 is policyd-rate-limit\'s numbering; here it is "mysql"');
-  assert.match(err('rate_limit:\n  count_mode: 7\n'), /count_mode \(f\.yaml line 2\): must be one of rcpt, data_recipients, data_messages$/);
+  assert.equal(
+    err('min_uid: 1000\nlimits: [[10, 60]]\n'),
+    'unknown key limits (f.yaml line 2): a rate-limit setting, it belongs under rate_limit:',
+  );
+  assert.equal(
+    err('count_mode: data_messages\n'),
+    'unknown key count_mode (f.yaml line 1): a rate-limit setting, it belongs under rate_limit:',
+  );
+  assert.match(
+    err('SOCKET: "/var/spool/postfix/ratelimit/policy"\n'),
+    /^unknown key SOCKET \(f\.yaml line 1\): policyd-rate-limit's SOCKET; here it is listen: .*quotapolicy migrate --from policyd-rate-limit/,
+  );
+  assert.match(
+    err('rate_limit:\n  sqlite_config: {database: /x}\n'),
+    /^unknown key rate_limit\.sqlite_config \(f\.yaml line 2\): policyd-rate-limit's sqlite_config; here it is rate_limit\.sqlite_path/,
+  );
+  assert.match(
+    err('rate_limit:\n  pidfile: /run/x.pid\n'),
+    /^unknown key rate_limit\.pidfile \(f\.yaml line 2\): policyd-rate-limit's pidfile; here it is pid_file, at the top level/,
+  );
+  assert.equal(
+    err('rate_limit:\n  limits: [2, 500]\n'),
+    'rate_limit.limits (f.yaml line 2): must be a list of [count, seconds] windows: for one window of 2 in 500 s, nest it: [[2, 500]]',
+  );
+  assert.equal(
+    err('rate_limit:\n  limits_by_id:\n    bulk: [2, 500]\n'),
+    'rate_limit.limits_by_id (f.yaml line 3): bulk: must be a list of [count, seconds] windows: for one window of 2 in 500 s, nest it: [[2, 500]]',
+  );
+  assert.match(
+    err('rate_limit:\n  limits: [[2, 500], 3]\n'),
+    /^rate_limit\.limits \(f\.yaml line 2\): entry 2 must be \[count, seconds\]/,
+    'not a flat pair: the usual message',
+  );
+  assert.equal(
+    err('rate_limit:\n  count_mode: 2\n'),
+    'rate_limit.count_mode (f.yaml line 2): 2 is policyd-rate-limit\'s numbering; here it is "data_messages"',
+  );
+  assert.equal(
+    err('rate_limit:\n  backend: 1\n'),
+    'rate_limit.backend (f.yaml line 2): 1 is policyd-rate-limit\'s numbering; here it is "mysql"',
+  );
+  assert.match(
+    err('rate_limit:\n  count_mode: 7\n'),
+    /count_mode \(f\.yaml line 2\): must be one of rcpt, data_recipients, data_messages$/,
+  );
   assert.equal(parseConfig('rate_limit:\n  limits: [[2, 500]]\n', 'f').rate_limit.limits[0]![1], 500);
 });
 
-test('keys that are Object\'s own names are unknown keys like any other', () => {
+test("keys that are Object's own names are unknown keys like any other", () => {
   assert.equal(err('constructor: 1\n'), 'unknown key constructor (f.yaml line 1)');
   assert.equal(err('rate_limit:\n  toString: 1\n'), 'unknown key rate_limit.toString (f.yaml line 2)');
 });
 
 test('limits_by_id and exempt_ids keys that are addresses fold as the rate limiter compares them', () => {
-  const c = parseConfig('rate_limit:\n  limits_by_id: {Big@Example.org: [[5, 60]], Alice: [], 192.0.2.1: [[1, 60]]}\n  exempt_ids: [Boss@EXAMPLE.org, boss@example.org, Robot]\n', 'f');
+  const c = parseConfig(
+    'rate_limit:\n  limits_by_id: {Big@Example.org: [[5, 60]], Alice: [], 192.0.2.1: [[1, 60]]}\n  exempt_ids: [Boss@EXAMPLE.org, boss@example.org, Robot]\n',
+    'f',
+  );
   assert.deepEqual(c.rate_limit.limits_by_id, { 'big@example.org': [[5, 60]], Alice: [], '192.0.2.1': [[1, 60]] });
   assert.deepEqual(c.rate_limit.exempt_ids, ['boss@example.org', 'Robot'], 'one exempt address, said twice: kept once');
-  const exact = parseConfig('rate_limit:\n  fold_local_part_case: false\n  limits_by_id: {Big@Example.org: [[5, 60]], big@example.org: [[1, 60]]}\n', 'f');
+  const exact = parseConfig(
+    'rate_limit:\n  fold_local_part_case: false\n  limits_by_id: {Big@Example.org: [[5, 60]], big@example.org: [[1, 60]]}\n',
+    'f',
+  );
   assert.deepEqual(exact.rate_limit.limits_by_id, { 'Big@example.org': [[5, 60]], 'big@example.org': [[1, 60]] });
-  assert.equal(err('rate_limit:\n  limits_by_id:\n    Big@Example.org: [[5, 60]]\n    big@EXAMPLE.org: [[1, 60]]\n'),
-    'rate_limit.limits_by_id (f.yaml line 4): "Big@Example.org" and "big@EXAMPLE.org" are one address, big@example.org, as Postfix compares addresses (fold_local_part_case: true): give it once');
-  assert.match(err('rate_limit:\n  fold_local_part_case: false\n  limits_by_id: {Big@Example.org: [[5, 60]], Big@example.ORG: []}\n'), /line 3\): "Big@Example\.org" and "Big@example\.ORG" are one address, Big@example\.org,/);
+  assert.equal(
+    err('rate_limit:\n  limits_by_id:\n    Big@Example.org: [[5, 60]]\n    big@EXAMPLE.org: [[1, 60]]\n'),
+    'rate_limit.limits_by_id (f.yaml line 4): "Big@Example.org" and "big@EXAMPLE.org" are one address, big@example.org, as Postfix compares addresses (fold_local_part_case: true): give it once',
+  );
+  assert.match(
+    err(
+      'rate_limit:\n  fold_local_part_case: false\n  limits_by_id: {Big@Example.org: [[5, 60]], Big@example.ORG: []}\n',
+    ),
+    /line 3\): "Big@Example\.org" and "Big@example\.ORG" are one address, Big@example\.org,/,
+  );
 });

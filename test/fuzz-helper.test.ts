@@ -25,10 +25,16 @@ function frames(rand: () => number): Buffer[] {
     const good = encode({ type: MsgType.QuotaQuery, seq: int(1e6), uids });
     if (r < 0.4) out.push(good);
     else if (r < 0.55) out.push(good.subarray(0, int(good.length)));
-    else if (r < 0.7) { const b = Buffer.from(good); b[int(b.length)] = int(256); out.push(b); }
-    else if (r < 0.8) out.push(Buffer.from(Array.from({ length: int(40) }, () => int(256))));
-    else if (r < 0.9) { const b = Buffer.alloc(4 + int(20)); b.writeUInt32BE(int(2) ? int(200_000) : b.length - 4); out.push(b); }
-    else out.push(encode({ type: MsgType.Hello, version: WIRE_VERSION }));
+    else if (r < 0.7) {
+      const b = Buffer.from(good);
+      b[int(b.length)] = int(256);
+      out.push(b);
+    } else if (r < 0.8) out.push(Buffer.from(Array.from({ length: int(40) }, () => int(256))));
+    else if (r < 0.9) {
+      const b = Buffer.alloc(4 + int(20));
+      b.writeUInt32BE(int(2) ? int(200_000) : b.length - 4);
+      out.push(b);
+    } else out.push(encode({ type: MsgType.Hello, version: WIRE_VERSION }));
   }
   return out;
 }
@@ -47,7 +53,13 @@ function expected(stream: Buffer): number[][] {
         greeted = true;
         continue;
       }
-      if (m.type !== MsgType.QuotaQuery || m.uids.some((u) => u < MIN_UID) || new Set(m.uids).size !== m.uids.length || ++inflight > MAX_INFLIGHT) return runs;
+      if (
+        m.type !== MsgType.QuotaQuery ||
+        m.uids.some((u) => u < MIN_UID) ||
+        new Set(m.uids).size !== m.uids.length ||
+        ++inflight > MAX_INFLIGHT
+      )
+        return runs;
       runs.push(m.uids);
     }
   } catch {
@@ -62,24 +74,35 @@ test(`helper channel: ${HELPER_FUZZ_CASES} random frame streams; quota runs only
   // The helper logs each violation on stderr: count those lines instead of printing 20,000 of them.
   let logged = 0;
   const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((chunk: string | Uint8Array) => { logged += String(chunk).includes('channel protocol violation') ? 1 : 0; return true; }) as typeof process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    logged += String(chunk).includes('channel protocol violation') ? 1 : 0;
+    return true;
+  }) as typeof process.stderr.write;
   try {
-  for (let c = 0; c < HELPER_FUZZ_CASES; c++) {
-    const stream = Buffer.concat(frames(rand));
-    const ran: number[][] = [];
-    const input = new PassThrough();
-    const output = new PassThrough();
-    output.resume();
-    const end = serveChannel(input, output, { minUid: MIN_UID, runQuota: async (uids) => { ran.push(uids); return uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })); } });
-    input.end(stream);
-    const how = await end;
-    if (how.kind === 'violation') violations++;
-    assert.deepEqual(ran, expected(stream), `case ${c}: ${stream.toString('hex').slice(0, 120)}`);
-  }
+    for (let c = 0; c < HELPER_FUZZ_CASES; c++) {
+      const stream = Buffer.concat(frames(rand));
+      const ran: number[][] = [];
+      const input = new PassThrough();
+      const output = new PassThrough();
+      output.resume();
+      const end = serveChannel(input, output, {
+        minUid: MIN_UID,
+        runQuota: async (uids) => {
+          ran.push(uids);
+          return uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] }));
+        },
+      });
+      input.end(stream);
+      const how = await end;
+      if (how.kind === 'violation') violations++;
+      assert.deepEqual(ran, expected(stream), `case ${c}: ${stream.toString('hex').slice(0, 120)}`);
+    }
   } finally {
     process.stderr.write = write;
   }
-  console.log(`helper fuzz: ${HELPER_FUZZ_CASES} streams, ${violations} ended by a violation, each logged once (${logged} lines)`);
+  console.log(
+    `helper fuzz: ${HELPER_FUZZ_CASES} streams, ${violations} ended by a violation, each logged once (${logged} lines)`,
+  );
   assert.equal(logged, violations);
   assert.ok(violations > HELPER_FUZZ_CASES / 4);
 });
@@ -90,7 +113,9 @@ test('the real helper process: a bad first frame after HELLO ends it with status
     const fq = fakeQuota();
     const bad = Buffer.from(Array.from({ length: 4 + Math.floor(rand() * 30) }, () => Math.floor(rand() * 256)));
     bad.writeUInt32BE(Math.floor(rand() * 3) === 0 ? 0 : 0x7fffffff, 0);
-    const p = spawn(process.execPath, [join(REPO, 'dist/src/helper/main.js'), '--quota-path', fq.path], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const p = spawn(process.execPath, [join(REPO, 'dist/src/helper/main.js'), '--quota-path', fq.path], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+    });
     p.stdin.end(Buffer.concat([encode({ type: MsgType.Hello, version: WIRE_VERSION }), bad]));
     assert.equal(await new Promise((r) => p.on('exit', r)), 2);
     assert.deepEqual(fq.argv(), []);

@@ -24,7 +24,8 @@ const WELL_FORMED = /^(action=[^\n]*\n\n)*$/;
 
 let d: Daemon;
 let port: number;
-const rss = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+const rss = (pid: number): number =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
 before(async () => {
@@ -37,15 +38,23 @@ before(async () => {
   const fq = fakeQuota();
   fq.setOutput(65534, quotaBlock(65534, '10', 100, 200));
   port = await freePort();
-  const cfg = writeConfig(dir, `listen: ["inet:127.0.0.1:${port}"]\nquota_path: ${fq.path}\nmin_uid: 100\nlog_level: warn\nmax_connections: 256\n` +
-    `request_timeout_ms: 3000\nidle_timeout_ms: 3000\nchecks: [quota, rate_limit]\nrate_limit:\n  sqlite_path: ${rl}/rl.sqlite3\n  limit_by_ip: true\n  limited_networks: ["0.0.0.0/0"]\n  limits: [[1000000, 1]]\n`);
+  const cfg = writeConfig(
+    dir,
+    `listen: ["inet:127.0.0.1:${port}"]\nquota_path: ${fq.path}\nmin_uid: 100\nlog_level: warn\nmax_connections: 256\n` +
+      `request_timeout_ms: 3000\nidle_timeout_ms: 3000\nchecks: [quota, rate_limit]\nrate_limit:\n  sqlite_path: ${rl}/rl.sqlite3\n  limit_by_ip: true\n  limited_networks: ["0.0.0.0/0"]\n  limits: [[1000000, 1]]\n`,
+  );
   d = startDaemon(['--config', cfg]);
   // log_level warn hides "front ready": wait until it answers.
   for (let i = 0; ; i++) {
-    try { await control(); break; } catch (e) { if (i > 100) throw e; await new Promise((r) => setTimeout(r, 100)); }
+    try {
+      await control();
+      break;
+    } catch (e) {
+      if (i > 100) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 });
-
 
 after(async () => {
   assert.equal(await d.stop(), 0, 'still stops cleanly');
@@ -56,15 +65,26 @@ function feed(chunks: Buffer[]): Promise<{ text: string; localPort: number; hung
     const s = net.connect(port, '127.0.0.1');
     let text = '';
     let localPort = 0;
-    const t = setTimeout(() => { s.destroy(); resolve({ text, localPort, hung: true }); }, HANG_MS);
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve({ text, localPort, hung: true });
+    }, HANG_MS);
     s.on('connect', async () => {
       localPort = s.localPort ?? 0;
-      for (const c of chunks) { if (!s.destroyed) s.write(c); await new Promise((r) => setImmediate(r)); }
+      for (const c of chunks) {
+        if (!s.destroyed) s.write(c);
+        await new Promise((r) => setImmediate(r));
+      }
       if (!s.destroyed) s.end();
     });
-    s.on('data', (b) => { text += b.toString('latin1'); });
+    s.on('data', (b) => {
+      text += b.toString('latin1');
+    });
     s.on('error', () => {});
-    s.on('close', () => { clearTimeout(t); resolve({ text, localPort, hung: false }); });
+    s.on('close', () => {
+      clearTimeout(t);
+      resolve({ text, localPort, hung: false });
+    });
   });
 }
 
@@ -92,7 +112,8 @@ test(`protocol fuzzing: ${FUZZ_INPUTS} inputs (seed ${SEED}): no crash, no hang,
       kinds.set(m.kind, (kinds.get(m.kind) ?? 0) + 1);
       const r = await feed(split(rand, m.bytes));
       if (r.hung) problems.push(`#${i} ${m.kind}: no answer and no close in ${HANG_MS} ms`);
-      else if (!WELL_FORMED.test(r.text)) problems.push(`#${i} ${m.kind}: malformed reply ${JSON.stringify(r.text.slice(0, 80))}`);
+      else if (!WELL_FORMED.test(r.text))
+        problems.push(`#${i} ${m.kind}: malformed reply ${JSON.stringify(r.text.slice(0, 80))}`);
       else if (r.text === '') closedWithoutReply++;
       else answered++;
       if (i % 5000 === 0) await control();
@@ -109,8 +130,10 @@ test(`protocol fuzzing: ${FUZZ_INPUTS} inputs (seed ${SEED}): no crash, no hang,
   await new Promise((r) => setTimeout(r, 500));
   const rss1 = rss(front);
   const fds1 = fds(front);
-  console.log(`fuzz: ${FUZZ_INPUTS} inputs in ${seconds.toFixed(1)} s (${Math.round(FUZZ_INPUTS / seconds)}/s); answered ${answered}, closed without a reply ${closedWithoutReply}; ` +
-    `front RSS ${(rss0 / 1e6).toFixed(1)} -> ${(rss1 / 1e6).toFixed(1)} MB, fds ${fds0} -> ${fds1}; kinds ${JSON.stringify(Object.fromEntries(kinds))}`);
+  console.log(
+    `fuzz: ${FUZZ_INPUTS} inputs in ${seconds.toFixed(1)} s (${Math.round(FUZZ_INPUTS / seconds)}/s); answered ${answered}, closed without a reply ${closedWithoutReply}; ` +
+      `front RSS ${(rss0 / 1e6).toFixed(1)} -> ${(rss1 / 1e6).toFixed(1)} MB, fds ${fds0} -> ${fds1}; kinds ${JSON.stringify(Object.fromEntries(kinds))}`,
+  );
   assert.deepEqual(problems.slice(0, 10), []);
   assert.equal(d.proc.exitCode, null, 'the daemon is alive');
   assert.equal(d.frontPid(), front, 'the same front: it never crashed');
@@ -121,9 +144,14 @@ test(`protocol fuzzing: ${FUZZ_INPUTS} inputs (seed ${SEED}): no crash, no hang,
 
 test('a bad connection is logged once: never two warnings for one connection', async () => {
   const perPeer = new Map<number, number>();
-  for (const l of d.lines) if (l.level === 40 && typeof l.conn === 'number' && /closing connection without a reply|middle of a request/.test(String(l.msg))) {
-    perPeer.set(l.conn, (perPeer.get(l.conn) ?? 0) + 1);
-  }
+  for (const l of d.lines)
+    if (
+      l.level === 40 &&
+      typeof l.conn === 'number' &&
+      /closing connection without a reply|middle of a request/.test(String(l.msg))
+    ) {
+      perPeer.set(l.conn, (perPeer.get(l.conn) ?? 0) + 1);
+    }
   assert.ok(perPeer.size > 0);
   const twice = [...perPeer].filter(([, n]) => n > 1);
   assert.deepEqual(twice.slice(0, 5), []);
@@ -144,12 +172,18 @@ test('a slow sender (1 byte/s) is cut off at request_timeout_ms; everyone else i
   const s = net.connect(port, '127.0.0.1');
   let closed = false;
   let got = '';
-  s.on('data', (b) => { got += b.toString(); });
-  s.on('close', () => { closed = true; });
+  s.on('data', (b) => {
+    got += b.toString();
+  });
+  s.on('close', () => {
+    closed = true;
+  });
   s.on('error', () => {});
   const t0 = Date.now();
   let i = 0;
-  const drip = setInterval(() => { if (!s.destroyed) s.write(CAPTURE.subarray(i, ++i)); }, 1000);
+  const drip = setInterval(() => {
+    if (!s.destroyed) s.write(CAPTURE.subarray(i, ++i));
+  }, 1000);
   try {
     while (!closed && Date.now() - t0 < 8000) {
       await control();

@@ -11,7 +11,19 @@ import { mkdtempSync, writeFileSync, chmodSync, readFileSync, existsSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serveChannel } from '../src/helper/channel.js';
-import { FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, MAX_INFLIGHT, MAX_REPLY_BYTES, type Message, type UserQuota } from '../src/shared/wire.js';
+import {
+  FrameReader,
+  MsgType,
+  QuotaStatus,
+  WIRE_VERSION,
+  MAX_BATCH,
+  MAX_FS,
+  MAX_MOUNT_BYTES,
+  MAX_INFLIGHT,
+  MAX_REPLY_BYTES,
+  type Message,
+  type UserQuota,
+} from '../src/shared/wire.js';
 import { encode, decode } from './support/wire.js';
 import { startHelper, vmRssBytes, sleep } from './support/helper-proc.js';
 
@@ -44,8 +56,19 @@ function catQuota(): { path: string; runs(): number } {
 
 function worstUsers(uids: number[]): UserQuota[] {
   return uids.map((uid) => ({
-    uid, status: QuotaStatus.Ok,
-    fs: Array.from({ length: MAX_FS }, (_, f) => ({ mount: `/srv/nfs/export${f}/`.padEnd(MAX_MOUNT_BYTES, 'd'), blocks: 1, blockSoft: 2, blockHard: 3, blockGrace: 0, files: 4, fileSoft: 5, fileHard: 6, fileGrace: 0 })),
+    uid,
+    status: QuotaStatus.Ok,
+    fs: Array.from({ length: MAX_FS }, (_, f) => ({
+      mount: `/srv/nfs/export${f}/`.padEnd(MAX_MOUNT_BYTES, 'd'),
+      blocks: 1,
+      blockSoft: 2,
+      blockHard: 3,
+      blockGrace: 0,
+      files: 4,
+      fileSoft: 5,
+      fileHard: 6,
+      fileGrace: 0,
+    })),
   }));
 }
 
@@ -53,12 +76,15 @@ function worstUsers(uids: number[]): UserQuota[] {
 function replies(stream: NodeJS.ReadableStream): Message[] {
   const frames = new FrameReader(MAX_REPLY_BYTES);
   const got: Message[] = [];
-  stream.on('data', (c: Buffer) => { for (const f of frames.push(c)) got.push(decode(f)); });
+  stream.on('data', (c: Buffer) => {
+    for (const f of frames.push(c)) got.push(decode(f));
+  });
   return got;
 }
 
 async function waitUntil(cond: () => boolean, ms = 10_000): Promise<void> {
-  for (const end = Date.now() + ms; !cond(); await sleep(20)) if (Date.now() > end) throw new Error('timed out waiting');
+  for (const end = Date.now() + ms; !cond(); await sleep(20))
+    if (Date.now() > end) throw new Error('timed out waiting');
 }
 
 test(`serveChannel over a real socket: a front that never reads holds root to at most MAX_INFLIGHT replies (${HELD_REPLIES_BOUND} bytes) and no new quota runs; it answers everything once the front reads`, async (t) => {
@@ -69,9 +95,19 @@ test(`serveChannel over a real socket: a front that never reads holds root to at
   const front = net.connect(join(dir, 's'));
   const root = await accepted;
   server.close();
-  t.after(() => { front.destroy(); root.destroy(); });
+  t.after(() => {
+    front.destroy();
+    root.destroy();
+  });
   let runs = 0;
-  const end = serveChannel(root, root, { minUid: 1000, runQuota: async (uids) => { await sleep(1); runs++; return worstUsers(uids); } });
+  const end = serveChannel(root, root, {
+    minUid: 1000,
+    runQuota: async (uids) => {
+      await sleep(1);
+      runs++;
+      return worstUsers(uids);
+    },
+  });
   front.pause(); // the front never reads
   front.write(HELLO);
   let [sent, maxHeld] = [0, 0];
@@ -90,7 +126,10 @@ test(`serveChannel over a real socket: a front that never reads holds root to at
   assert.equal(runs, sent, 'every query answered once the front reads');
   front.write(query(++sent));
   await waitUntil(() => got.length === 1 + sent);
-  assert.deepEqual(got.slice(1).map((m) => (m as Extract<Message, { type: MsgType.QuotaReply }>).seq), Array.from({ length: sent }, (_, i) => i + 1));
+  assert.deepEqual(
+    got.slice(1).map((m) => (m as Extract<Message, { type: MsgType.QuotaReply }>).seq),
+    Array.from({ length: sent }, (_, i) => i + 1),
+  );
   front.end();
   assert.deepEqual(await end, { kind: 'closed' });
 });
@@ -102,7 +141,8 @@ test(`the real helper and a front that sends for 4 s but never reads: VmRSS grow
   const got = replies(h.p.stdout);
   h.p.stdin.write(HELLO);
   let sent = 0;
-  for (let round = 0; round < 3; round++) { // warm-up, read: execa loaded, V8's heap grown to its working size
+  for (let round = 0; round < 3; round++) {
+    // warm-up, read: execa loaded, V8's heap grown to its working size
     for (let i = 0; i < ATTACK_WINDOW; i++) h.p.stdin.write(query(++sent));
     await waitUntil(() => got.length === 1 + sent);
   }
@@ -118,7 +158,9 @@ test(`the real helper and a front that sends for 4 s but never reads: VmRSS grow
     maxRss = Math.max(maxRss, vmRssBytes(h.p.pid!));
   }
   const attackRuns = fq.runs() - runsBefore;
-  console.log(`front sent ${sent - warmUp} queries unread, ${attackRuns} quota runs; VmRSS ${base} -> max ${maxRss} (+${maxRss - base})`);
+  console.log(
+    `front sent ${sent - warmUp} queries unread, ${attackRuns} quota runs; VmRSS ${base} -> max ${maxRss} (+${maxRss - base})`,
+  );
   assert.ok(maxRss - base <= RSS_GROWTH_BOUND, `VmRSS grew by ${maxRss - base} bytes`);
   assert.ok(attackRuns <= MAX_INFLIGHT, `${attackRuns} quota runs while the front did not read`);
   assert.equal(h.p.exitCode, null);
@@ -129,7 +171,10 @@ test(`the real helper and a front that sends for 4 s but never reads: VmRSS grow
   await waitUntil(() => got.length === 1 + sent);
   const last = got.at(-1) as Extract<Message, { type: MsgType.QuotaReply }>;
   assert.equal(last.seq, sent);
-  assert.deepEqual(last.users.map((u) => [u.status, u.fs.length]), UIDS.map(() => [QuotaStatus.Ok, MAX_FS]));
+  assert.deepEqual(
+    last.users.map((u) => [u.status, u.fs.length]),
+    UIDS.map(() => [QuotaStatus.Ok, MAX_FS]),
+  );
   assert.doesNotMatch(h.stderr(), /protocol violation/);
   h.p.stdin.end();
   assert.equal(await h.exit, 0);

@@ -11,14 +11,24 @@ import { encode, decode } from './support/wire.js';
 const HELPER = join(REPO, 'dist/src/helper/main.js');
 
 function helper(quotaPath: string, extra: string[] = []) {
-  const p = spawn(process.execPath, [HELPER, '--quota-path', quotaPath, '--timeout-ms', '1000', '--min-uid', '1000', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const p = spawn(
+    process.execPath,
+    [HELPER, '--quota-path', quotaPath, '--timeout-ms', '1000', '--min-uid', '1000', ...extra],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
   const frames = new FrameReader(MAX_REPLY_BYTES); // the front's reader: it takes replies
   const got: Message[] = [];
   let stderr = '';
-  p.stdout.on('data', (c: Buffer) => { for (const f of frames.push(c)) got.push(decode(f)); });
-  p.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+  p.stdout.on('data', (c: Buffer) => {
+    for (const f of frames.push(c)) got.push(decode(f));
+  });
+  p.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
   const exit = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
-  const waitFor = async (n: number): Promise<void> => { for (let i = 0; i < 200 && got.length < n; i++) await new Promise((r) => setTimeout(r, 10)); };
+  const waitFor = async (n: number): Promise<void> => {
+    for (let i = 0; i < 200 && got.length < n; i++) await new Promise((r) => setTimeout(r, 10));
+  };
   return { p, got, exit, waitFor, stderr: () => stderr };
 }
 
@@ -53,7 +63,10 @@ const violations: [string, Buffer[]][] = [
   ['unknown type', [HELLO, Buffer.from([0, 0, 0, 1, 42])]],
   ['trailing bytes', [HELLO, Buffer.from([0, 0, 0, 4, MsgType.Hello, 0, 1, 0])]],
   ['truncated frame then EOF', [HELLO, Buffer.from([0, 0, 0, 10, MsgType.QuotaQuery])]],
-  ['too many queries in flight', [HELLO, ...Array.from({ length: 9 }, (_, i) => encode({ type: MsgType.QuotaQuery, seq: i, uids: [3000 + i] }))]],
+  [
+    'too many queries in flight',
+    [HELLO, ...Array.from({ length: 9 }, (_, i) => encode({ type: MsgType.QuotaQuery, seq: i, uids: [3000 + i] }))],
+  ],
 ];
 
 for (const [name, frames] of violations) {
@@ -71,10 +84,18 @@ for (const [name, frames] of violations) {
 }
 
 test('bad arguments are refused with a usage line', async () => {
-  for (const args of [['--quota-path', 'relative'], ['--min-uid', '0'], ['--timeout-ms', '1e3'], ['--frob', 'x'], ['--quota-path']]) {
+  for (const args of [
+    ['--quota-path', 'relative'],
+    ['--min-uid', '0'],
+    ['--timeout-ms', '1e3'],
+    ['--frob', 'x'],
+    ['--quota-path'],
+  ]) {
     const p = spawn(process.execPath, [HELPER, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
-    p.stderr.on('data', (c: Buffer) => { err += c.toString(); });
+    p.stderr.on('data', (c: Buffer) => {
+      err += c.toString();
+    });
     assert.equal(await new Promise((r) => p.on('exit', r)), 64, args.join(' '));
     assert.match(err, /usage: quotapolicy-helper/);
   }
@@ -95,7 +116,11 @@ test('a hanging quota(1) is killed at the timeout and answered as a timeout', as
   await h.exit;
 });
 
-for (const [mode, status] of [['garbage', QuotaStatus.Unparsable], ['exit3', QuotaStatus.ExecFailed], ['stderr', QuotaStatus.Complained]] as const) {
+for (const [mode, status] of [
+  ['garbage', QuotaStatus.Unparsable],
+  ['exit3', QuotaStatus.ExecFailed],
+  ['stderr', QuotaStatus.Complained],
+] as const) {
   test(`quota misbehaving (${mode}) is reported as a status, not numbers`, async () => {
     const fq = fakeQuota();
     fq.setMode(mode);
@@ -103,7 +128,9 @@ for (const [mode, status] of [['garbage', QuotaStatus.Unparsable], ['exit3', Quo
     h.p.stdin.write(HELLO);
     h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 1, uids: [2001] }));
     await h.waitFor(2);
-    assert.deepEqual((h.got[1] as Extract<Message, { type: MsgType.QuotaReply }>).users, [{ uid: 2001, status, fs: [] }]);
+    assert.deepEqual((h.got[1] as Extract<Message, { type: MsgType.QuotaReply }>).users, [
+      { uid: 2001, status, fs: [] },
+    ]);
     h.p.stdin.end();
     await h.exit;
   });

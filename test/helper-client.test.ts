@@ -9,8 +9,13 @@ import { encode, decode } from './support/wire.js';
 async function pair(): Promise<[net.Socket, net.Socket]> {
   return new Promise((resolve) => {
     let b: net.Socket;
-    const srv = net.createServer((a) => { srv.close(); resolve([a, b]); });
-    srv.listen(0, '127.0.0.1', () => { b = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1'); });
+    const srv = net.createServer((a) => {
+      srv.close();
+      resolve([a, b]);
+    });
+    srv.listen(0, '127.0.0.1', () => {
+      b = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+    });
   });
 }
 
@@ -25,15 +30,27 @@ function fakeHelper(sock: net.Socket, onQuery: (m: Extract<Message, { type: MsgT
   });
 }
 
-test('hello returns the helper\'s min_uid; lookups in one tick share one query', async () => {
+test("hello returns the helper's min_uid; lookups in one tick share one query", async () => {
   const [a, b] = await pair();
   const queries: number[][] = [];
-  fakeHelper(b, (m) => { queries.push(m.uids); b.write(encode({ type: MsgType.QuotaReply, seq: m.seq, users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })) })); });
+  fakeHelper(b, (m) => {
+    queries.push(m.uids);
+    b.write(
+      encode({
+        type: MsgType.QuotaReply,
+        seq: m.seq,
+        users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })),
+      }),
+    );
+  });
   const c = new HelperClient(a, 1000);
   assert.equal(await c.hello(), 1234);
   const r = await Promise.all([c.query(2001), c.query(2002), c.query(2001)]);
   assert.deepEqual(queries, [[2001, 2002]]);
-  assert.deepEqual(r.map((q) => q.uid), [2001, 2002, 2001]);
+  assert.deepEqual(
+    r.map((q) => q.uid),
+    [2001, 2002, 2001],
+  );
   c.close('test');
   b.destroy();
 });
@@ -43,7 +60,11 @@ test(`never more than QUOTA_RUNS_AT_ONCE (${QUOTA_RUNS_AT_ONCE} <= MAX_INFLIGHT 
   const held: Extract<Message, { type: MsgType.QuotaQuery }>[] = [];
   let maxOutstanding = 0;
   const sizes: number[] = [];
-  fakeHelper(b, (m) => { held.push(m); sizes.push(m.uids.length); maxOutstanding = Math.max(maxOutstanding, held.length); });
+  fakeHelper(b, (m) => {
+    held.push(m);
+    sizes.push(m.uids.length);
+    maxOutstanding = Math.max(maxOutstanding, held.length);
+  });
   const c = new HelperClient(a, 5000);
   await c.hello();
   const all: Promise<unknown>[] = [];
@@ -54,10 +75,19 @@ test(`never more than QUOTA_RUNS_AT_ONCE (${QUOTA_RUNS_AT_ONCE} <= MAX_INFLIGHT 
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(QUOTA_RUNS_AT_ONCE <= MAX_INFLIGHT);
   assert.equal(held.length, QUOTA_RUNS_AT_ONCE);
-  assert.ok(held.every((m) => m.uids.length === 1), 'the first runs start at once, one user each');
+  assert.ok(
+    held.every((m) => m.uids.length === 1),
+    'the first runs start at once, one user each',
+  );
   while (held.length > 0) {
     const m = held.shift()!;
-    b.write(encode({ type: MsgType.QuotaReply, seq: m.seq, users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })) }));
+    b.write(
+      encode({
+        type: MsgType.QuotaReply,
+        seq: m.seq,
+        users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })),
+      }),
+    );
     await new Promise((r) => setTimeout(r, 20));
   }
   await Promise.all(all);
@@ -104,15 +134,24 @@ test('each caller keeps its own deadline: one giving up does not answer a later 
   const held: Extract<Message, { type: MsgType.QuotaQuery }>[] = [];
   fakeHelper(b, (m) => held.push(m));
   const c = new HelperClient(a, 100); // callers give up after 100 + HELPER_REPLY_MARGIN_MS
-  t.after(() => { c.close('test'); b.destroy(); });
+  t.after(() => {
+    c.close('test');
+    b.destroy();
+  });
   await c.hello();
   const early = c.query(2001);
   await new Promise((r) => setTimeout(r, 600));
   const late = c.query(2001);
   assert.equal((await early).status, QuotaStatus.Timeout);
-  b.write(encode({ type: MsgType.QuotaReply, seq: held[0]!.seq, users: [{ uid: 2001, status: QuotaStatus.NoData, fs: [] }] }));
+  b.write(
+    encode({ type: MsgType.QuotaReply, seq: held[0]!.seq, users: [{ uid: 2001, status: QuotaStatus.NoData, fs: [] }] }),
+  );
   assert.equal((await late).status, QuotaStatus.NoData, 'the later caller still got the answer');
-  assert.deepEqual(held.map((m) => m.uids), [[2001]], 'asked for once');
+  assert.deepEqual(
+    held.map((m) => m.uids),
+    [[2001]],
+    'asked for once',
+  );
 });
 
 test('a uid whose callers all gave up while it was queued is dropped, not sent when a run frees up', async (t) => {
@@ -120,7 +159,10 @@ test('a uid whose callers all gave up while it was queued is dropped, not sent w
   const held: Extract<Message, { type: MsgType.QuotaQuery }>[] = [];
   fakeHelper(b, (m) => held.push(m));
   const c = new HelperClient(a, 100);
-  t.after(() => { c.close('test'); b.destroy(); });
+  t.after(() => {
+    c.close('test');
+    b.destroy();
+  });
   await c.hello();
   const busy = [c.query(2001)];
   await new Promise((r) => setImmediate(r));

@@ -52,17 +52,32 @@ test('a lookup timed out while queued, asked again and again mixed with other ui
   const got = await Promise.all(again);
   assert.doesNotMatch(h.stderr(), /protocol violation|duplicate uid/);
   assert.equal(h.p.exitCode, null, 'the helper is still running');
-  assert.deepEqual(got.map((q) => [q.uid, q.status]), [
-    [3000, QuotaStatus.Ok], [3001, QuotaStatus.Ok], [3000, QuotaStatus.Ok], [3002, QuotaStatus.Ok], [3000, QuotaStatus.Ok],
-    [2001, QuotaStatus.Timeout], // shared the hung run's answer: the helper killed it at its timeout
-    [3000, QuotaStatus.Ok], [3001, QuotaStatus.Ok],
-  ]);
+  assert.deepEqual(
+    got.map((q) => [q.uid, q.status]),
+    [
+      [3000, QuotaStatus.Ok],
+      [3001, QuotaStatus.Ok],
+      [3000, QuotaStatus.Ok],
+      [3002, QuotaStatus.Ok],
+      [3000, QuotaStatus.Ok],
+      [2001, QuotaStatus.Timeout], // shared the hung run's answer: the helper killed it at its timeout
+      [3000, QuotaStatus.Ok],
+      [3001, QuotaStatus.Ok],
+    ],
+  );
   const runs = runUids(fq.argv());
   for (const r of runs) assert.equal(new Set(r).size, r.length, `quota(1) run with a uid twice: ${r.join(' ')}`);
-  assert.deepEqual(runs, [[2001], [2002], [3000, 3001, 3002]], 'one run for the re-asked uids; 2001 not sent again while out');
+  assert.deepEqual(
+    runs,
+    [[2001], [2002], [3000, 3001, 3002]],
+    'one run for the re-asked uids; 2001 not sent again while out',
+  );
 
   // And afterwards it still answers, 2001 included.
-  assert.deepEqual((await Promise.all([c.query(2001), c.query(3000)])).map((q) => q.status), [QuotaStatus.Ok, QuotaStatus.Ok]);
+  assert.deepEqual(
+    (await Promise.all([c.query(2001), c.query(3000)])).map((q) => q.status),
+    [QuotaStatus.Ok, QuotaStatus.Ok],
+  );
   assert.equal(runUids(fq.argv()).length, 4);
   c.close('test done');
   assert.equal(await h.exit, 0, 'channel closed by the front: clean exit');

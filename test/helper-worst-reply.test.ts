@@ -6,7 +6,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HelperClient } from '../src/frontend/quota/helper-client.js';
 import { MAX_QUOTA_OUTPUT_BYTES } from '../src/helper/quota-run.js';
-import { FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, MAX_REPLY_BYTES, type Message } from '../src/shared/wire.js';
+import {
+  FrameReader,
+  MsgType,
+  QuotaStatus,
+  WIRE_VERSION,
+  MAX_BATCH,
+  MAX_FS,
+  MAX_MOUNT_BYTES,
+  MAX_REPLY_BYTES,
+  type Message,
+} from '../src/shared/wire.js';
 import { encode, decode } from './support/wire.js';
 import { fakeQuota, type FakeQuota } from './support/daemon.js';
 import { startHelper, sleep } from './support/helper-proc.js';
@@ -18,10 +28,16 @@ const mountOf = (f: number): string => `/srv/nfs/export${String(f).padStart(2, '
 
 /** quota -w -p -v --show-mntpoint --hide-device output for one user: "%15s %7s%c %6s %7s %7s %7s%c %6s %7s %7s". */
 function worstBlock(uid: number): string {
-  const rows = Array.from({ length: MAX_FS }, (_, f) =>
-    `${mountOf(f).padStart(15)} ${BIG.padStart(7)}  ${BIG.padStart(6)} ${BIG.padStart(7)} ${BIG.padStart(7)} ${BIG.padStart(7)}  ${BIG.padStart(6)} ${BIG.padStart(7)} ${BIG.padStart(7)}\n`);
-  return `Disk quotas for user mailbox-user-with-a-long-name-${uid} (uid ${uid}): \n` +
-    '     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n' + rows.join('');
+  const rows = Array.from(
+    { length: MAX_FS },
+    (_, f) =>
+      `${mountOf(f).padStart(15)} ${BIG.padStart(7)}  ${BIG.padStart(6)} ${BIG.padStart(7)} ${BIG.padStart(7)} ${BIG.padStart(7)}  ${BIG.padStart(6)} ${BIG.padStart(7)} ${BIG.padStart(7)}\n`,
+  );
+  return (
+    `Disk quotas for user mailbox-user-with-a-long-name-${uid} (uid ${uid}): \n` +
+    '     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n' +
+    rows.join('')
+  );
 }
 
 function worstQuota(): { fq: FakeQuota; outputBytes: number } {
@@ -34,7 +50,10 @@ function worstQuota(): { fq: FakeQuota; outputBytes: number } {
   return { fq, outputBytes };
 }
 
-function assertWorstUser(u: { uid: number; status: number; fs: { mount: string; blocks: number; fileGrace: number }[] }, uid: number): void {
+function assertWorstUser(
+  u: { uid: number; status: number; fs: { mount: string; blocks: number; fileGrace: number }[] },
+  uid: number,
+): void {
   assert.equal(u.uid, uid);
   assert.equal(u.status, QuotaStatus.Ok);
   assert.equal(u.fs.length, MAX_FS);

@@ -12,11 +12,54 @@ import { startDaemon, fakeQuota, writeConfig } from './support/daemon.js';
 import { exchange, rcpt, actions } from './support/policy-client.js';
 
 const HOSTILE = [
-  '-f@example.test', '--help@example.test', '-u@x', '--@x', '-q root@x', '../../etc/passwd@x', '..@x', './quota@x', '/usr/bin/id@x',
-  'a;id@x', 'a|id@x', '$(id)@x', '`id`@x', 'a&&id@x', "a'b@x", 'a"b@x', 'a b@x', 'a\tb@x', 'a*@x', 'a?@x', '~root@x',
-  'rооt@x' /* Cyrillic o */, 'ｒoot@x' /* fullwidth r */, 'root\u200b@x', 'ǹobody@x', 'nobody\u0000@x', 'x'.repeat(5000) + '@x',
-  '0@x', '#0@x', '-1@x', '4294967295@x', '65534@x', '0x0@x', 'root@x', 'ROOT@x', 'root+ext@x', 'daemon@x', 'bin@x', 'sys@x',
-  'postfix@x', 'quotapolicy@x', 'nobody@x', 'Nobody+tag@x', '@x', '', '+@x', 'nobody@', '\u00ff\u00fe@x',
+  '-f@example.test',
+  '--help@example.test',
+  '-u@x',
+  '--@x',
+  '-q root@x',
+  '../../etc/passwd@x',
+  '..@x',
+  './quota@x',
+  '/usr/bin/id@x',
+  'a;id@x',
+  'a|id@x',
+  '$(id)@x',
+  '`id`@x',
+  'a&&id@x',
+  "a'b@x",
+  'a"b@x',
+  'a b@x',
+  'a\tb@x',
+  'a*@x',
+  'a?@x',
+  '~root@x',
+  'rооt@x' /* Cyrillic o */,
+  'ｒoot@x' /* fullwidth r */,
+  'root\u200b@x',
+  'ǹobody@x',
+  'nobody\u0000@x',
+  'x'.repeat(5000) + '@x',
+  '0@x',
+  '#0@x',
+  '-1@x',
+  '4294967295@x',
+  '65534@x',
+  '0x0@x',
+  'root@x',
+  'ROOT@x',
+  'root+ext@x',
+  'daemon@x',
+  'bin@x',
+  'sys@x',
+  'postfix@x',
+  'quotapolicy@x',
+  'nobody@x',
+  'Nobody+tag@x',
+  '@x',
+  '',
+  '+@x',
+  'nobody@',
+  '\u00ff\u00fe@x',
 ];
 
 test('only validated numeric uids of non-exempt users reach quota(1)', async () => {
@@ -25,7 +68,10 @@ test('only validated numeric uids of non-exempt users reach quota(1)', async () 
   const fq = fakeQuota();
   const sock = join(dir, 'p.sock');
   // min_uid 100 lets quotapolicy (a system uid) through the uid check, so the exemption is what stops it.
-  const cfg = writeConfig(dir, `quota_path: ${fq.path}\nmin_uid: 100\nsocket_group: quotapolicy\nlisten: ["unix:${sock}"]\nexempt_users: [quotapolicy]\ncache_ttl_ms: 0\nnegative_cache_ttl_ms: 0\n`);
+  const cfg = writeConfig(
+    dir,
+    `quota_path: ${fq.path}\nmin_uid: 100\nsocket_group: quotapolicy\nlisten: ["unix:${sock}"]\nexempt_users: [quotapolicy]\ncache_ttl_ms: 0\nnegative_cache_ttl_ms: 0\n`,
+  );
   const d = startDaemon(['--config', cfg]);
   try {
     await d.waitFor((l) => l.msg === 'front ready');
@@ -49,5 +95,8 @@ test('only validated numeric uids of non-exempt users reach quota(1)', async () 
       assert.ok(userid.username(uid), `uid ${uid} is a real user`);
     }
   }
-  assert.ok(runs.some((l) => l.endsWith(` ${userid.ids('nobody').uid}`)), 'nobody (NoBody+tag too) was checked');
+  assert.ok(
+    runs.some((l) => l.endsWith(` ${userid.ids('nobody').uid}`)),
+    'nobody (NoBody+tag too) was checked',
+  );
 });

@@ -21,7 +21,10 @@ function setup(mode = ''): { dir: string; cfg: string } {
   fq.setOutput(uid, quotaBlock(uid, '200*', 100, 200, 1));
   fq.setMode(mode);
   // The listen list points nowhere useful: under socket activation it must be ignored.
-  const cfg = writeConfig(dir, `quota_path: ${fq.path}\nmin_uid: 100\nrecipient_delimiter: "+"\nlisten: ["unix:${join(dir, 'unused.sock')}"]\n`);
+  const cfg = writeConfig(
+    dir,
+    `quota_path: ${fq.path}\nmin_uid: 100\nrecipient_delimiter: "+"\nlisten: ["unix:${join(dir, 'unused.sock')}"]\n`,
+  );
   return { dir, cfg };
 }
 
@@ -30,10 +33,18 @@ for (const kind of ['unix', 'tcp'] as const) {
     const { dir, cfg } = setup();
     const port = await freePort();
     const where = kind === 'unix' ? join(dir, 'activated.sock') : `127.0.0.1:${port}`;
-    const sa = spawn('systemd-socket-activate', ['-l', where, '--fdname=policy', process.execPath, BIN, 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const sa = spawn(
+      'systemd-socket-activate',
+      ['-l', where, '--fdname=policy', process.execPath, BIN, 'serve', '--config', cfg],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let log = '';
-    sa.stdout.on('data', (d: Buffer) => { log += d.toString(); });
-    sa.stderr.on('data', (d: Buffer) => { log += d.toString(); });
+    sa.stdout.on('data', (d: Buffer) => {
+      log += d.toString();
+    });
+    sa.stderr.on('data', (d: Buffer) => {
+      log += d.toString();
+    });
     try {
       const addr = kind === 'unix' ? { path: where } : { host: '127.0.0.1', port };
       for (let i = 0; i < 50 && !/Listening on/.test(log); i++) await new Promise((r) => setTimeout(r, 50));

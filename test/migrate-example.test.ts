@@ -25,14 +25,23 @@ function rootDir(label: string): string {
   return dir;
 }
 
-test('policyd-rate-limit\'s example config migrates, passes check-config as it is, and serve limits with it as policyd-rate-limit would', async () => {
+test("policyd-rate-limit's example config migrates, passes check-config as it is, and serve limits with it as policyd-rate-limit would", async () => {
   const mig = cli('migrate', '--from', 'policyd-rate-limit', EXAMPLE);
   assert.equal(mig.status, 0, mig.stderr);
   // Every setting that is not carried, or whose meaning changes, is named on stderr.
   const said = mig.stderr.split('\n').filter((l) => l !== '');
-  for (const setting of ['not carried over: group', 'note: count_mode 1 -> data_recipients', 'note: socket_permission 666',
-    'note: mysql_config: not used by backend sqlite', 'note: pgsql_config: not used by backend sqlite', 'note: limit_by_sasl: ids that are mail addresses']) {
-    assert.ok(said.some((l) => l.startsWith(`quotapolicy migrate: ${setting}`)), `${setting}: not said in\n${mig.stderr}`);
+  for (const setting of [
+    'not carried over: group',
+    'note: count_mode 1 -> data_recipients',
+    'note: socket_permission 666',
+    'note: mysql_config: not used by backend sqlite',
+    'note: pgsql_config: not used by backend sqlite',
+    'note: limit_by_sasl: ids that are mail addresses',
+  ]) {
+    assert.ok(
+      said.some((l) => l.startsWith(`quotapolicy migrate: ${setting}`)),
+      `${setting}: not said in\n${mig.stderr}`,
+    );
   }
   assert.equal(said.length, 6, mig.stderr);
 
@@ -40,7 +49,10 @@ test('policyd-rate-limit\'s example config migrates, passes check-config as it i
   assert.deepEqual(c.listen, ['unix:/var/spool/postfix/ratelimit/policy']);
   assert.equal(c.pid_file, '/var/run/policyd-rate-limit/policyd-rate-limit.pid');
   assert.equal(c.user, 'policyd-rate-limit');
-  assert.deepEqual([c.rate_limit.backend, c.rate_limit.sqlite_path, c.rate_limit.count_mode], ['sqlite', '/var/lib/policyd-rate-limit/db.sqlite3', 'data_recipients']);
+  assert.deepEqual(
+    [c.rate_limit.backend, c.rate_limit.sqlite_path, c.rate_limit.count_mode],
+    ['sqlite', '/var/lib/policyd-rate-limit/db.sqlite3', 'data_recipients'],
+  );
 
   const dir = rootDir('example');
   writeFileSync(join(dir, 'as-migrated.yaml'), mig.stdout, { mode: 0o644 });
@@ -49,7 +61,8 @@ test('policyd-rate-limit\'s example config migrates, passes check-config as it i
   // policyd-rate-limit install: where they are absent, check-config names
   // each (serve would stop there too) and nothing else.
   const missing = ['/var/run/policyd-rate-limit', '/var/spool/postfix/ratelimit'].filter((d) => !existsSync(d));
-  if (missing.length === 0) assert.deepEqual([ok.status, ok.stdout], [0, `config OK (${join(dir, 'as-migrated.yaml')})\n`], ok.stderr);
+  if (missing.length === 0)
+    assert.deepEqual([ok.status, ok.stdout], [0, `config OK (${join(dir, 'as-migrated.yaml')})\n`], ok.stderr);
   else {
     assert.equal(ok.status, 78, ok.stderr);
     for (const m of missing) assert.match(ok.stderr, new RegExp(`directory ${m} does not exist: create it`));
@@ -76,15 +89,49 @@ test('policyd-rate-limit\'s example config migrates, passes check-config as it i
   try {
     await d.waitFor((l) => l.msg === 'front ready');
     const ask = async (attrs: Record<string, string>): Promise<string> =>
-      actions((await exchange({ path: sock }, [request({ request: 'smtpd_access_policy', client_address: '192.0.2.1', sender: 'a@example.org', recipient: 'r@example.net', ...attrs })], { replies: 1 })).text)[0]!;
-    const data = (user: string, recipients: number) => ask({ protocol_state: 'DATA', sasl_username: user, recipient_count: String(recipients) });
+      actions(
+        (
+          await exchange(
+            { path: sock },
+            [
+              request({
+                request: 'smtpd_access_policy',
+                client_address: '192.0.2.1',
+                sender: 'a@example.org',
+                recipient: 'r@example.net',
+                ...attrs,
+              }),
+            ],
+            { replies: 1 },
+          )
+        ).text,
+      )[0]!;
+    const data = (user: string, recipients: number) =>
+      ask({ protocol_state: 'DATA', sasl_username: user, recipient_count: String(recipients) });
     // count_mode 1, limits [10, 60]: a message passes while the recipients counted in the window, plus its own, stay within 10.
-    assert.deepEqual([await data('alice', 4), await data('alice', 4), await data('alice', 3), await data('alice', 2), await data('alice', 1)],
-      ['dunno', 'dunno', FAIL, 'dunno', FAIL], '4 + 4 = 8; 8 + 3 > 10 refused, not counted; 8 + 2 = 10; 10 + 1 > 10');
-    assert.equal(await ask({ protocol_state: 'RCPT', sasl_username: 'alice' }), 'dunno', 'count_mode 1: RCPT is not counted, nor refused');
+    assert.deepEqual(
+      [
+        await data('alice', 4),
+        await data('alice', 4),
+        await data('alice', 3),
+        await data('alice', 2),
+        await data('alice', 1),
+      ],
+      ['dunno', 'dunno', FAIL, 'dunno', FAIL],
+      '4 + 4 = 8; 8 + 3 > 10 refused, not counted; 8 + 2 = 10; 10 + 1 > 10',
+    );
+    assert.equal(
+      await ask({ protocol_state: 'RCPT', sasl_username: 'alice' }),
+      'dunno',
+      'count_mode 1: RCPT is not counted, nor refused',
+    );
     assert.equal(await data('bob', 10), 'dunno', 'another SASL user has a count of his own');
     assert.equal(await data('bob', 1), FAIL);
-    assert.equal(await ask({ protocol_state: 'DATA', recipient_count: '50' }), 'dunno', 'no SASL user, limit_by_sender and limit_by_ip off: not limited');
+    assert.equal(
+      await ask({ protocol_state: 'DATA', recipient_count: '50' }),
+      'dunno',
+      'no SASL user, limit_by_sender and limit_by_ip off: not limited',
+    );
   } finally {
     assert.equal(await d.stop(), 0, d.stderr);
   }
@@ -97,11 +144,24 @@ test('migrate: each count_mode policyd-rate-limit takes becomes ours, said on st
     writeFileSync(file, `limits:\n  - [10, 60]\n${countMode === undefined ? '' : `count_mode: ${countMode}\n`}`);
     return cli('migrate', '--from', 'policyd-rate-limit', file);
   };
-  for (const [given, ours] of [[undefined, 'rcpt'], ['0', 'rcpt'], ['1', 'data_recipients'], ['2', 'data_messages']] as const) {
+  for (const [given, ours] of [
+    [undefined, 'rcpt'],
+    ['0', 'rcpt'],
+    ['1', 'data_recipients'],
+    ['2', 'data_messages'],
+  ] as const) {
     const r = migrate(given);
     assert.equal(r.status, 0, r.stderr);
-    assert.equal((parse(r.stdout) as { rate_limit: { count_mode: string } }).rate_limit.count_mode, ours, `count_mode ${given}`);
-    assert.match(r.stderr, new RegExp(`note: count_mode ${given === undefined ? '\\(not set, so 0\\)' : given} -> ${ours}: `), r.stderr);
+    assert.equal(
+      (parse(r.stdout) as { rate_limit: { count_mode: string } }).rate_limit.count_mode,
+      ours,
+      `count_mode ${given}`,
+    );
+    assert.match(
+      r.stderr,
+      new RegExp(`note: count_mode ${given === undefined ? '\\(not set, so 0\\)' : given} -> ${ours}: `),
+      r.stderr,
+    );
   }
   assert.match(migrate('0').stderr, /un-counts the recipients of that message/, 'the un-counting of 1.1.0 is named');
   assert.match(migrate('2').stderr, /also at BDAT/);
@@ -109,7 +169,13 @@ test('migrate: each count_mode policyd-rate-limit takes becomes ours, said on st
     const r = migrate(bad);
     assert.equal(r.status, 78, `count_mode ${bad}: ${r.stdout}`);
     assert.equal(r.stdout, '', 'nothing printed to be redirected into a config');
-    assert.match(r.stderr, new RegExp(`^quotapolicy: count_mode \\(${file.replace(/[.]/g, '\\.')} line 3\\): .* is not a policyd-rate-limit count_mode: it takes 0 \\(one per RCPT TO\\), 1 \\(.*\\) or 2 \\(`), r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^quotapolicy: count_mode \\(${file.replace(/[.]/g, '\\.')} line 3\\): .* is not a policyd-rate-limit count_mode: it takes 0 \\(one per RCPT TO\\), 1 \\(.*\\) or 2 \\(`,
+      ),
+      r.stderr,
+    );
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
   }
 });

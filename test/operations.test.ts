@@ -25,17 +25,25 @@ function setup(extra = ''): { dir: string; cfg: string; sock: string } {
   const uid = userid.ids('quotapolicy').uid;
   fq.setOutput(uid, quotaBlock(uid, '200*', 100, 200, 1));
   const sock = join(dir, 'p.sock');
-  const cfg = writeConfig(dir, `quota_path: ${fq.path}\nmin_uid: 100\nrecipient_delimiter: "+"\nsocket_group: quotapolicy\nlisten: ["unix:${sock}"]\n${extra}`);
+  const cfg = writeConfig(
+    dir,
+    `quota_path: ${fq.path}\nmin_uid: 100\nrecipient_delimiter: "+"\nsocket_group: quotapolicy\nlisten: ["unix:${sock}"]\n${extra}`,
+  );
   return { dir, cfg, sock };
 }
 
-const get = (port: number, path: string): Promise<{ status: number; body: string }> => new Promise((resolve, reject) => {
-  http.get({ host: '127.0.0.1', port, path }, (res) => {
-    let body = '';
-    res.on('data', (d) => { body += d; });
-    res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-  }).on('error', reject);
-});
+const get = (port: number, path: string): Promise<{ status: number; body: string }> =>
+  new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path }, (res) => {
+        let body = '';
+        res.on('data', (d) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
+  });
 
 const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
 
@@ -48,7 +56,9 @@ test('/metrics: decisions by check and verdict, helper latency, cache, errors, o
     await exchange({ path: sock }, [rcpt('quotapolicy@x')], { replies: 1 });
     await exchange({ path: sock }, [rcpt('quotapolicy@x') + rcpt('nosuchuser@x')], { replies: 2 });
     await exchange({ path: sock }, ['garbage\n']);
-    const held = await new Promise<net.Socket>((r) => { const s = net.connect(sock, () => r(s)); });
+    const held = await new Promise<net.Socket>((r) => {
+      const s = net.connect(sock, () => r(s));
+    });
     await new Promise((r) => setTimeout(r, 100));
     const m = await get(port, '/metrics');
     held.destroy();
@@ -65,7 +75,6 @@ test('/metrics: decisions by check and verdict, helper latency, cache, errors, o
     await d.stop();
   }
 });
-
 
 test('/metrics is off by default', async () => {
   const { cfg } = setup();
@@ -86,7 +95,10 @@ test('quotapolicy query: one request to a running daemon, the reply printed; cle
     await d.waitFor((l) => l.msg === 'front ready');
     const r = cli('query', 'quotapolicy@example.test', '--config', cfg);
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^action=452 4\.2\.2 Mailbox full, try again later\ncheck: quota\nverdict: over_quota\nreason: .*\/home.*\nuser: quotapolicy\nquota: over_quota: .* \(action 452 4\.2\.2 Mailbox full, try again later\)\ncounted: no \(dry query\)\n$/);
+    assert.match(
+      r.stdout,
+      /^action=452 4\.2\.2 Mailbox full, try again later\ncheck: quota\nverdict: over_quota\nreason: .*\/home.*\nuser: quotapolicy\nquota: over_quota: .* \(action 452 4\.2\.2 Mailbox full, try again later\)\ncounted: no \(dry query\)\n$/,
+    );
     const r2 = cli('query', 'quotapolicy@example.test', '--to', `unix:${sock}`, '--state', 'DATA', '--count');
     assert.deepEqual([r2.status, r2.stdout], [0, 'action=DUNNO\n'], '--count: the action only, as smtpd sees it');
     assert.match(cli('query', 'x@y', '--to', `unix:${sock}`, '--attr', 'nonsense').stderr, /--attr needs NAME=VALUE/);
@@ -100,8 +112,13 @@ test('quotapolicy query: one request to a running daemon, the reply printed; cle
 
 test('quotapolicy query counts against no limit and says which check answered; details only on a unix socket', async () => {
   const port = await freePort();
-  const { cfg, sock } = setup(`checks: [quota, rate_limit]\nrate_limit:\n  limits: [[1, 3600]]\n  limit_by_sasl: false\n  limit_by_sender: true\n  sqlite_path: ${sqliteDir()}/rl.sqlite3\n`);
-  writeFileSync(cfg, readFileSync(cfg, 'utf8').replace(/^listen: .*$/m, `listen: ["unix:${sock}", "inet:127.0.0.1:${port}"]`));
+  const { cfg, sock } = setup(
+    `checks: [quota, rate_limit]\nrate_limit:\n  limits: [[1, 3600]]\n  limit_by_sasl: false\n  limit_by_sender: true\n  sqlite_path: ${sqliteDir()}/rl.sqlite3\n`,
+  );
+  writeFileSync(
+    cfg,
+    readFileSync(cfg, 'utf8').replace(/^listen: .*$/m, `listen: ["unix:${sock}", "inet:127.0.0.1:${port}"]`),
+  );
   const d = startDaemon(['--config', cfg]);
   try {
     await d.waitFor((l) => l.msg === 'front ready');
@@ -109,20 +126,44 @@ test('quotapolicy query counts against no limit and says which check answered; d
     for (let i = 0; i < 3; i++) {
       const q = cli('query', 'nosuchuser@example.test', '--config', cfg, ...sender);
       assert.equal(q.status, 0, q.stderr);
-      assert.equal(q.stdout, 'action=DUNNO\ncheck: rate_limit\nverdict: pass\nreason: within limits, 1 not counted for sender:dry@example.org\nrate_id: dry@example.org\n' +
-        'quota: skip: not a Unix user (action DUNNO)\nrate_limit: pass: within limits, 1 not counted for sender:dry@example.org (action DUNNO)\ncounted: no (dry query)\n');
+      assert.equal(
+        q.stdout,
+        'action=DUNNO\ncheck: rate_limit\nverdict: pass\nreason: within limits, 1 not counted for sender:dry@example.org\nrate_id: dry@example.org\n' +
+          'quota: skip: not a Unix user (action DUNNO)\nrate_limit: pass: within limits, 1 not counted for sender:dry@example.org (action DUNNO)\ncounted: no (dry query)\n',
+      );
     }
     const inet = cli('query', 'nosuchuser@example.test', '--to', `inet:127.0.0.1:${port}`, ...sender);
-    assert.equal(inet.stdout, 'action=DUNNO\ndetails: withheld: asked on an inet listener, which any local user may reach; ask on a unix socket (listen: unix:PATH)\ncounted: no (dry query)\n');
+    assert.equal(
+      inet.stdout,
+      'action=DUNNO\ndetails: withheld: asked on an inet listener, which any local user may reach; ask on a unix socket (listen: unix:PATH)\ncounted: no (dry query)\n',
+    );
     // Mail from that sender: the limit of 1 was left whole by the four queries.
-    const mail = (n: number) => exchange({ path: sock }, [rcpt('nosuchuser@example.test', { sender: 'dry@example.org', instance: `i${n}` })], { replies: 1 });
+    const mail = (n: number) =>
+      exchange({ path: sock }, [rcpt('nosuchuser@example.test', { sender: 'dry@example.org', instance: `i${n}` })], {
+        replies: 1,
+      });
     assert.equal((await mail(1)).text, 'action=DUNNO\n\n');
     assert.equal((await mail(2)).text, 'action=DEFER_IF_PERMIT Rate limit reach, retry later\n\n');
     const after = cli('query', 'nosuchuser@example.test', '--config', cfg, ...sender);
-    assert.match(after.stdout, /^action=DEFER_IF_PERMIT Rate limit reach, retry later\ncheck: rate_limit\nverdict: rate_limited\nreason: sender:dry@example\.org: 1 \+ 1 over 1 in 3600 s\n/);
-    const counted = cli('query', 'nosuchuser@example.test', '--config', cfg, '--count', '--attr', 'sender=other@example.org');
+    assert.match(
+      after.stdout,
+      /^action=DEFER_IF_PERMIT Rate limit reach, retry later\ncheck: rate_limit\nverdict: rate_limited\nreason: sender:dry@example\.org: 1 \+ 1 over 1 in 3600 s\n/,
+    );
+    const counted = cli(
+      'query',
+      'nosuchuser@example.test',
+      '--config',
+      cfg,
+      '--count',
+      '--attr',
+      'sender=other@example.org',
+    );
     assert.equal(counted.stdout, 'action=DUNNO\n');
-    assert.match(cli('query', 'nosuchuser@example.test', '--config', cfg, '--attr', 'sender=other@example.org').stdout, /^action=DEFER_IF_PERMIT .*\ncheck: rate_limit\nverdict: rate_limited\n/, '--count was counted');
+    assert.match(
+      cli('query', 'nosuchuser@example.test', '--config', cfg, '--attr', 'sender=other@example.org').stdout,
+      /^action=DEFER_IF_PERMIT .*\ncheck: rate_limit\nverdict: rate_limited\n/,
+      '--count was counted',
+    );
     const logged = await d.waitFor((l) => l.msg === 'decision' && l.query === 'dry');
     assert.equal(logged.rate_verdict, 'pass');
   } finally {
@@ -144,7 +185,7 @@ test('pid file: written, a live pid refuses a second start, a stale one is repla
   assert.ok(!existsSync(pidFile));
 });
 
-test('the original quotapolicy\'s flags: -H, -s, -p, -q, -d, --debug; --sudopath fails with a hint', async () => {
+test("the original quotapolicy's flags: -H, -s, -p, -q, -d, --debug; --sudopath fails with a hint", async () => {
   const { cfg, dir } = setup();
   const fq = fakeQuota();
   const uid = userid.ids('quotapolicy').uid;
@@ -153,13 +194,20 @@ test('the original quotapolicy\'s flags: -H, -s, -p, -q, -d, --debug; --sudopath
   try {
     await d.waitFor((l) => l.msg === 'front ready');
     assert.ok(existsSync(join(dir, 'quotapolicy.socket')), '-H DIR: socket DIR/quotapolicy.socket');
-    assert.equal(readFileSync(join(dir, 'quotapolicy.pid'), 'utf8'), `${d.proc.pid}\n`, '-H DIR: pid file DIR/quotapolicy.pid');
+    assert.equal(
+      readFileSync(join(dir, 'quotapolicy.pid'), 'utf8'),
+      `${d.proc.pid}\n`,
+      '-H DIR: pid file DIR/quotapolicy.pid',
+    );
     const r = await exchange({ path: join(dir, 'quotapolicy.socket') }, [rcpt('quotapolicy-ext@x')], { replies: 1 });
     assert.equal(r.text, 'action=DUNNO\n\n');
     const line = await d.waitFor((l) => l.msg === 'decision');
     assert.equal(line.user, 'quotapolicy', '-d - cut the extension at "-"');
     assert.equal(line.verdict, 'pass', '-q: the other quota binary answered');
-    assert.ok(d.lines.some((l) => l.level === 20), '--debug: debug lines are logged');
+    assert.ok(
+      d.lines.some((l) => l.level === 20),
+      '--debug: debug lines are logged',
+    );
   } finally {
     await d.stop();
   }

@@ -37,7 +37,8 @@ function config(dir: string, extra: string): string {
   );
 }
 
-const rateLimited = (db: string): string => `checks: [quota, rate_limit]\nrate_limit:\n  sqlite_path: ${db}\n  limits: [[1000, 3600]]\n`;
+const rateLimited = (db: string): string =>
+  `checks: [quota, rate_limit]\nrate_limit:\n  sqlite_path: ${db}\n  limits: [[1000, 3600]]\n`;
 
 function cli(...args: string[]) {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 15_000 });
@@ -60,7 +61,9 @@ test('a config file only root can read: refused by both, saying how to fix it', 
   chmodSync(cfg, 0o600);
   bothRefuse(
     ['--config', cfg],
-    new RegExp(`^quotapolicy: config file ${cfg}: the front runs as ${SERVICE_USER} and cannot read ${cfg} \\(mode 0600, owner uid 0\\): make it readable by ${SERVICE_USER} \\(chgrp`),
+    new RegExp(
+      `^quotapolicy: config file ${cfg}: the front runs as ${SERVICE_USER} and cannot read ${cfg} \\(mode 0600, owner uid 0\\): make it readable by ${SERVICE_USER} \\(chgrp`,
+    ),
   );
 });
 
@@ -71,7 +74,10 @@ test('missing pid-file and socket directories: both refuse, naming every one at 
     ['--config', cfg, '--listen', `unix:${join(dir, 'nosuch', 'p.sock')}`],
     new RegExp(`pid file ${dir}/run/qp.pid: directory ${dir}/run does not exist: create it`),
   );
-  assert.match(err, new RegExp(`\nquotapolicy: unix:${dir}/nosuch/p.sock: directory ${dir}/nosuch does not exist: create it`));
+  assert.match(
+    err,
+    new RegExp(`\nquotapolicy: unix:${dir}/nosuch/p.sock: directory ${dir}/nosuch does not exist: create it`),
+  );
   assert.equal(err.split('\n').length, 3, err);
 });
 
@@ -104,7 +110,9 @@ test('SQLite directory missing where the service user could plant it: both refus
   const cfg = config(dir, rateLimited(join(store, 'rl.sqlite3')));
   bothRefuse(
     ['--config', cfg],
-    new RegExp(`rate_limit.sqlite_path ${store}/rl.sqlite3: directory ${store} does not exist, and serve creates it only in a directory only root can write .*: create it \\(install -d -o ${SERVICE_USER} `),
+    new RegExp(
+      `rate_limit.sqlite_path ${store}/rl.sqlite3: directory ${store} does not exist, and serve creates it only in a directory only root can write .*: create it \\(install -d -o ${SERVICE_USER} `,
+    ),
   );
   assert.equal(existsSync(store), false);
 });
@@ -118,11 +126,19 @@ test('SQLite directory the service user cannot write: check-config warns, serve 
   assert.equal(c.status, 0);
   const m = /^quotapolicy: warning: (.*)\n$/.exec(c.stderr);
   assert.ok(m, c.stderr);
-  assert.match(m[1]!, new RegExp(`^rate_limit.sqlite_path ${store}/rl.sqlite3: the front runs as ${SERVICE_USER} and cannot write ${store} .*db_error_action.*chown ${SERVICE_USER} ${store}`));
+  assert.match(
+    m[1]!,
+    new RegExp(
+      `^rate_limit.sqlite_path ${store}/rl.sqlite3: the front runs as ${SERVICE_USER} and cannot write ${store} .*db_error_action.*chown ${SERVICE_USER} ${store}`,
+    ),
+  );
   const d = startDaemon(['--config', cfg]);
   try {
     await d.waitFor((l) => l.msg === 'front ready');
-    assert.ok(d.lines.some((l) => l.level === 40 && l.msg === m[1]), JSON.stringify(d.lines.slice(0, 4)));
+    assert.ok(
+      d.lines.some((l) => l.level === 40 && l.msg === m[1]),
+      JSON.stringify(d.lines.slice(0, 4)),
+    );
   } finally {
     assert.equal(await d.stop(), 0);
   }

@@ -20,12 +20,17 @@ before(async () => {
   chmodSync(dir, 0o755);
   const fq = fakeQuota();
   quotaPath = fq.path;
-  configPath = writeConfig(dir, `quota_path: ${fq.path}\nsocket_group: quotapolicy\nlisten: ["unix:${join(dir, 'p.sock')}", "inet:127.0.0.1:${await freePort()}"]\n`);
+  configPath = writeConfig(
+    dir,
+    `quota_path: ${fq.path}\nsocket_group: quotapolicy\nlisten: ["unix:${join(dir, 'p.sock')}", "inet:127.0.0.1:${await freePort()}"]\n`,
+  );
   d = startDaemon(['--config', configPath]);
   await d.waitFor((l) => l.msg === 'front ready');
 });
 
-after(async () => { await d.stop(); });
+after(async () => {
+  await d.stop();
+});
 
 function socketInodes(pid: number): Set<string> {
   const out = new Set<string>();
@@ -33,7 +38,9 @@ function socketInodes(pid: number): Set<string> {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
       if (m) out.add(m[1]!);
-    } catch { /* closed meanwhile */ }
+    } catch {
+      /* closed meanwhile */
+    }
   }
   return out;
 }
@@ -66,7 +73,11 @@ function writableByService(path: string): string | undefined {
   const can = (p: string): boolean => {
     const st = lstatSync(p);
     if (st.isSymbolicLink()) return false; // a link's own mode means nothing; its target and directory are checked
-    return (st.uid === svc.uid && (st.mode & 0o200) !== 0) || (st.gid === svc.gid && (st.mode & 0o020) !== 0) || (st.mode & 0o002) !== 0 && !(st.isDirectory() && (st.mode & 0o1000));
+    return (
+      (st.uid === svc.uid && (st.mode & 0o200) !== 0) ||
+      (st.gid === svc.gid && (st.mode & 0o020) !== 0) ||
+      ((st.mode & 0o002) !== 0 && !(st.isDirectory() && st.mode & 0o1000))
+    );
   };
   for (let p = path; ; p = dirname(p)) {
     if (can(p)) return p;
@@ -84,9 +95,21 @@ function walk(dir: string, out: string[] = []): string[] {
 }
 
 test('the helper reads no file the service user can write: its open files, its code, quota(1), the config', () => {
-  const open = readdirSync(`/proc/${d.proc.pid}/fd`).map((fd) => { try { return readlinkSync(`/proc/${d.proc.pid}/fd/${fd}`); } catch { return ''; } })
+  const open = readdirSync(`/proc/${d.proc.pid}/fd`)
+    .map((fd) => {
+      try {
+        return readlinkSync(`/proc/${d.proc.pid}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    })
     .filter((p) => p.startsWith('/') && !p.startsWith('/dev/') && !p.startsWith('/proc/'));
-  const code = [...walk(join(REPO, 'dist/src/helper')), ...walk(join(REPO, 'dist/src/shared')), ...walk(join(REPO, 'dist/src/cli')), ...walk(join(REPO, 'node_modules'))];
+  const code = [
+    ...walk(join(REPO, 'dist/src/helper')),
+    ...walk(join(REPO, 'dist/src/shared')),
+    ...walk(join(REPO, 'dist/src/cli')),
+    ...walk(join(REPO, 'node_modules')),
+  ];
   const checked = [...open, ...code, quotaPath, configPath, process.execPath, join(REPO, 'bin/quotapolicy.js')];
   const bad = checked.map((p) => [p, writableByService(p)]).filter(([, w]) => w !== undefined);
   console.log(`privilege: ${checked.length} files checked (${open.length} open by the helper)`);

@@ -1,7 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { PolicyParser, ProtocolError, type Attributes, MAX_LINE_BYTES, MAX_REQUEST_BYTES, MAX_ATTRIBUTES, FIRST_PARTIAL_BYTES } from '../src/frontend/protocol/parser.js';
+import {
+  PolicyParser,
+  ProtocolError,
+  type Attributes,
+  MAX_LINE_BYTES,
+  MAX_REQUEST_BYTES,
+  MAX_ATTRIBUTES,
+  FIRST_PARTIAL_BYTES,
+} from '../src/frontend/protocol/parser.js';
 import { formatReply } from '../src/frontend/protocol/reply.js';
 
 const toObj = (reqs: Attributes[]): Record<string, string>[] => reqs.map((r) => Object.fromEntries(r.entries()));
@@ -16,21 +24,38 @@ const attrValue = fc.string({ maxLength: 40 }).filter((s) => !s.includes('\n'));
 const requestArb = fc.dictionary(attrName, attrValue, { minKeys: 1, maxKeys: 12 });
 
 function encodeRequest(r: Record<string, string>): string {
-  return Object.entries(r).map(([k, v]) => `${k}=${v}\n`).join('') + '\n';
+  return (
+    Object.entries(r)
+      .map(([k, v]) => `${k}=${v}\n`)
+      .join('') + '\n'
+  );
 }
 
 test('any split of the byte stream yields the same requests', () => {
-  fc.assert(fc.property(fc.array(requestArb, { minLength: 1, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 20 }), (reqs, cuts) => {
-    const bytes = Buffer.from(reqs.map(encodeRequest).join(''));
-    const whole = parseAll([bytes]);
-    const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-    const pieces: Buffer[] = [];
-    let at = 0;
-    for (const p of points) { pieces.push(bytes.subarray(at, p)); at = p; }
-    pieces.push(bytes.subarray(at));
-    assert.deepEqual(parseAll(pieces), whole);
-    assert.deepEqual(whole, reqs.map((r) => ({ ...r })));
-  }), { numRuns: 500 });
+  fc.assert(
+    fc.property(
+      fc.array(requestArb, { minLength: 1, maxLength: 5 }),
+      fc.array(fc.nat(), { maxLength: 20 }),
+      (reqs, cuts) => {
+        const bytes = Buffer.from(reqs.map(encodeRequest).join(''));
+        const whole = parseAll([bytes]);
+        const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+        const pieces: Buffer[] = [];
+        let at = 0;
+        for (const p of points) {
+          pieces.push(bytes.subarray(at, p));
+          at = p;
+        }
+        pieces.push(bytes.subarray(at));
+        assert.deepEqual(parseAll(pieces), whole);
+        assert.deepEqual(
+          whole,
+          reqs.map((r) => ({ ...r })),
+        );
+      },
+    ),
+    { numRuns: 500 },
+  );
 });
 
 test('byte-at-a-time parsing equals whole parsing, including multi-byte UTF-8', () => {
@@ -43,7 +68,9 @@ test('byte-at-a-time parsing equals whole parsing, including multi-byte UTF-8', 
 
 test('invalid UTF-8 becomes U+FFFD and does not break the connection', () => {
   const p = new PolicyParser();
-  const reqs = toObj(p.push(Buffer.concat([Buffer.from('recipient=a'), Buffer.from([0xff, 0xfe]), Buffer.from('b@x\n\n')])));
+  const reqs = toObj(
+    p.push(Buffer.concat([Buffer.from('recipient=a'), Buffer.from([0xff, 0xfe]), Buffer.from('b@x\n\n')])),
+  );
   assert.equal(reqs[0]!.recipient, 'a\ufffd\ufffdb@x');
   assert.equal(toObj(p.push(Buffer.from('request=next\n\n')))[0]!.request, 'next');
 });
@@ -56,17 +83,27 @@ test('unknown attributes are kept out of the way, last value wins, CRLF tolerate
 test('get(name) is the last value of that name, whatever the other lines and their bytes', () => {
   // Short, overlapping names (a, ab, b_a...), repeats, CRLF, multi-byte and invalid UTF-8 before the line.
   const name = fc.stringMatching(/^[ab_]{1,3}$/);
-  const value = fc.oneof(fc.string({ maxLength: 8, unit: 'binary' }), fc.constantFrom('', '\r', 'x\r', 'é=日', '\ufffd'))
+  const value = fc
+    .oneof(fc.string({ maxLength: 8, unit: 'binary' }), fc.constantFrom('', '\r', 'x\r', 'é=日', '\ufffd'))
     .filter((v) => !v.includes('\n'));
-  fc.assert(fc.property(fc.array(fc.tuple(name, value, fc.boolean()), { minLength: 1, maxLength: 10 }), name, fc.boolean(), (lines, probe, invalid) => {
-    let bytes = Buffer.from(lines.map(([n, v, crlf]) => `${n}=${v}${crlf ? '\r' : ''}\n`).join(''));
-    if (invalid) bytes = Buffer.concat([Buffer.from('z='), Buffer.from([0xe2, 0x82]), Buffer.from('\n'), bytes]);
-    const [req] = new PolicyParser().push(Buffer.concat([bytes, Buffer.from('\n')]));
-    const expected = new Map<string, string>();
-    for (const [n, v, crlf] of lines) expected.set(n, new TextDecoder().decode(Buffer.from(crlf || !v.endsWith('\r') ? v : v.slice(0, -1))));
-    assert.equal(req!.get(probe), expected.get(probe));
-    for (const [n, v] of expected) assert.equal(req!.get(n), v);
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(name, value, fc.boolean()), { minLength: 1, maxLength: 10 }),
+      name,
+      fc.boolean(),
+      (lines, probe, invalid) => {
+        let bytes = Buffer.from(lines.map(([n, v, crlf]) => `${n}=${v}${crlf ? '\r' : ''}\n`).join(''));
+        if (invalid) bytes = Buffer.concat([Buffer.from('z='), Buffer.from([0xe2, 0x82]), Buffer.from('\n'), bytes]);
+        const [req] = new PolicyParser().push(Buffer.concat([bytes, Buffer.from('\n')]));
+        const expected = new Map<string, string>();
+        for (const [n, v, crlf] of lines)
+          expected.set(n, new TextDecoder().decode(Buffer.from(crlf || !v.endsWith('\r') ? v : v.slice(0, -1))));
+        assert.equal(req!.get(probe), expected.get(probe));
+        for (const [n, v] of expected) assert.equal(req!.get(n), v);
+      },
+    ),
+    { numRuns: 2000 },
+  );
 });
 
 test('a value may contain "="', () => {
@@ -79,7 +116,10 @@ for (const [name, input, reason] of [
   ['empty request', '\n', /empty request/],
 ] as const) {
   test(`garbage: ${name} is a ProtocolError`, () => {
-    assert.throws(() => new PolicyParser().push(Buffer.from(input)), (e: unknown) => e instanceof ProtocolError && reason.test(e.message));
+    assert.throws(
+      () => new PolicyParser().push(Buffer.from(input)),
+      (e: unknown) => e instanceof ProtocolError && reason.test(e.message),
+    );
   });
 }
 
@@ -97,7 +137,9 @@ test('a line of exactly the limit is accepted', () => {
 test('an over-large request is refused', () => {
   const p = new PolicyParser();
   const line = 'a=' + 'x'.repeat(MAX_LINE_BYTES - 10) + '\n';
-  assert.throws(() => { for (let i = 0; i < MAX_REQUEST_BYTES / line.length + 2; i++) p.push(Buffer.from(line)); }, /larger than/);
+  assert.throws(() => {
+    for (let i = 0; i < MAX_REQUEST_BYTES / line.length + 2; i++) p.push(Buffer.from(line));
+  }, /larger than/);
 });
 
 test('too many attributes are refused', () => {
@@ -107,13 +149,16 @@ test('too many attributes are refused', () => {
 });
 
 test('random bytes never throw anything but ProtocolError', () => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), (arr) => {
-    try {
-      new PolicyParser().push(Buffer.from(arr));
-    } catch (e) {
-      assert.ok(e instanceof ProtocolError);
-    }
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 2000 }), (arr) => {
+      try {
+        new PolicyParser().push(Buffer.from(arr));
+      } catch (e) {
+        assert.ok(e instanceof ProtocolError);
+      }
+    }),
+    { numRuns: 2000 },
+  );
 });
 
 test('one byte per read: the unfinished request is held in one buffer of at most MAX_REQUEST_BYTES, and none once it is done', () => {

@@ -19,16 +19,50 @@ const FAIL = 'DEFER_IF_PERMIT Rate limit reach, retry later';
 const silent = pino({ level: 'silent' });
 
 function service() {
-  const cfg = parseConfig('checks: [quota, rate_limit]\nactions:\n  error: "451 4.3.0 try later"\nrate_limit:\n  limits: [[1, 60]]\n', 't');
+  const cfg = parseConfig(
+    'checks: [quota, rate_limit]\nactions:\n  error: "451 4.3.0 try later"\nrate_limit:\n  limits: [[1, 60]]\n',
+    't',
+  );
   const sqlite = storeConfig('sqlite');
-  return new PolicyService(cfg, '+', 1000, {
-    lookupUser: (n) => (n === 'ok' ? { uid: 2002 } : undefined),
-    queryQuota: async (uid) => ({ uid, status: QuotaStatus.Ok, fs: [{ mount: '/home', blocks: 1, blockSoft: 100, blockHard: 200, blockGrace: 0, files: 1, fileSoft: 0, fileHard: 0, fileGrace: 0 }] }),
-    openStore: () => openStore({ ...sqlite, timeout_ms: 2000 }),
-  }, silent);
+  return new PolicyService(
+    cfg,
+    '+',
+    1000,
+    {
+      lookupUser: (n) => (n === 'ok' ? { uid: 2002 } : undefined),
+      queryQuota: async (uid) => ({
+        uid,
+        status: QuotaStatus.Ok,
+        fs: [
+          {
+            mount: '/home',
+            blocks: 1,
+            blockSoft: 100,
+            blockHard: 200,
+            blockGrace: 0,
+            files: 1,
+            fileSoft: 0,
+            fileHard: 0,
+            fileGrace: 0,
+          },
+        ],
+      }),
+      openStore: () => openStore({ ...sqlite, timeout_ms: 2000 }),
+    },
+    silent,
+  );
 }
 
-const req = (o: Record<string, string> = {}) => new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient: 'ok@example.test', sasl_username: 'alice', ...o }));
+const req = (o: Record<string, string> = {}) =>
+  new Map(
+    Object.entries({
+      request: 'smtpd_access_policy',
+      protocol_state: 'RCPT',
+      recipient: 'ok@example.test',
+      sasl_username: 'alice',
+      ...o,
+    }),
+  );
 const dry = (o: Record<string, string> = {}) => req({ quotapolicy_query: 'dry', ...o });
 const attrs = (r: Reply) => (typeof r === 'string' ? undefined : Object.fromEntries(r.attrs));
 
@@ -38,8 +72,13 @@ test('a dry query counts nothing and says which check answered and why; mail is 
     const r = await svc.answer(dry(), true);
     assert.equal(typeof r === 'string' ? r : r.action, 'DUNNO');
     assert.deepEqual(attrs(r), {
-      quotapolicy_counted: 'no', quotapolicy_check: 'quota', quotapolicy_verdict: 'pass', quotapolicy_reason: 'within quota on /home', quotapolicy_user: 'ok',
-      quotapolicy_quota: 'pass: within quota on /home (action DUNNO)', quotapolicy_rate_limit: 'pass: within limits, 1 not counted for sasl:alice (action DUNNO)',
+      quotapolicy_counted: 'no',
+      quotapolicy_check: 'quota',
+      quotapolicy_verdict: 'pass',
+      quotapolicy_reason: 'within quota on /home',
+      quotapolicy_user: 'ok',
+      quotapolicy_quota: 'pass: within quota on /home (action DUNNO)',
+      quotapolicy_rate_limit: 'pass: within limits, 1 not counted for sasl:alice (action DUNNO)',
     });
   }
   assert.equal(await svc.answer(req()), 'DUNNO', 'the limit of 1 is still free: mail gets it');
@@ -47,7 +86,10 @@ test('a dry query counts nothing and says which check answered and why; mail is 
   const full = await svc.answer(dry(), true);
   assert.equal(typeof full === 'string' ? full : full.action, FAIL);
   const a = attrs(full)!;
-  assert.deepEqual([a.quotapolicy_check, a.quotapolicy_verdict, a.quotapolicy_rate_id], ['rate_limit', 'rate_limited', 'alice']);
+  assert.deepEqual(
+    [a.quotapolicy_check, a.quotapolicy_verdict, a.quotapolicy_rate_id],
+    ['rate_limit', 'rate_limited', 'alice'],
+  );
   assert.match(a.quotapolicy_reason!, /^sasl:alice: 1 \+ 1 over 1 in 60 s$/);
   assert.equal(a.quotapolicy_quota, 'pass: within quota on /home (action DUNNO)');
 });
@@ -55,7 +97,11 @@ test('a dry query counts nothing and says which check answered and why; mail is 
 test('on an inet listener a dry query is not counted either, but its explanation is withheld', async () => {
   const svc = service();
   const r = await svc.answer(dry(), false);
-  assert.deepEqual(attrs(r), { quotapolicy_counted: 'no', quotapolicy_details: 'withheld: asked on an inet listener, which any local user may reach; ask on a unix socket (listen: unix:PATH)' });
+  assert.deepEqual(attrs(r), {
+    quotapolicy_counted: 'no',
+    quotapolicy_details:
+      'withheld: asked on an inet listener, which any local user may reach; ask on a unix socket (listen: unix:PATH)',
+  });
   assert.equal(await svc.answer(req(), false), 'DUNNO', 'not counted');
 });
 
@@ -69,18 +115,31 @@ test('the query attribute in a request from Postfix (it carries instance=) is ig
 test('a query of an unknown kind is refused with the error action and a reason, nothing decided or counted', async () => {
   const svc = service();
   const r = await svc.answer(req({ quotapolicy_query: 'count-twice' }), true);
-  assert.deepEqual(r, { action: '451 4.3.0 try later', attrs: [['quotapolicy_error', 'quotapolicy_query=count-twice: unknown (quotapolicy query sends dry); nothing decided or counted']] });
+  assert.deepEqual(r, {
+    action: '451 4.3.0 try later',
+    attrs: [
+      [
+        'quotapolicy_error',
+        'quotapolicy_query=count-twice: unknown (quotapolicy query sends dry); nothing decided or counted',
+      ],
+    ],
+  });
   assert.equal(await svc.answer(req()), 'DUNNO', 'not counted');
 });
 
 test('replies: Postfix still gets exactly "action=...\\n\\n"; a dry reply\'s values are one line of printable ASCII and decode back', () => {
   assert.equal(formatReply('DUNNO'), 'action=DUNNO\n\n');
-  assert.equal(formatReply({ action: 'DUNNO', attrs: [['quotapolicy_reason', 'a\nb\\c \u00e9\u{1f600}']] }), 'action=DUNNO\nquotapolicy_reason=a\\u{a}b\\\\c \\u{e9}\\u{1f600}\n\n');
-  fc.assert(fc.property(fc.string({ unit: 'binary' }), (v) => {
-    const enc = replyValue(v);
-    assert.match(enc, /^[\x20-\x7e]*$/);
-    assert.equal(decodeReplyValue(enc), v);
-  }));
+  assert.equal(
+    formatReply({ action: 'DUNNO', attrs: [['quotapolicy_reason', 'a\nb\\c \u00e9\u{1f600}']] }),
+    'action=DUNNO\nquotapolicy_reason=a\\u{a}b\\\\c \\u{e9}\\u{1f600}\n\n',
+  );
+  fc.assert(
+    fc.property(fc.string({ unit: 'binary' }), (v) => {
+      const enc = replyValue(v);
+      assert.match(enc, /^[\x20-\x7e]*$/);
+      assert.equal(decodeReplyValue(enc), v);
+    }),
+  );
 });
 
 test('query: the request is dry unless --count, and a dry reply is printed as lines', () => {
@@ -89,6 +148,9 @@ test('query: the request is dry unless --count, and a dry reply is printed as li
   assert.equal(parse(buildRequest('a@b', 'RCPT', '0', [], false)).get('quotapolicy_query'), undefined);
   assert.throws(() => buildRequest('a@b', 'RCPT', '0', ['quotapolicy_query=x'], true), /set by query itself/);
   assert.throws(() => buildRequest('a@b', 'RCPT', '0', ['instance=1'], true), /only Postfix sends it/);
-  assert.equal(explain('action=DUNNO\nquotapolicy_counted=no\nquotapolicy_check=quota\nquotapolicy_reason=caf\\u{e9}'), 'action=DUNNO\ncheck: quota\nreason: caf\u00e9\ncounted: no (dry query)\n');
+  assert.equal(
+    explain('action=DUNNO\nquotapolicy_counted=no\nquotapolicy_check=quota\nquotapolicy_reason=caf\\u{e9}'),
+    'action=DUNNO\ncheck: quota\nreason: caf\u00e9\ncounted: no (dry query)\n',
+  );
   assert.match(explain('action=DUNNO'), /^action=DUNNO\ncounted: unknown: the daemon does not take dry queries/);
 });

@@ -7,18 +7,43 @@ import { parseConfig } from '../src/shared/config/load.js';
 import { QuotaStatus, type UserQuota } from '../src/shared/wire.js';
 
 const USERS: Record<string, number> = { bob: 2001, alice: 2002, sys: 5 };
-const row = { mount: '/home', blocks: 200, blockSoft: 100, blockHard: 200, blockGrace: 1, files: 1, fileSoft: 0, fileHard: 0, fileGrace: 0 };
+const row = {
+  mount: '/home',
+  blocks: 200,
+  blockSoft: 100,
+  blockHard: 200,
+  blockGrace: 1,
+  files: 1,
+  fileSoft: 0,
+  fileHard: 0,
+  fileGrace: 0,
+};
 
 function harness(yaml = '', helperMinUid = 1000) {
   const calls = { lookup: [] as string[], quota: [] as number[] };
   let status = QuotaStatus.Ok;
   const check = new QuotaCheck(parseConfig(yaml, 't'), '+', Math.max(parseConfig(yaml, 't').min_uid, helperMinUid), {
-    lookupUser: (n) => { calls.lookup.push(n); return USERS[n] === undefined ? undefined : { uid: USERS[n]! }; },
-    queryQuota: async (uid): Promise<UserQuota> => { calls.quota.push(uid); return { uid, status, fs: status === QuotaStatus.Ok ? [row] : [] }; },
+    lookupUser: (n) => {
+      calls.lookup.push(n);
+      return USERS[n] === undefined ? undefined : { uid: USERS[n]! };
+    },
+    queryQuota: async (uid): Promise<UserQuota> => {
+      calls.quota.push(uid);
+      return { uid, status, fs: status === QuotaStatus.Ok ? [row] : [] };
+    },
   });
   const ask = (recipient: string, now: number, extra: Record<string, string> = {}) =>
-    check.check(new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient, ...extra })), now);
-  return { ask, calls, setStatus: (s: QuotaStatus) => { status = s; } };
+    check.check(
+      new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient, ...extra })),
+      now,
+    );
+  return {
+    ask,
+    calls,
+    setStatus: (s: QuotaStatus) => {
+      status = s;
+    },
+  };
 }
 
 test('quota numbers are reused within cache_ttl_ms, then asked again', async () => {
@@ -42,7 +67,10 @@ test('errors are answered with the error action and never cached', async () => {
   const h = harness('actions:\n  error: "DEFER_IF_PERMIT quota lookup failed"\n');
   h.setStatus(QuotaStatus.Timeout);
   const r = await h.ask('bob@x', 0);
-  assert.deepEqual([r.verdict, r.action, r.reason], ['error', 'DEFER_IF_PERMIT quota lookup failed', 'quota lookup failed: timeout']);
+  assert.deepEqual(
+    [r.verdict, r.action, r.reason],
+    ['error', 'DEFER_IF_PERMIT quota lookup failed', 'quota lookup failed: timeout'],
+  );
   h.setStatus(QuotaStatus.Ok);
   assert.equal((await h.ask('bob@x', 1)).verdict, 'over_quota');
   assert.deepEqual(h.calls.quota, [2001, 2001]);
@@ -55,17 +83,22 @@ test('no quota data is not an error: DUNNO, saying that no file system has quota
   assert.equal((await h.ask('bob@x', 0)).reason, 'no file system has quotas on (quota(1) lists none)');
 });
 
-test('exempt users, system users and the helper\'s own min_uid are never asked about', async () => {
+test("exempt users, system users and the helper's own min_uid are never asked about", async () => {
   const h = harness('exempt_users: [alice]\nmin_uid: 1\n', 2002);
   assert.equal((await h.ask('alice@x', 0)).reason, 'exempt user');
-  assert.match((await h.ask('bob@x', 0)).reason, /below min_uid/, 'the helper\'s min_uid 2002 wins over the config\'s 1');
+  assert.match((await h.ask('bob@x', 0)).reason, /below min_uid/, "the helper's min_uid 2002 wins over the config's 1");
   assert.match((await h.ask('sys@x', 0)).reason, /below min_uid/);
   assert.deepEqual(h.calls.quota, []);
 });
 
 test('states other than RCPT and END-OF-MESSAGE, and other requests, get DUNNO without lookups', async () => {
   const h = harness();
-  const extras: Record<string, string>[] = [{ protocol_state: 'DATA' }, { protocol_state: 'MAIL' }, { request: 'junk' }, { protocol_state: 'END-OF-MESSAGE', recipient_count: '2' }];
+  const extras: Record<string, string>[] = [
+    { protocol_state: 'DATA' },
+    { protocol_state: 'MAIL' },
+    { request: 'junk' },
+    { protocol_state: 'END-OF-MESSAGE', recipient_count: '2' },
+  ];
   for (const extra of extras) {
     const r = await h.ask('bob@x', 0, extra);
     assert.deepEqual([r.verdict, r.action], ['skip', 'DUNNO'], JSON.stringify(extra));
@@ -76,7 +109,10 @@ test('states other than RCPT and END-OF-MESSAGE, and other requests, get DUNNO w
 test('quota_states: the check answers only in the states named', async () => {
   const h = harness('quota_states: [END-OF-MESSAGE]\n');
   assert.equal((await h.ask('bob@x', 0)).verdict, 'skip', 'RCPT not checked');
-  assert.equal((await h.ask('bob@x', 0, { protocol_state: 'END-OF-MESSAGE', recipient_count: '1' })).verdict, 'over_quota');
+  assert.equal(
+    (await h.ask('bob@x', 0, { protocol_state: 'END-OF-MESSAGE', recipient_count: '1' })).verdict,
+    'over_quota',
+  );
 });
 
 test('a non-numeric size counts as unknown', async () => {

@@ -5,7 +5,16 @@ import type { FsQuota } from '../src/shared/wire.js';
 
 const NOW = 1_800_000_000;
 const fs = (o: Partial<FsQuota>): FsQuota => ({
-  mount: '/home', blocks: 10, blockSoft: 100, blockHard: 200, blockGrace: 0, files: 2, fileSoft: 10, fileHard: 20, fileGrace: 0, ...o,
+  mount: '/home',
+  blocks: 10,
+  blockSoft: 100,
+  blockHard: 200,
+  blockGrace: 0,
+  files: 2,
+  fileSoft: 10,
+  fileHard: 20,
+  fileGrace: 0,
+  ...o,
 });
 
 const table: [string, FsQuota[], number, string | undefined][] = [

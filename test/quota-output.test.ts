@@ -5,11 +5,24 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parseQuotaOutput, QuotaOutputError } from '../src/helper/quota-output.js';
 
-const fixture = (name: string): string => readFileSync(new URL(`../../test/fixtures/quota/${name}.stdout`, import.meta.url), 'utf8');
+const fixture = (name: string): string =>
+  readFileSync(new URL(`../../test/fixtures/quota/${name}.stdout`, import.meta.url), 'utf8');
 
 test('under quota', () => {
   const r = parseQuotaOutput(fixture('under'), [2001]);
-  assert.deepEqual(r.get(2001), [{ mount: '/home', blocks: 11, blockSoft: 1000, blockHard: 2000, blockGrace: 0, files: 2, fileSoft: 100, fileHard: 200, fileGrace: 0 }]);
+  assert.deepEqual(r.get(2001), [
+    {
+      mount: '/home',
+      blocks: 11,
+      blockSoft: 1000,
+      blockHard: 2000,
+      blockGrace: 0,
+      files: 2,
+      fileSoft: 100,
+      fileHard: 200,
+      fileGrace: 0,
+    },
+  ]);
 });
 
 test('grace running: the * is dropped, grace is an epoch second', () => {

@@ -29,7 +29,10 @@ test('migrate --from policyd-rate-limit: every setting carried over, what cannot
   const rl = c.rate_limit;
   assert.equal(rl.backend, 'mysql');
   assert.equal(rl.url, 'mysql://rl:s3cr%3At@db.example.org/ratelimit');
-  assert.deepEqual(rl.limits, [[10, 60], [150, 86400]]);
+  assert.deepEqual(rl.limits, [
+    [10, 60],
+    [150, 86400],
+  ]);
   assert.deepEqual(rl.limits_by_id, { foo: [], '192.168.0.254': [[1000, 86400]] });
   assert.equal(rl.sql_limits_by_id, 'SELECT limits FROM rl_limits WHERE id = ?');
   assert.equal(rl.limit_by_sender, true, 'YAML 1.1 "yes"');
@@ -40,10 +43,17 @@ test('migrate --from policyd-rate-limit: every setting carried over, what cannot
   assert.deepEqual(rl.smtp_credentials, ['user', 'pass']);
   assert.equal(rl.smtp_starttls, true);
   assert.match(r.stderr, /not carried over: group/);
-  assert.match(r.stderr, /not carried over: mysql_config\.charset/, 'a driver setting that makes no part of the URL is named, not dropped');
+  assert.match(
+    r.stderr,
+    /not carried over: mysql_config\.charset/,
+    'a driver setting that makes no part of the URL is named, not dropped',
+  );
   assert.match(r.stderr, /note: count_mode 1 -> data_recipients: /);
   assert.match(r.stderr, /note: limit_by_ip: an IPv6 client is counted per \/64/);
-  assert.match(r.stderr, /note: limit_by_sasl, limit_by_sender, sql_limits_by_id: ids that are mail addresses .* sql_limits_by_id is asked for big@example\.org/);
+  assert.match(
+    r.stderr,
+    /note: limit_by_sasl, limit_by_sender, sql_limits_by_id: ids that are mail addresses .* sql_limits_by_id is asked for big@example\.org/,
+  );
   assert.match(r.stderr, /note: socket_permission 666/);
   assert.match(r.stderr, /note: smtp_credentials: smtp_starttls set to true/);
   assert.match(r.stderr, /note: sqlite_config: not used by backend mysql/);
@@ -52,8 +62,13 @@ test('migrate --from policyd-rate-limit: every setting carried over, what cannot
   writeFileSync(join(dir, 'q.yaml'), r.stdout, { mode: 0o644 });
   const cc = cli('check-config', '--config', join(dir, 'q.yaml'));
   // Valid; the preflight may only miss policyd-rate-limit's own pid directory on a host without it.
-  const left = cc.stderr.split('\n').filter((l) => l !== '' && !l.includes('directory /var/run/policyd-rate-limit does not exist'));
-  assert.ok(cc.status === 0 || (cc.status === 78 && left.length === 0), `the output is a valid quotapolicy config: ${cc.stderr}`);
+  const left = cc.stderr
+    .split('\n')
+    .filter((l) => l !== '' && !l.includes('directory /var/run/policyd-rate-limit does not exist'));
+  assert.ok(
+    cc.status === 0 || (cc.status === 78 && left.length === 0),
+    `the output is a valid quotapolicy config: ${cc.stderr}`,
+  );
 });
 
 test('migrate: usage and unreadable files are clear errors', () => {
@@ -79,9 +94,20 @@ test('clean purges old counts, compacts, and mails the report of hits through SM
   const svc = userid.ids('quotapolicy');
   chownSync(dir, svc.uid, svc.gid);
   const db = join(dir, 'rl.sqlite3');
-  const store = await openStore({ backend: 'sqlite', sqlite_path: db, url: null, timeout_ms: 2000, sql_limits_by_id: '' });
+  const store = await openStore({
+    backend: 'sqlite',
+    sqlite_path: db,
+    url: null,
+    timeout_ms: 2000,
+    sql_limits_by_id: '',
+  });
   const now = Math.floor(Date.now() / 1000);
-  await store.consume({ buckets: [{ key: 'sasl:old', limits: [[100, 10_000_000]] }], n: 1, nowSec: now - 200_000, commit: true });
+  await store.consume({
+    buckets: [{ key: 'sasl:old', limits: [[100, 10_000_000]] }],
+    n: 1,
+    nowSec: now - 200_000,
+    commit: true,
+  });
   await store.consume({ buckets: [{ key: 'sasl:new', limits: [[100, 60]] }], n: 1, nowSec: now, commit: true });
   await store.recordHit('sasl:spammer', 86400);
   await store.recordHit('sasl:spammer', 86400);
@@ -91,14 +117,22 @@ test('clean purges old counts, compacts, and mails the report of hits through SM
   const port = await freePort();
   const mailDir = mkdtempSync(join(tmpdir(), 'qp-sink-'));
   chmodSync(mailDir, 0o777);
-  const sink = spawn('smtp-sink', ['-u', 'nobody', '-d', `${mailDir}/%H%M%S.`, `127.0.0.1:${port}`, '10'], { stdio: 'ignore' });
+  const sink = spawn('smtp-sink', ['-u', 'nobody', '-d', `${mailDir}/%H%M%S.`, `127.0.0.1:${port}`, '10'], {
+    stdio: 'ignore',
+  });
   await new Promise((r) => setTimeout(r, 300));
   try {
-    writeFileSync(join(dir, 'c.yaml'), `checks: [rate_limit]\nrate_limit:\n  sqlite_path: ${db}\n  limits: [[10, 60], [150, 86400]]\n  report: true\n` +
-      `  report_from: policyd@example.org\n  report_to: [admin@example.org, noc@example.org]\n  smtp_server: ["127.0.0.1", ${port}]\n`);
+    writeFileSync(
+      join(dir, 'c.yaml'),
+      `checks: [rate_limit]\nrate_limit:\n  sqlite_path: ${db}\n  limits: [[10, 60], [150, 86400]]\n  report: true\n` +
+        `  report_from: policyd@example.org\n  report_to: [admin@example.org, noc@example.org]\n  smtp_server: ["127.0.0.1", ${port}]\n`,
+    );
     const r = cli('clean', '--config', join(dir, 'c.yaml'));
     assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /^removed 1 events older than 86400 s from sqlite\nreport sent to admin@example\.org, noc@example\.org\n$/);
+    assert.match(
+      r.stdout,
+      /^removed 1 events older than 86400 s from sqlite\nreport sent to admin@example\.org, noc@example\.org\n$/,
+    );
     await new Promise((res) => setTimeout(res, 300));
     const mails = readdirSync(mailDir).map((f) => readFileSync(join(mailDir, f), 'utf8'));
     assert.equal(mails.length, 2);
@@ -106,9 +140,22 @@ test('clean purges old counts, compacts, and mails the report of hits through SM
       assert.match(m, /Subject: policyd-rate-limit report/);
       assert.match(m, /sasl:spammer \|\s+86400 \|\s+2/);
     }
-    assert.deepEqual(mails.map((m) => /X-Rcpt-Args: <([^>]+)>/.exec(m)![1]).sort(), ['admin@example.org', 'noc@example.org']);
-    assert.match(cli('clean', '--config', join(dir, 'c.yaml')).stdout, /no report needed/, 'hits were cleared; report_only_if_needed');
-    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('rl.sqlite3')).map((f) => userid.username(statSync(join(dir, f)).uid)), ['quotapolicy'], 'clean ran as the service user');
+    assert.deepEqual(mails.map((m) => /X-Rcpt-Args: <([^>]+)>/.exec(m)![1]).sort(), [
+      'admin@example.org',
+      'noc@example.org',
+    ]);
+    assert.match(
+      cli('clean', '--config', join(dir, 'c.yaml')).stdout,
+      /no report needed/,
+      'hits were cleared; report_only_if_needed',
+    );
+    assert.deepEqual(
+      readdirSync(dir)
+        .filter((f) => f.startsWith('rl.sqlite3'))
+        .map((f) => userid.username(statSync(join(dir, f)).uid)),
+      ['quotapolicy'],
+      'clean ran as the service user',
+    );
   } finally {
     sink.kill();
   }
@@ -116,19 +163,51 @@ test('clean purges old counts, compacts, and mails the report of hits through SM
 
 test('migrate: a value policyd-rate-limit would not take is one clear error naming the setting and its line; nothing is guessed or dropped', () => {
   const fails = (yaml: string): string => {
-    try { migratePolicydRateLimit(yaml, 'prl.yaml'); } catch (e) { assert.ok(e instanceof ConfigError, String(e)); return e.message; }
+    try {
+      migratePolicydRateLimit(yaml, 'prl.yaml');
+    } catch (e) {
+      assert.ok(e instanceof ConfigError, String(e));
+      return e.message;
+    }
     assert.fail(`no error for ${yaml}`);
   };
-  assert.equal(fails('debug: True\nbackend: 3\n'), 'backend (prl.yaml line 2): 3 is not a policyd-rate-limit backend: it takes 0 (sqlite3), 1 (mysql) or 2 (postgresql)');
-  assert.equal(fails('limits: [2, 500]\n'), 'limits (prl.yaml line 1): must be a list of [count, seconds] windows: for one window of 2 in 500 s, nest it: [[2, 500]]');
-  assert.equal(fails('socket_permission: rw\n'), 'socket_permission (prl.yaml line 1): must be an octal file mode like 0660');
-  assert.equal(fails('sqlite_config:\n    timeout: 5\n'), 'sqlite_config (prl.yaml line 1): has no database (the SQLite file)');
-  assert.equal(fails('SOCKET: ["localhost", 8552]\n'), 'SOCKET (prl.yaml line 1): as listen: must be unix:/path, inet:IPV4:PORT or inet:[IPV6]:PORT');
-  assert.match(fails('delay_to_close: 0\n'), /^delay_to_close \(prl\.yaml line 1\): as idle_timeout_ms \(its seconds x 1000\): must be an integer from 1000/);
+  assert.equal(
+    fails('debug: True\nbackend: 3\n'),
+    'backend (prl.yaml line 2): 3 is not a policyd-rate-limit backend: it takes 0 (sqlite3), 1 (mysql) or 2 (postgresql)',
+  );
+  assert.equal(
+    fails('limits: [2, 500]\n'),
+    'limits (prl.yaml line 1): must be a list of [count, seconds] windows: for one window of 2 in 500 s, nest it: [[2, 500]]',
+  );
+  assert.equal(
+    fails('socket_permission: rw\n'),
+    'socket_permission (prl.yaml line 1): must be an octal file mode like 0660',
+  );
+  assert.equal(
+    fails('sqlite_config:\n    timeout: 5\n'),
+    'sqlite_config (prl.yaml line 1): has no database (the SQLite file)',
+  );
+  assert.equal(
+    fails('SOCKET: ["localhost", 8552]\n'),
+    'SOCKET (prl.yaml line 1): as listen: must be unix:/path, inet:IPV4:PORT or inet:[IPV6]:PORT',
+  );
+  assert.match(
+    fails('delay_to_close: 0\n'),
+    /^delay_to_close \(prl\.yaml line 1\): as idle_timeout_ms \(its seconds x 1000\): must be an integer from 1000/,
+  );
   assert.match(fails('limits: [\n'), /^prl\.yaml line \d: YAML syntax error/);
   assert.equal(fails('- a\n'), 'prl.yaml: not a YAML mapping of policyd-rate-limit settings');
-  const both = migratePolicydRateLimit('limited_networks: ["10.0.0.0/8"]\nlimited_netword: ["192.0.2.0/24"]\nsqlite_config:\n    database: /var/lib/x.sqlite3\n    timeout: 5\n', 'prl.yaml');
-  assert.deepEqual((parse(both.yaml) as { rate_limit: { limited_networks: string[] } }).rate_limit.limited_networks, ['192.0.2.0/24'], 'the deprecated spelling wins, as in policyd-rate-limit');
-  assert.ok(both.notes.some((n) => n.startsWith('limited_networks: the deprecated limited_netword is given too and wins')));
+  const both = migratePolicydRateLimit(
+    'limited_networks: ["10.0.0.0/8"]\nlimited_netword: ["192.0.2.0/24"]\nsqlite_config:\n    database: /var/lib/x.sqlite3\n    timeout: 5\n',
+    'prl.yaml',
+  );
+  assert.deepEqual(
+    (parse(both.yaml) as { rate_limit: { limited_networks: string[] } }).rate_limit.limited_networks,
+    ['192.0.2.0/24'],
+    'the deprecated spelling wins, as in policyd-rate-limit',
+  );
+  assert.ok(
+    both.notes.some((n) => n.startsWith('limited_networks: the deprecated limited_netword is given too and wins')),
+  );
   assert.deepEqual(both.notCarried, ['sqlite_config.timeout']);
 });

@@ -15,7 +15,9 @@ import { storedKey, SCHEMA_VERSION, type RateStore } from '../src/frontend/ratel
 const T = 1_800_000_000;
 const scratch = `qp_schema_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
 const dropped: (() => Promise<void>)[] = [];
-after(async () => { for (const d of dropped) await d(); });
+after(async () => {
+  for (const d of dropped) await d();
+});
 
 /** The test server's URL with another database. */
 function withDatabase(url: string, db: string, query = ''): string {
@@ -59,7 +61,11 @@ const forged = storedKey(`sender:${'f'.repeat(700)}`); // someone sent a key tha
 
 async function assertCounts(s: RateStore, keys: Record<string, number>): Promise<void> {
   for (const [k, n] of Object.entries(keys)) {
-    assert.deepEqual(await s.consume({ buckets: [{ key: k, limits: [[n, 60]] }], n: 1, nowSec: T, commit: false }), { ok: false, key: k, limit: [n, 60], used: n }, JSON.stringify(k.slice(0, 24)));
+    assert.deepEqual(
+      await s.consume({ buckets: [{ key: k, limits: [[n, 60]] }], n: 1, nowSec: T, commit: false }),
+      { ok: false, key: k, limit: [n, 60], used: n },
+      JSON.stringify(k.slice(0, 24)),
+    );
   }
 }
 
@@ -79,7 +85,12 @@ test('postgresql: version 1 tables are converted: long and marked keys move to t
   const s = await open('postgresql', url);
   try {
     await assertCounts(s, keys);
-    assert.deepEqual((await s.hits()).map((h) => [h.key, h.hits]).sort(), Object.entries(keys).map(([k, n]) => [storedKey(k), n]).sort());
+    assert.deepEqual(
+      (await s.hits()).map((h) => [h.key, h.hits]).sort(),
+      Object.entries(keys)
+        .map(([k, n]) => [storedKey(k), n])
+        .sort(),
+    );
   } finally {
     await s.close();
   }
@@ -91,37 +102,73 @@ test('postgresql: version 1 tables are converted: long and marked keys move to t
 
 test('postgresql: a database whose encoding cannot hold every key is refused with one clear error', async () => {
   const url = await pgDatabase(`${scratch}_latin1`, "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
-  await assert.rejects(open('postgresql', url), { name: 'StoreError', message: "postgresql: database encoding LATIN1 cannot hold every key (any Unicode text); create the database with ENCODING 'UTF8'" });
+  await assert.rejects(open('postgresql', url), {
+    name: 'StoreError',
+    message:
+      "postgresql: database encoding LATIN1 cannot hold every key (any Unicode text); create the database with ENCODING 'UTF8'",
+  });
 });
 
 test('mysql: version 1 tables are converted: VARBINARY keys, "a" apart from "a ", long, NUL and marked keys moved with their counts', async () => {
   const url = await mysqlDatabase(`${scratch}_my1`);
   const cjk = `sender:${'\u65e5'.repeat(248)}`; // 255 characters, 751 bytes: the widest key VARCHAR(255) took
-  const keys: Record<string, number> = { 'sender:a': 2, 'sender:a ': 3, 'sender:A': 4, [cjk]: 5, 'sender:x\0y': 6, [forged]: 7 };
+  const keys: Record<string, number> = {
+    'sender:a': 2,
+    'sender:a ': 3,
+    'sender:A': 4,
+    [cjk]: 5,
+    'sender:x\0y': 6,
+    [forged]: 7,
+  };
   const c = await mysql.createConnection({ uri: url });
   // Exactly what version 1 created.
   await c.query('CREATE TABLE qp_schema (version INTEGER NOT NULL)');
   await c.query('INSERT INTO qp_schema VALUES (1)');
-  await c.query('CREATE TABLE qp_rate_events (`key` VARCHAR(255) NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL, INDEX qp_rate_events_key_at (`key`, at)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin');
-  await c.query('CREATE TABLE qp_rate_hits (`key` VARCHAR(255) NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (`key`, seconds)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin');
-  for (const [k, n] of Object.entries(keys)) await c.query('INSERT INTO qp_rate_events VALUES (?, ?, 1), (?, ?, ?)', [k, T - 1, k, T, n - 1]);
+  await c.query(
+    'CREATE TABLE qp_rate_events (`key` VARCHAR(255) NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL, INDEX qp_rate_events_key_at (`key`, at)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin',
+  );
+  await c.query(
+    'CREATE TABLE qp_rate_hits (`key` VARCHAR(255) NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (`key`, seconds)) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin',
+  );
+  for (const [k, n] of Object.entries(keys))
+    await c.query('INSERT INTO qp_rate_events VALUES (?, ?, 1), (?, ?, ?)', [k, T - 1, k, T, n - 1]);
   const [v1] = await c.query("SELECT CAST(SUM(n) AS SIGNED) AS used FROM qp_rate_events WHERE `key` = 'sender:a'");
-  assert.equal(Number((v1 as { used: number }[])[0]!.used), 5, 'version 1 compared with PAD SPACE: "sender:a " counted as "sender:a"');
-  for (const k of ['sender:a', cjk, forged]) await c.query('INSERT INTO qp_rate_hits VALUES (?, 86400, ?)', [k, keys[k]]);
+  assert.equal(
+    Number((v1 as { used: number }[])[0]!.used),
+    5,
+    'version 1 compared with PAD SPACE: "sender:a " counted as "sender:a"',
+  );
+  for (const k of ['sender:a', cjk, forged])
+    await c.query('INSERT INTO qp_rate_hits VALUES (?, 86400, ?)', [k, keys[k]]);
 
   const s = await open('mysql', url);
   try {
     await assertCounts(s, keys);
-    assert.deepEqual((await s.hits()).map((h) => [h.key, h.hits]).sort(), [['sender:a', 2], [storedKey(cjk), 5], [storedKey(forged), 7]].sort());
+    assert.deepEqual(
+      (await s.hits()).map((h) => [h.key, h.hits]).sort(),
+      [
+        ['sender:a', 2],
+        [storedKey(cjk), 5],
+        [storedKey(forged), 7],
+      ].sort(),
+    );
   } finally {
     await s.close();
   }
-  const [cols] = await c.query("SELECT TABLE_NAME AS t, COLUMN_TYPE AS type FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'key' ORDER BY TABLE_NAME");
-  assert.deepEqual(cols, [{ t: 'qp_rate_events', type: 'varbinary(1020)' }, { t: 'qp_rate_hits', type: 'varbinary(1020)' }]);
+  const [cols] = await c.query(
+    "SELECT TABLE_NAME AS t, COLUMN_TYPE AS type FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'key' ORDER BY TABLE_NAME",
+  );
+  assert.deepEqual(cols, [
+    { t: 'qp_rate_events', type: 'varbinary(1020)' },
+    { t: 'qp_rate_hits', type: 'varbinary(1020)' },
+  ]);
   const [ver] = await c.query('SELECT version FROM qp_schema');
   assert.deepEqual(ver, [{ version: SCHEMA_VERSION }]);
   const [held] = await c.query('SELECT DISTINCT `key` FROM qp_rate_events');
-  assert.deepEqual((held as { key: Buffer }[]).map((r) => r.key.toString('utf8')).sort(), Object.keys(keys).map(storedKey).sort());
+  assert.deepEqual(
+    (held as { key: Buffer }[]).map((r) => r.key.toString('utf8')).sort(),
+    Object.keys(keys).map(storedKey).sort(),
+  );
   await c.end();
 });
 
@@ -130,8 +177,19 @@ test('mysql: keys are compared as bytes whatever the connection character set (c
   const s = await open('mysql', withDatabase(url, `${scratch}_my2`, 'charset=latin1'));
   try {
     const keys = ['sender:\u65e5', 'sender:\u672c', 'sender:?', 'sender:\u00e9', 'sender:e'];
-    for (const key of keys) assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { ok: true }, `${key}: merged with another key`);
-    for (const key of keys) assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [1, 60], used: 1 });
+    for (const key of keys)
+      assert.deepEqual(
+        await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }),
+        { ok: true },
+        `${key}: merged with another key`,
+      );
+    for (const key of keys)
+      assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), {
+        ok: false,
+        key,
+        limit: [1, 60],
+        used: 1,
+      });
     await s.recordHit('sender:\u65e5', 60);
     assert.deepEqual(await s.hits(), [{ key: 'sender:\u65e5', seconds: 60, hits: 1 }]);
   } finally {

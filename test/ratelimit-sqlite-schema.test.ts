@@ -26,17 +26,34 @@ test('a version 1 file is converted when opened: same sums, one row per key and 
   v1.close();
 
   const s = await openSqlite(path, '');
-  const look = (key: string, limits: [number, number][]) => s.consume({ buckets: [{ key, limits }], n: 1, nowSec: T, commit: false });
-  assert.deepEqual(await look('sasl:a', [[100, 60], [5, 3600]]), { ok: false, key: 'sasl:a', limit: [5, 3600], used: 8 });
+  const look = (key: string, limits: [number, number][]) =>
+    s.consume({ buckets: [{ key, limits }], n: 1, nowSec: T, commit: false });
+  assert.deepEqual(
+    await look('sasl:a', [
+      [100, 60],
+      [5, 3600],
+    ]),
+    { ok: false, key: 'sasl:a', limit: [5, 3600], used: 8 },
+  );
   assert.deepEqual(await look('sasl:a', [[5, 60]]), { ok: false, key: 'sasl:a', limit: [5, 60], used: 5 });
   assert.deepEqual(await look('sasl:b', [[2, 60]]), { ok: false, key: 'sasl:b', limit: [2, 60], used: 2 });
   assert.equal(await s.clean(T - 10), 3, 'clean reports events, not rows');
   await s.close();
 
   const db = new Database(path, { readonly: true });
-  assert.equal((db.prepare('SELECT version FROM qp_schema').get() as { version: number }).version, SQLITE_SCHEMA_VERSION);
-  assert.deepEqual(db.prepare('SELECT key, at, n FROM qp_rate_counts ORDER BY key, at').all(), [{ key: 'sasl:a', at: T, n: 5 }, { key: 'sasl:b', at: T, n: 2 }]);
-  assert.equal((db.prepare("SELECT count(*) AS c FROM sqlite_master WHERE name = 'qp_rate_events'").get() as { c: number }).c, 0, 'the old table is gone');
+  assert.equal(
+    (db.prepare('SELECT version FROM qp_schema').get() as { version: number }).version,
+    SQLITE_SCHEMA_VERSION,
+  );
+  assert.deepEqual(db.prepare('SELECT key, at, n FROM qp_rate_counts ORDER BY key, at').all(), [
+    { key: 'sasl:a', at: T, n: 5 },
+    { key: 'sasl:b', at: T, n: 2 },
+  ]);
+  assert.equal(
+    (db.prepare("SELECT count(*) AS c FROM sqlite_master WHERE name = 'qp_rate_events'").get() as { c: number }).c,
+    0,
+    'the old table is gone',
+  );
   db.close();
 });
 
@@ -44,7 +61,9 @@ test('events of one key in one second share a row; the sums stay exact', async (
   const path = join(mkdtempSync(join(tmpdir(), 'qp-sqlite-v2-')), 'rl.sqlite3');
   const s = await openSqlite(path, '');
   const b = [{ key: 'ip:192.0.2.1', limits: [[10, 60]] as [number, number][] }];
-  const got = await Promise.all(Array.from({ length: 12 }, () => s.consume({ buckets: b, n: 1, nowSec: T, commit: true })));
+  const got = await Promise.all(
+    Array.from({ length: 12 }, () => s.consume({ buckets: b, n: 1, nowSec: T, commit: true })),
+  );
   assert.equal(got.filter((r) => r.ok).length, 10, 'one group of 12 concurrent requests: exactly 10 admitted');
   await s.close();
   const db = new Database(path, { readonly: true });
@@ -73,15 +92,29 @@ test('a version 2 file is converted when opened: long, NUL and marked keys move 
 
   const s = await openSqlite(path, '');
   for (const [k, n] of Object.entries(keys)) {
-    assert.deepEqual(await s.consume({ buckets: [{ key: k, limits: [[n, 60]] }], n: 1, nowSec: T, commit: false }), { ok: false, key: k, limit: [n, 60], used: n }, JSON.stringify(k.slice(0, 20)));
+    assert.deepEqual(
+      await s.consume({ buckets: [{ key: k, limits: [[n, 60]] }], n: 1, nowSec: T, commit: false }),
+      { ok: false, key: k, limit: [n, 60], used: n },
+      JSON.stringify(k.slice(0, 20)),
+    );
   }
-  assert.deepEqual((await s.hits()).map((h) => [h.key, h.hits]).sort(), Object.entries(keys).map(([k, n]) => [storedKey(k), n]).sort());
+  assert.deepEqual(
+    (await s.hits()).map((h) => [h.key, h.hits]).sort(),
+    Object.entries(keys)
+      .map(([k, n]) => [storedKey(k), n])
+      .sort(),
+  );
   await s.close();
 
   const db = new Database(path, { readonly: true });
   assert.equal((db.prepare('SELECT version FROM qp_schema').get() as { version: number }).version, 3);
-  const held = (db.prepare('SELECT DISTINCT key FROM qp_rate_counts').all() as { key: string }[]).map((r) => r.key).sort();
-  assert.deepEqual(held, ['sasl:a', `sender:${'s'.repeat(500)}`, storedKey(long), storedKey(nul), storedKey(forged)].sort());
+  const held = (db.prepare('SELECT DISTINCT key FROM qp_rate_counts').all() as { key: string }[])
+    .map((r) => r.key)
+    .sort();
+  assert.deepEqual(
+    held,
+    ['sasl:a', `sender:${'s'.repeat(500)}`, storedKey(long), storedKey(nul), storedKey(forged)].sort(),
+  );
   assert.ok(!held.includes(long) && !held.includes(nul), 'nothing left under an old key');
   db.close();
 });

@@ -26,7 +26,10 @@ const sized = (label: string, n: number, end = ''): string => {
 
 /** One request as Postfix would send it, through the real parser (so invalid UTF-8 arrives as the parser decodes it). */
 function parsed(attrs: (string | Buffer)[]): ReturnType<PolicyParser['push']>[number] {
-  const wire = Buffer.concat([...attrs.map((a) => Buffer.concat([Buffer.isBuffer(a) ? a : Buffer.from(a, 'utf8'), Buffer.from('\n')])), Buffer.from('\n')]);
+  const wire = Buffer.concat([
+    ...attrs.map((a) => Buffer.concat([Buffer.isBuffer(a) ? a : Buffer.from(a, 'utf8'), Buffer.from('\n')])),
+    Buffer.from('\n'),
+  ]);
   const reqs = new PolicyParser().push(wire);
   assert.equal(reqs.length, 1);
   return reqs[0]!;
@@ -36,7 +39,10 @@ function parsed(attrs: (string | Buffer)[]): ReturnType<PolicyParser['push']>[nu
  * A store whose sql_limits_by_id reads a table of the admin's own, made for
  * the test with `rows` (id, limits) and dropped by the returned function.
  */
-async function withLimitsTable(backend: Exclude<Backend, 'redis'>, rows: [string, string][]): Promise<{ query: string; open: () => Promise<RateStore>; drop: () => Promise<void> }> {
+async function withLimitsTable(
+  backend: Exclude<Backend, 'redis'>,
+  rows: [string, string][],
+): Promise<{ query: string; open: () => Promise<RateStore>; drop: () => Promise<void> }> {
   const table = `qp_admin_limits_${uniq('t').replace(/-/g, '_')}`;
   const create = `CREATE TABLE ${table} (id VARCHAR(255) NOT NULL, lim VARCHAR(255) NOT NULL)`;
   const cfg = storeConfig(backend, `SELECT lim FROM ${table} WHERE id = ${backend === 'postgresql' ? '$1' : '?'}`);
@@ -52,10 +58,18 @@ async function withLimitsTable(backend: Exclude<Backend, 'redis'>, rows: [string
     if (backend === 'postgresql') {
       const c = new pg.Client({ connectionString: STORE_URLS.postgresql });
       await c.connect();
-      try { await c.query(sql, params); } finally { await c.end(); }
+      try {
+        await c.query(sql, params);
+      } finally {
+        await c.end();
+      }
     } else {
       const c = await mysql.createConnection({ uri: STORE_URLS.mysql });
-      try { await c.query(sql, params); } finally { await c.end(); }
+      try {
+        await c.query(sql, params);
+      } finally {
+        await c.end();
+      }
     }
   };
   await run(create);
@@ -66,14 +80,24 @@ async function withLimitsTable(backend: Exclude<Backend, 'redis'>, rows: [string
 for (const backend of BACKENDS) {
   describe(`store conformance: ${backend}`, () => {
     let s: RateStore;
-    before(async () => { s = await open(backend); });
-    after(async () => { await s.close(); });
+    before(async () => {
+      s = await open(backend);
+    });
+    after(async () => {
+      await s.close();
+    });
 
     test('a window admits exactly its count, then refuses', async () => {
       const key = uniq('win');
       const b = [{ key, limits: [[3, 60]] as const }];
-      for (let i = 0; i < 3; i++) assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T + i, commit: true }), { ok: true });
-      assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T + 3, commit: true }), { ok: false, key, limit: [3, 60], used: 3 });
+      for (let i = 0; i < 3; i++)
+        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T + i, commit: true }), { ok: true });
+      assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T + 3, commit: true }), {
+        ok: false,
+        key,
+        limit: [3, 60],
+        used: 3,
+      });
     });
 
     test('sliding window: events exactly `seconds` old still count, one second older do not', async () => {
@@ -86,7 +110,15 @@ for (const backend of BACKENDS) {
 
     test('several windows: the shortest and the longest both hold', async () => {
       const key = uniq('multi');
-      const b = [{ key, limits: [[2, 10], [3, 1000]] as const }];
+      const b = [
+        {
+          key,
+          limits: [
+            [2, 10],
+            [3, 1000],
+          ] as const,
+        },
+      ];
       const at = async (t: number) => (await s.consume({ buckets: b, n: 1, nowSec: t, commit: true })).ok;
       assert.deepEqual([await at(T), await at(T + 1), await at(T + 2)], [true, true, false]);
       assert.deepEqual([await at(T + 20), await at(T + 21)], [true, false], 'the 1000 s window is full at 3');
@@ -96,34 +128,54 @@ for (const backend of BACKENDS) {
       const key = uniq('n');
       const b = [{ key, limits: [[5, 60]] as const }];
       assert.equal((await s.consume({ buckets: b, n: 3, nowSec: T, commit: true })).ok, true);
-      assert.deepEqual(await s.consume({ buckets: b, n: 3, nowSec: T, commit: true }), { ok: false, key, limit: [5, 60], used: 3 });
+      assert.deepEqual(await s.consume({ buckets: b, n: 3, nowSec: T, commit: true }), {
+        ok: false,
+        key,
+        limit: [5, 60],
+        used: 3,
+      });
       assert.equal((await s.consume({ buckets: b, n: 2, nowSec: T, commit: true })).ok, true);
     });
 
     test('commit=false looks without counting; refusals are never counted', async () => {
       const key = uniq('peek');
       const b = [{ key, limits: [[1, 60]] as const }];
-      for (let i = 0; i < 3; i++) assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T, commit: false })).ok, true);
+      for (let i = 0; i < 3; i++)
+        assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T, commit: false })).ok, true);
       assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T, commit: true })).ok, true);
-      for (let i = 0; i < 3; i++) assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T + 61 - 61, commit: true })).ok, false);
-      assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T + 61, commit: true })).ok, true, 'the refusals did not extend the window');
+      for (let i = 0; i < 3; i++)
+        assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T + 61 - 61, commit: true })).ok, false);
+      assert.equal(
+        (await s.consume({ buckets: b, n: 1, nowSec: T + 61, commit: true })).ok,
+        true,
+        'the refusals did not extend the window',
+      );
     });
 
     test('several buckets are all-or-nothing', async () => {
       const a = uniq('a');
       const z = uniq('z');
-      const both = [{ key: a, limits: [[5, 60]] as const }, { key: z, limits: [[1, 60]] as const }];
+      const both = [
+        { key: a, limits: [[5, 60]] as const },
+        { key: z, limits: [[1, 60]] as const },
+      ];
       assert.equal((await s.consume({ buckets: both, n: 1, nowSec: T, commit: true })).ok, true);
       const r = await s.consume({ buckets: both, n: 1, nowSec: T, commit: true });
       assert.deepEqual(r, { ok: false, key: z, limit: [1, 60], used: 1 });
-      assert.equal((await s.consume({ buckets: [both[0]!], n: 4, nowSec: T, commit: true })).ok, true, 'bucket a was not charged by the refused request');
+      assert.equal(
+        (await s.consume({ buckets: [both[0]!], n: 4, nowSec: T, commit: true })).ok,
+        true,
+        'bucket a was not charged by the refused request',
+      );
     });
 
     test('no count is lost or doubled under concurrency: limit L, 4L concurrent requests, exactly L pass', async () => {
       const key = uniq('race');
       const L = 25;
       const b = [{ key, limits: [[L, 3600]] as const }];
-      const results = await Promise.all(Array.from({ length: 4 * L }, () => s.consume({ buckets: b, n: 1, nowSec: T, commit: true })));
+      const results = await Promise.all(
+        Array.from({ length: 4 * L }, () => s.consume({ buckets: b, n: 1, nowSec: T, commit: true })),
+      );
       assert.equal(results.filter((r) => r.ok).length, L);
     });
 
@@ -133,9 +185,18 @@ for (const backend of BACKENDS) {
       await s.recordHit(key, 86400);
       await s.recordHit(key, 60);
       const mine = (await s.hits()).filter((h) => h.key === key);
-      assert.deepEqual(mine.sort((x, y) => x.seconds - y.seconds), [{ key, seconds: 60, hits: 1 }, { key, seconds: 86400, hits: 2 }]);
+      assert.deepEqual(
+        mine.sort((x, y) => x.seconds - y.seconds),
+        [
+          { key, seconds: 60, hits: 1 },
+          { key, seconds: 86400, hits: 2 },
+        ],
+      );
       await s.clearHits();
-      assert.deepEqual((await s.hits()).filter((h) => h.key === key), []);
+      assert.deepEqual(
+        (await s.hits()).filter((h) => h.key === key),
+        [],
+      );
     });
 
     test('keys of 1 KiB and 8 KiB are counted exactly, apart from keys differing only in their last character', async () => {
@@ -147,28 +208,86 @@ for (const backend of BACKENDS) {
         const b = [{ key, limits: [[2, 60]] as const }];
         assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: true });
         assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: true });
-        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [2, 60], used: 2 }, `${size} bytes`);
-        assert.deepEqual(await s.consume({ buckets: [{ key: twin, limits: [[2, 60]] }], n: 1, nowSec: T, commit: false }), { ok: true }, 'the twin has its own count');
+        assert.deepEqual(
+          await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }),
+          { ok: false, key, limit: [2, 60], used: 2 },
+          `${size} bytes`,
+        );
+        assert.deepEqual(
+          await s.consume({ buckets: [{ key: twin, limits: [[2, 60]] }], n: 1, nowSec: T, commit: false }),
+          { ok: true },
+          'the twin has its own count',
+        );
       }
     });
 
     test('keys of STORE_KEY_MAX_BYTES (held as they are) and one byte more (hashed) each keep their own count', async () => {
       const head = `${uniq('edge')}-`;
-      const keys = [sized(head, STORE_KEY_MAX_BYTES - 1), sized(head, STORE_KEY_MAX_BYTES), sized(head, STORE_KEY_MAX_BYTES + 1), sized(head, STORE_KEY_MAX_BYTES, '\u00e9')];
+      const keys = [
+        sized(head, STORE_KEY_MAX_BYTES - 1),
+        sized(head, STORE_KEY_MAX_BYTES),
+        sized(head, STORE_KEY_MAX_BYTES + 1),
+        sized(head, STORE_KEY_MAX_BYTES, '\u00e9'),
+      ];
       assert.equal(bytes(keys[3]!), STORE_KEY_MAX_BYTES, 'a 2-byte character ending exactly at the limit');
-      for (const key of keys) assert.equal((await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true })).ok, true, `${bytes(key)} bytes: first`);
-      for (const key of keys) assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [1, 60], used: 1 });
+      for (const key of keys)
+        assert.equal(
+          (await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true })).ok,
+          true,
+          `${bytes(key)} bytes: first`,
+        );
+      for (const key of keys)
+        assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), {
+          ok: false,
+          key,
+          limit: [1, 60],
+          used: 1,
+        });
     });
 
     test('every distinct key has its own count: case, accents, normalization, trailing spaces, NUL, control characters, multi-byte, U+FFFD', async () => {
       const base = `${uniq('distinct')}:`;
-      const tails = ['a', 'A', 'a ', 'a  ', ' a', 'a\t', 'a\0', 'a\0\0', '\0a', 'a\r\n', '\u00e1', 'a\u0301', '\uff41', 'ss', '\u00df', 'i', '\u0131', '\u{1f600}',
-        '\ufffd', '\ufffd\ufffd', '\ufffe', '\u{10ffff}', '\u0085', '\u200b', `a\u2026[sha256:${'0'.repeat(64)}, 9 bytes]`];
+      const tails = [
+        'a',
+        'A',
+        'a ',
+        'a  ',
+        ' a',
+        'a\t',
+        'a\0',
+        'a\0\0',
+        '\0a',
+        'a\r\n',
+        '\u00e1',
+        'a\u0301',
+        '\uff41',
+        'ss',
+        '\u00df',
+        'i',
+        '\u0131',
+        '\u{1f600}',
+        '\ufffd',
+        '\ufffd\ufffd',
+        '\ufffe',
+        '\u{10ffff}',
+        '\u0085',
+        '\u200b',
+        `a\u2026[sha256:${'0'.repeat(64)}, 9 bytes]`,
+      ];
       assert.equal(new Set(tails).size, tails.length);
-      for (const t of tails) assert.deepEqual(await s.consume({ buckets: [{ key: base + t, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { ok: true }, `${JSON.stringify(t)}: merged with another key`);
+      for (const t of tails)
+        assert.deepEqual(
+          await s.consume({ buckets: [{ key: base + t, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }),
+          { ok: true },
+          `${JSON.stringify(t)}: merged with another key`,
+        );
       for (const t of tails) {
         const key = base + t;
-        assert.deepEqual(await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [1, 60], used: 1 }, `${JSON.stringify(t)}: not found again`);
+        assert.deepEqual(
+          await s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }),
+          { ok: false, key, limit: [1, 60], used: 1 },
+          `${JSON.stringify(t)}: not found again`,
+        );
       }
     });
 
@@ -177,20 +296,35 @@ for (const backend of BACKENDS) {
       const long = `sender=${id}@`;
       const req = parsed([
         `multi=${id}-\u00e9\u65e5\u672c\u{1f600}@example.org`,
-        Buffer.concat([Buffer.from(`invalid=${id}-`), Buffer.from([0xff, 0xfe, 0xc3, 0x28, 0xed, 0xa0, 0x80, 0xf0, 0x9f, 0x98]), Buffer.from('@example.org')]),
+        Buffer.concat([
+          Buffer.from(`invalid=${id}-`),
+          Buffer.from([0xff, 0xfe, 0xc3, 0x28, 0xed, 0xa0, 0x80, 0xf0, 0x9f, 0x98]),
+          Buffer.from('@example.org'),
+        ]),
         sized(long, MAX_LINE_BYTES, '.example'),
       ]);
       const multi = req.get('multi')!;
       const invalid = req.get('invalid')!;
       const line = req.get('sender')!;
       assert.equal(multi, `${id}-\u00e9\u65e5\u672c\u{1f600}@example.org`);
-      assert.ok(invalid.startsWith(`${id}-\ufffd`) && invalid.includes('\ufffd(\ufffd') && invalid.endsWith('\ufffd@example.org') && !/\p{Cs}/u.test(invalid), JSON.stringify(invalid));
+      assert.ok(
+        invalid.startsWith(`${id}-\ufffd`) &&
+          invalid.includes('\ufffd(\ufffd') &&
+          invalid.endsWith('\ufffd@example.org') &&
+          !/\p{Cs}/u.test(invalid),
+        JSON.stringify(invalid),
+      );
       assert.equal(bytes(line), MAX_LINE_BYTES - bytes('sender='));
       for (const v of [multi, invalid, line]) {
         const key = `sender:${v}`;
         const b = [{ key, limits: [[1, 60]] as const }];
         assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: true });
-        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), { ok: false, key, limit: [1, 60], used: 1 });
+        assert.deepEqual(await s.consume({ buckets: b, n: 1, nowSec: T, commit: true }), {
+          ok: false,
+          key,
+          limit: [1, 60],
+          used: 1,
+        });
         await s.recordHit(key, 60);
       }
       const listed = new Map((await s.hits()).map((h) => [h.key, h.hits]));
@@ -199,7 +333,11 @@ for (const backend of BACKENDS) {
       const shown = [...listed.keys()].filter((k) => k.startsWith(`sender:${id}@`));
       assert.equal(shown.length, 1);
       const digest = createHash('sha256').update(`sender:${line}`).digest('hex');
-      assert.equal(shown[0], `sender:${line}`.slice(0, 128) + `\u2026[sha256:${digest}, ${bytes(line) + 7} bytes]`, 'readable head, SHA-256 and length of the whole key');
+      assert.equal(
+        shown[0],
+        `sender:${line}`.slice(0, 128) + `\u2026[sha256:${digest}, ${bytes(line) + 7} bytes]`,
+        'readable head, SHA-256 and length of the whole key',
+      );
       assert.equal(listed.get(shown[0]!), 1);
     });
 
@@ -207,8 +345,19 @@ for (const backend of BACKENDS) {
       // Config ids take 255 characters: 3-byte ones make the sender-domain key longer than STORE_KEY_MAX_BYTES (hashed).
       const domain = `${uniq('dom')}.${'\u65e5'.repeat(170)}.example`;
       assert.ok(bytes(`sender_domain:${domain}`) > STORE_KEY_MAX_BYTES);
-      const cfg = parseConfig(['checks: [rate_limit]', 'rate_limit:', '  limits: [[2, 60]]', '  limit_by_sender: true', '  db_error_action: "451 4.3.0 store error"', '  store_timeout_ms: 10000',
-        `  limits_by_sender_domain: { "${domain}": [[3, 60]] }`, ''].join('\n'), 't').rate_limit;
+      const cfg = parseConfig(
+        [
+          'checks: [rate_limit]',
+          'rate_limit:',
+          '  limits: [[2, 60]]',
+          '  limit_by_sender: true',
+          '  db_error_action: "451 4.3.0 store error"',
+          '  store_timeout_ms: 10000',
+          `  limits_by_sender_domain: { "${domain}": [[3, 60]] }`,
+          '',
+        ].join('\n'),
+        't',
+      ).rate_limit;
       const check = new RateLimitCheck(cfg, () => open(backend));
       try {
         const id = uniq('e2e');
@@ -219,18 +368,29 @@ for (const backend of BACKENDS) {
           `${id}-\u65e5\u672c\u{1f600}@example.org`,
           Buffer.concat([Buffer.from(`${id}-`), Buffer.from([0xff, 0xc0, 0xaf, 0x00]), Buffer.from('@example.org')]),
         ];
-        const rq = (sender: string | Buffer) => parsed(['request=smtpd_access_policy', 'protocol_state=RCPT', 'client_address=192.0.2.1', 'recipient=r@example.net',
-          Buffer.concat([Buffer.from('sender='), Buffer.isBuffer(sender) ? sender : Buffer.from(sender)])]);
+        const rq = (sender: string | Buffer) =>
+          parsed([
+            'request=smtpd_access_policy',
+            'protocol_state=RCPT',
+            'client_address=192.0.2.1',
+            'recipient=r@example.net',
+            Buffer.concat([Buffer.from('sender='), Buffer.isBuffer(sender) ? sender : Buffer.from(sender)]),
+          ]);
         for (const sender of senders) {
           const got = [];
           for (let i = 0; i < 3; i++) got.push(await check.check(rq(sender), T * 1000, true));
-          assert.deepEqual(got.map((r) => r.verdict), ['pass', 'pass', 'rate_limited'], `${bytes(rq(sender).get('sender')!)}-byte sender: ${got.map((r) => r.reason).join('; ')}`);
+          assert.deepEqual(
+            got.map((r) => r.verdict),
+            ['pass', 'pass', 'rate_limited'],
+            `${bytes(rq(sender).get('sender')!)}-byte sender: ${got.map((r) => r.reason).join('; ')}`,
+          );
           assert.ok(got.every((r) => r.action !== cfg.db_error_action));
           assert.ok(got[2]!.reason.length < 400, 'the log line names the key as stored');
         }
         // The sender-domain limit holds for a domain of over 512 bytes: the fourth sender of it is refused.
         const verdicts = [];
-        for (let i = 0; i < 4; i++) verdicts.push((await check.check(rq(`${id}-${i}@${domain}`), T * 1000, true)).verdict);
+        for (let i = 0; i < 4; i++)
+          verdicts.push((await check.check(rq(`${id}-${i}@${domain}`), T * 1000, true)).verdict);
         assert.deepEqual(verdicts, ['pass', 'pass', 'pass', 'rate_limited']);
       } finally {
         await check.close();
@@ -243,13 +403,35 @@ for (const backend of BACKENDS) {
       const boss = `Boss-${uniq('fold')}`;
       const carol = `Carol-${uniq('fold')}`;
       const dave = `Dave-${uniq('fold')}`;
-      const sql = backend === 'redis' ? undefined : await withLimitsTable(backend, [[`${carol.toLowerCase()}@example.org`, '[[2, 60]]']]);
-      const yaml = ['checks: [rate_limit]', 'rate_limit:', `  backend: ${backend}`, '  limits: [[1, 60]]', '  limit_by_sender: true', '  store_timeout_ms: 10000',
-        `  limits_by_id: {"${big}@Example.Org": [[3, 60]]}`, `  exempt_ids: ["${boss}@EXAMPLE.org"]`,
-        ...(backend === 'sqlite' ? [] : [`  url: "${STORE_URLS[backend]}"`]), ...(sql ? [`  sql_limits_by_id: "${sql.query}"`] : []), ''].join('\n');
+      const sql =
+        backend === 'redis'
+          ? undefined
+          : await withLimitsTable(backend, [[`${carol.toLowerCase()}@example.org`, '[[2, 60]]']]);
+      const yaml = [
+        'checks: [rate_limit]',
+        'rate_limit:',
+        `  backend: ${backend}`,
+        '  limits: [[1, 60]]',
+        '  limit_by_sender: true',
+        '  store_timeout_ms: 10000',
+        `  limits_by_id: {"${big}@Example.Org": [[3, 60]]}`,
+        `  exempt_ids: ["${boss}@EXAMPLE.org"]`,
+        ...(backend === 'sqlite' ? [] : [`  url: "${STORE_URLS[backend]}"`]),
+        ...(sql ? [`  sql_limits_by_id: "${sql.query}"`] : []),
+        '',
+      ].join('\n');
       const cfg = parseConfig(yaml, 't').rate_limit;
       const check = new RateLimitCheck(cfg, sql?.open ?? (() => open(backend)));
-      const rq = (o: Record<string, string>) => new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient: 'r@example.net', client_address: '192.0.2.1', ...o }));
+      const rq = (o: Record<string, string>) =>
+        new Map(
+          Object.entries({
+            request: 'smtpd_access_policy',
+            protocol_state: 'RCPT',
+            recipient: 'r@example.net',
+            client_address: '192.0.2.1',
+            ...o,
+          }),
+        );
       const verdicts = async (reqs: Map<string, string>[]) => {
         const out = [];
         for (const r of reqs) out.push((await check.check(r, T * 1000, true)).verdict);
@@ -257,15 +439,43 @@ for (const backend of BACKENDS) {
       };
       try {
         // limits_by_id [3, 60] applies whatever the case, and all spellings share one count.
-        assert.deepEqual(await verdicts([`${big}@example.org`, `${big.toUpperCase()}@EXAMPLE.ORG`, `${big}@Example.Org`, `${big.toLowerCase()}@example.ORG`].map((sender) => rq({ sender }))),
-          ['pass', 'pass', 'pass', 'rate_limited']);
-        assert.deepEqual(await verdicts(Array.from({ length: 3 }, (_, i) => rq({ sender: `${i ? boss.toLowerCase() : boss}@example.ORG` }))), ['skip', 'skip', 'skip'], 'exempt in any case');
+        assert.deepEqual(
+          await verdicts(
+            [
+              `${big}@example.org`,
+              `${big.toUpperCase()}@EXAMPLE.ORG`,
+              `${big}@Example.Org`,
+              `${big.toLowerCase()}@example.ORG`,
+            ].map((sender) => rq({ sender })),
+          ),
+          ['pass', 'pass', 'pass', 'rate_limited'],
+        );
+        assert.deepEqual(
+          await verdicts(
+            Array.from({ length: 3 }, (_, i) => rq({ sender: `${i ? boss.toLowerCase() : boss}@example.ORG` })),
+          ),
+          ['skip', 'skip', 'skip'],
+          'exempt in any case',
+        );
         // A SASL name that is an address: one count (limits [1, 60]) for both spellings.
-        assert.deepEqual(await verdicts([rq({ sasl_username: `${dave}@Example.org` }), rq({ sasl_username: `${dave.toLowerCase()}@example.org` })]), ['pass', 'rate_limited']);
+        assert.deepEqual(
+          await verdicts([
+            rq({ sasl_username: `${dave}@Example.org` }),
+            rq({ sasl_username: `${dave.toLowerCase()}@example.org` }),
+          ]),
+          ['pass', 'rate_limited'],
+        );
         if (sql) {
           // The admin's table holds the address in lower case: it is asked for it, whatever the case the sender was written in.
-          assert.deepEqual(await verdicts([`${carol}@Example.ORG`, `${carol.toUpperCase()}@example.org`, `${carol}@example.org`].map((sender) => rq({ sender }))),
-            ['pass', 'pass', 'rate_limited'], 'sql_limits_by_id [2, 60], not the default [1, 60]');
+          assert.deepEqual(
+            await verdicts(
+              [`${carol}@Example.ORG`, `${carol.toUpperCase()}@example.org`, `${carol}@example.org`].map((sender) =>
+                rq({ sender }),
+              ),
+            ),
+            ['pass', 'pass', 'rate_limited'],
+            'sql_limits_by_id [2, 60], not the default [1, 60]',
+          );
         }
       } finally {
         await check.close();
@@ -273,10 +483,17 @@ for (const backend of BACKENDS) {
       }
       // fold_local_part_case: false: local parts count apart, the domain still folds.
       const erin = `Erin-${uniq('exact')}`;
-      const exact = new RateLimitCheck(parseConfig(yaml.replace('  limit_by_sender: true', '  limit_by_sender: true\n  fold_local_part_case: false'), 't').rate_limit, () => open(backend));
+      const exact = new RateLimitCheck(
+        parseConfig(
+          yaml.replace('  limit_by_sender: true', '  limit_by_sender: true\n  fold_local_part_case: false'),
+          't',
+        ).rate_limit,
+        () => open(backend),
+      );
       try {
         const got = [];
-        for (const sender of [`${erin}@example.org`, `${erin.toLowerCase()}@example.org`, `${erin}@EXAMPLE.ORG`]) got.push((await exact.check(rq({ sender }), T * 1000, true)).verdict);
+        for (const sender of [`${erin}@example.org`, `${erin.toLowerCase()}@example.org`, `${erin}@EXAMPLE.ORG`])
+          got.push((await exact.check(rq({ sender }), T * 1000, true)).verdict);
         assert.deepEqual(got, ['pass', 'pass', 'rate_limited']);
       } finally {
         await exact.close();
@@ -285,20 +502,44 @@ for (const backend of BACKENDS) {
 
     test('a key that is not well-formed Unicode (a lone surrogate) is one clear error, not merged with U+FFFD', async () => {
       const key = `${uniq('lone')}\ud800`;
-      await assert.rejects(s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), { name: 'StoreError', message: /not well-formed Unicode/ });
+      await assert.rejects(s.consume({ buckets: [{ key, limits: [[1, 60]] }], n: 1, nowSec: T, commit: true }), {
+        name: 'StoreError',
+        message: /not well-formed Unicode/,
+      });
       await assert.rejects(s.recordHit(key, 60), { name: 'StoreError', message: /not well-formed Unicode/ });
       assert.equal(storedKey(`${key.slice(0, -1)}\ufffd`), `${key.slice(0, -1)}\ufffd`);
     });
 
-    test('events lists one key\'s counts per second from a time on, oldest first, and no other key\'s', async () => {
+    test("events lists one key's counts per second from a time on, oldest first, and no other key's", async () => {
       const key = uniq('show');
       const twin = `${key}x`;
       const b = [{ key, limits: [[100, 1000]] as const }];
-      for (const [t, n] of [[T - 100, 2], [T - 10, 1], [T - 10, 1], [T, 3]] as const) assert.equal((await s.consume({ buckets: b, n, nowSec: t, commit: true })).ok, true);
-      assert.equal((await s.consume({ buckets: b, n: 50, nowSec: T, commit: false })).ok, true, 'a look records nothing');
+      for (const [t, n] of [
+        [T - 100, 2],
+        [T - 10, 1],
+        [T - 10, 1],
+        [T, 3],
+      ] as const)
+        assert.equal((await s.consume({ buckets: b, n, nowSec: t, commit: true })).ok, true);
+      assert.equal(
+        (await s.consume({ buckets: b, n: 50, nowSec: T, commit: false })).ok,
+        true,
+        'a look records nothing',
+      );
       await s.consume({ buckets: [{ key: twin, limits: [[100, 1000]] }], n: 4, nowSec: T - 10, commit: true });
-      assert.deepEqual(await s.events(key, T - 50), [{ at: T - 10, n: 2 }, { at: T, n: 3 }]);
-      assert.deepEqual(await s.events(key, T - 100), [{ at: T - 100, n: 2 }, { at: T - 10, n: 2 }, { at: T, n: 3 }], 'an event exactly at since is listed');
+      assert.deepEqual(await s.events(key, T - 50), [
+        { at: T - 10, n: 2 },
+        { at: T, n: 3 },
+      ]);
+      assert.deepEqual(
+        await s.events(key, T - 100),
+        [
+          { at: T - 100, n: 2 },
+          { at: T - 10, n: 2 },
+          { at: T, n: 3 },
+        ],
+        'an event exactly at since is listed',
+      );
       assert.deepEqual(await s.events(twin, 0), [{ at: T - 10, n: 4 }]);
       assert.deepEqual(await s.events(uniq('never'), 0), []);
     });
@@ -310,23 +551,48 @@ for (const backend of BACKENDS) {
       const longTwin = `${long.slice(0, -1)}b`;
       const lim = [[3, 3600]] as const;
       for (const k of [key, other, long, longTwin]) {
-        assert.equal((await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T - 60, commit: true })).ok, true);
+        assert.equal(
+          (await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T - 60, commit: true })).ok,
+          true,
+        );
         assert.equal((await s.consume({ buckets: [{ key: k, limits: lim }], n: 2, nowSec: T, commit: true })).ok, true);
-        assert.equal((await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T, commit: true })).ok, false, `${k.slice(0, 40)} is full`);
+        assert.equal(
+          (await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T, commit: true })).ok,
+          false,
+          `${k.slice(0, 40)} is full`,
+        );
       }
       await s.recordHit(key, 3600);
       assert.equal(await s.reset(key), 3);
       assert.equal(await s.reset(long), 3);
       assert.deepEqual(await s.events(key, 0), []);
-      assert.deepEqual(await s.consume({ buckets: [{ key, limits: lim }], n: 3, nowSec: T, commit: true }), { ok: true }, 'the reset key starts from nothing');
-      assert.equal((await s.consume({ buckets: [{ key: long, limits: lim }], n: 3, nowSec: T, commit: false })).ok, true, 'the long key too');
+      assert.deepEqual(
+        await s.consume({ buckets: [{ key, limits: lim }], n: 3, nowSec: T, commit: true }),
+        { ok: true },
+        'the reset key starts from nothing',
+      );
+      assert.equal(
+        (await s.consume({ buckets: [{ key: long, limits: lim }], n: 3, nowSec: T, commit: false })).ok,
+        true,
+        'the long key too',
+      );
       for (const k of [other, longTwin]) {
-        assert.deepEqual(await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T, commit: false }), { ok: false, key: k, limit: [3, 3600], used: 3 }, `${k.slice(0, 40)} kept its count`);
+        assert.deepEqual(
+          await s.consume({ buckets: [{ key: k, limits: lim }], n: 1, nowSec: T, commit: false }),
+          { ok: false, key: k, limit: [3, 3600], used: 3 },
+          `${k.slice(0, 40)} kept its count`,
+        );
       }
       assert.equal((await s.hits()).find((h) => h.key === key)?.hits, 1, 'refusal hits stay for the report');
       assert.equal(await s.reset(uniq('never')), 0);
-      await assert.rejects(s.reset(`${uniq('lone')}\ud800`), { name: 'StoreError', message: /not well-formed Unicode/ });
-      await assert.rejects(s.events(`${uniq('lone')}\ud800`, 0), { name: 'StoreError', message: /not well-formed Unicode/ });
+      await assert.rejects(s.reset(`${uniq('lone')}\ud800`), {
+        name: 'StoreError',
+        message: /not well-formed Unicode/,
+      });
+      await assert.rejects(s.events(`${uniq('lone')}\ud800`, 0), {
+        name: 'StoreError',
+        message: /not well-formed Unicode/,
+      });
     });
 
     test('clean removes events older than asked, keeps the rest', async () => {
@@ -337,7 +603,12 @@ for (const backend of BACKENDS) {
       assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T, commit: false })).ok, false);
       const removed = await s.clean(T - 10);
       if (backend !== 'redis') assert.ok(removed >= 1, `removed ${removed}`);
-      if (backend !== 'redis') assert.equal((await s.consume({ buckets: b, n: 1, nowSec: T, commit: false })).ok, true, 'the old event is gone');
+      if (backend !== 'redis')
+        assert.equal(
+          (await s.consume({ buckets: b, n: 1, nowSec: T, commit: false })).ok,
+          true,
+          'the old event is gone',
+        );
     });
   });
 }

@@ -20,9 +20,16 @@ const ALONE = ['bench-smoke.test.js'];
 const alone = files.filter((f) => ALONE.some((a) => f.endsWith(a)));
 const shared = files.filter((f) => !alone.includes(f));
 let status = 0;
-for (const [group, concurrency] of [[shared, 2], [alone, 1]]) {
+for (const [group, concurrency] of [
+  [shared, 2],
+  [alone, 1],
+]) {
   if (group.length === 0) continue;
-  const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...group], { stdio: 'inherit' });
+  const r = spawnSync(
+    process.execPath,
+    ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...group],
+    { stdio: 'inherit' },
+  );
   if (r.status !== 0) status = r.status ?? 1;
 }
 process.exit(status);

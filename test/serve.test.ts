@@ -8,7 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import userid from 'userid';
 import net from 'node:net';
-import { startDaemon, fakeQuota, quotaBlock, freePort, writeConfig, type Daemon, type FakeQuota } from './support/daemon.js';
+import {
+  startDaemon,
+  fakeQuota,
+  quotaBlock,
+  freePort,
+  writeConfig,
+  type Daemon,
+  type FakeQuota,
+} from './support/daemon.js';
 import { exchange, rcpt, request, actions } from './support/policy-client.js';
 
 const SERVICE_USER = 'quotapolicy';
@@ -72,7 +80,9 @@ test('the front runs as the service user, no supplementary groups, no capabiliti
 });
 
 function statusLines(pid: number): string[] {
-  return readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter((l) => l.includes(':'));
+  return readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(':'));
 }
 
 test('answers on the unix socket, IPv4 and IPv6', async () => {
@@ -90,8 +100,14 @@ test('the unix socket is owner/group/mode as configured, not world-accessible', 
 });
 
 test('pipelined requests are answered in order on one connection', async () => {
-  const reqs = [rcpt(`${SERVICE_USER}+x@example.test`), rcpt('nobody@example.test'), rcpt('root@example.test'),
-    request({ request: 'smtpd_access_policy', protocol_state: 'DATA' }), rcpt('NoSuchUser@example.test'), rcpt(`${SERVICE_USER.toUpperCase()}@example.test`)];
+  const reqs = [
+    rcpt(`${SERVICE_USER}+x@example.test`),
+    rcpt('nobody@example.test'),
+    rcpt('root@example.test'),
+    request({ request: 'smtpd_access_policy', protocol_state: 'DATA' }),
+    rcpt('NoSuchUser@example.test'),
+    rcpt(`${SERVICE_USER.toUpperCase()}@example.test`),
+  ];
   const r = await exchange({ path: sock }, [reqs.join('')], { replies: reqs.length });
   assert.deepEqual(actions(r.text), [FULL, 'DUNNO', 'DUNNO', 'DUNNO', 'DUNNO', FULL]);
 });
@@ -109,7 +125,11 @@ test('many requests on one connection, then a half-close: every reply arrives', 
 });
 
 test('non-UTF-8 bytes do not kill the connection', async () => {
-  const bad = Buffer.concat([Buffer.from('request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=a'), Buffer.from([0xff, 0xc3]), Buffer.from('@x\n\n')]);
+  const bad = Buffer.concat([
+    Buffer.from('request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=a'),
+    Buffer.from([0xff, 0xc3]),
+    Buffer.from('@x\n\n'),
+  ]);
   const r = await exchange({ path: sock }, [bad, rcpt(`${SERVICE_USER}@x`)], { replies: 2 });
   assert.deepEqual(actions(r.text), ['DUNNO', FULL]);
 });
@@ -124,7 +144,9 @@ test('garbage and over-long lines close the connection without a reply; others k
   assert.ok(long.closedByServer);
   const ok = await exchange({ path: sock }, [rcpt(`${SERVICE_USER}@x`)], { replies: 1 });
   assert.deepEqual(actions(ok.text), [FULL]);
-  const warnings = d.lines.slice(before_).filter((l) => l.msg === 'bad policy request, closing connection without a reply');
+  const warnings = d.lines
+    .slice(before_)
+    .filter((l) => l.msg === 'bad policy request, closing connection without a reply');
   assert.equal(warnings.length, 2, 'each bad connection is logged once');
 });
 
@@ -169,8 +191,12 @@ test('SIGHUP reloads the config; the front cannot read a root-only file, so that
   // A connection opened before the reload is answered before and after it.
   const open = net.connect(sock);
   let got = '';
-  open.on('data', (c: Buffer) => { got += c.toString(); });
-  const replies = async (n: number): Promise<void> => { while (got.split('\n\n').length - 1 < n) await new Promise((r) => setTimeout(r, 10)); };
+  open.on('data', (c: Buffer) => {
+    got += c.toString();
+  });
+  const replies = async (n: number): Promise<void> => {
+    while (got.split('\n\n').length - 1 < n) await new Promise((r) => setTimeout(r, 10));
+  };
   open.write(rcpt(`${SERVICE_USER}@x`));
   await replies(1);
   writeFileSync(cfgPath, config('exempt_users: [quotapolicy]\n'));
@@ -180,17 +206,23 @@ test('SIGHUP reloads the config; the front cannot read a root-only file, so that
   await replies(2);
   open.destroy();
   assert.deepEqual(actions(got), [FULL, 'DUNNO'], 'same connection, new config');
-  assert.deepEqual(actions((await exchange({ path: sock }, [rcpt(`${SERVICE_USER}@x`)], { replies: 1 })).text), ['DUNNO']);
+  assert.deepEqual(actions((await exchange({ path: sock }, [rcpt(`${SERVICE_USER}@x`)], { replies: 1 })).text), [
+    'DUNNO',
+  ]);
   chmodSync(cfgPath, 0o600); // root-only
   writeFileSync(cfgPath, config());
   d.proc.kill('SIGHUP');
   const failed = await d.waitFor((l) => l.msg === 'config reload failed, keeping the old config');
   assert.match(String(failed.reason), /EACCES/);
-  assert.deepEqual(actions((await exchange({ path: sock }, [rcpt(`${SERVICE_USER}@x`)], { replies: 1 })).text), ['DUNNO']);
+  assert.deepEqual(actions((await exchange({ path: sock }, [rcpt(`${SERVICE_USER}@x`)], { replies: 1 })).text), [
+    'DUNNO',
+  ]);
   chmodSync(cfgPath, 0o644);
   writeFileSync(cfgPath, 'min_uid: [broken\n');
   d.proc.kill('SIGHUP');
-  await d.waitFor((l) => l.msg === 'config reload failed, keeping the old config' && /YAML syntax/.test(String(l.reason)));
+  await d.waitFor(
+    (l) => l.msg === 'config reload failed, keeping the old config' && /YAML syntax/.test(String(l.reason)),
+  );
   writeFileSync(cfgPath, config());
   d.proc.kill('SIGHUP');
   await new Promise((r) => setTimeout(r, 300));

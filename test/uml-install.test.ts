@@ -16,7 +16,11 @@ const rc = (f: string): number => Number(read(`${f}.rc`).trim());
 
 before(() => {
   out = mkdtempSync(join(tmpdir(), 'qp-uml-install-'));
-  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/install.sh'), `REPO=${REPO}`, 'OVERLAY_USR=1'], { encoding: 'utf8', timeout: 300_000, env: { ...process.env, UML_TIMEOUT: '280' } });
+  const r = spawnSync(
+    join(REPO, 'test/uml/boot.sh'),
+    [out, join(REPO, 'test/uml/install.sh'), `REPO=${REPO}`, 'OVERLAY_USR=1'],
+    { encoding: 'utf8', timeout: 300_000, env: { ...process.env, UML_TIMEOUT: '280' } },
+  );
   const console_ = existsSync(join(out, 'console.log')) ? read('console.log') : '(no console log)';
   assert.equal(r.status, 0, `guest failed (status ${r.status}):\n${r.stderr}\n${console_.slice(-4000)}`);
 });
@@ -24,8 +28,13 @@ before(() => {
 test('make install: root-owned code nobody else can write, config 0640 root:quotapolicy, sudoers 0440', () => {
   assert.equal(rc('make-install'), 0, read('make-install.log'));
   const modes = read('install-modes.txt');
-  for (const line of ['root:root 755 /usr/lib/quotapolicy', 'root:root 755 /usr/lib/quotapolicy/quotapolicy-helper',
-    'root:quotapolicy 750 /etc/quotapolicy', 'root:quotapolicy 640 /etc/quotapolicy/quotapolicy.yaml', 'root:root 440 /etc/sudoers.d/quotapolicy']) {
+  for (const line of [
+    'root:root 755 /usr/lib/quotapolicy',
+    'root:root 755 /usr/lib/quotapolicy/quotapolicy-helper',
+    'root:quotapolicy 750 /etc/quotapolicy',
+    'root:quotapolicy 640 /etc/quotapolicy/quotapolicy.yaml',
+    'root:root 440 /etc/sudoers.d/quotapolicy',
+  ]) {
     assert.ok(modes.includes(line), `${line}\n${modes}`);
   }
   assert.equal(read('writable-by-others.txt'), '', 'nothing under /usr/lib/quotapolicy is group- or world-writable');

@@ -12,24 +12,45 @@ import { REPO } from './support/daemon.js';
 import { POLICY_CASES, SMTP_CASES, FULL, TOO_LARGE } from './uml/cases.js';
 
 let out: string;
-let results: { policy: Record<string, string>; smtp: Record<string, Record<string, string>>; delivered_under: string[] };
+let results: {
+  policy: Record<string, string>;
+  smtp: Record<string, Record<string, string>>;
+  delivered_under: string[];
+};
 let daemonLog: Record<string, unknown>[];
 
 before(() => {
   // Fails (not skips) where user-mode-linux is missing: scripts/setup.sh installs it.
   out = mkdtempSync(join(tmpdir(), 'qp-uml-'));
-  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/acceptance.sh'), `REPO=${REPO}`], { encoding: 'utf8', timeout: 240_000, env: { ...process.env, UML_TIMEOUT: '220' } });
-  const console_ = existsSync(join(out, 'console.log')) ? readFileSync(join(out, 'console.log'), 'utf8') : '(no console log)';
-  assert.equal(r.status, 0, `guest failed (status ${r.status}, ${r.error?.message ?? ''}):\n${r.stderr}\n${console_.slice(-4000)}`);
+  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/acceptance.sh'), `REPO=${REPO}`], {
+    encoding: 'utf8',
+    timeout: 240_000,
+    env: { ...process.env, UML_TIMEOUT: '220' },
+  });
+  const console_ = existsSync(join(out, 'console.log'))
+    ? readFileSync(join(out, 'console.log'), 'utf8')
+    : '(no console log)';
+  assert.equal(
+    r.status,
+    0,
+    `guest failed (status ${r.status}, ${r.error?.message ?? ''}):\n${r.stderr}\n${console_.slice(-4000)}`,
+  );
   results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as typeof results;
-  daemonLog = readFileSync(join(out, 'daemon.log'), 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  daemonLog = readFileSync(join(out, 'daemon.log'), 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 });
 
 for (const c of POLICY_CASES) {
   test(`real quota: ${c.name} -> ${c.want}`, () => {
     assert.equal(results.policy[c.name], c.want);
     const recipient = c.attrs.recipient;
-    if (recipient) assert.ok(daemonLog.some((l) => l.msg === 'decision' && l.recipient === recipient && l.verdict === c.verdict), `decision line with verdict ${c.verdict} for ${recipient}`);
+    if (recipient)
+      assert.ok(
+        daemonLog.some((l) => l.msg === 'decision' && l.recipient === recipient && l.verdict === c.verdict),
+        `decision line with verdict ${c.verdict} for ${recipient}`,
+      );
   });
 }
 
@@ -47,19 +68,27 @@ test('real Postfix: the authenticated sender over its limit was told by the rate
   assert.equal(line.rate_id, 'ratelimited');
 });
 
-test('real Postfix: the normal user\'s mail is in its Maildir on the quota file system', () => {
+test("real Postfix: the normal user's mail is in its Maildir on the quota file system", () => {
   assert.equal(results.delivered_under.length, 3, 'the normal message and the two allowed rate-limited ones');
   assert.ok(results.delivered_under.some((m) => /Subject: normal user delivered/.test(m)));
 });
 
-test('the policy socket in Postfix\'s spool is owned by the service user, group postfix, mode 0660', () => {
+test("the policy socket in Postfix's spool is owned by the service user, group postfix, mode 0660", () => {
   assert.match(readFileSync(join(out, 'socket.txt'), 'utf8'), /^srw-rw---- 1 quotapolicy postfix /);
 });
 
 test('`quotapolicy check` as root prints the right action for real quotas', () => {
   const hard = readFileSync(join(out, 'check-hard.txt'), 'utf8');
-  assert.match(hard, new RegExp(`^action: ${FULL}\nverdict: over_quota\nreason: blocks at hard limit on /home \\(200/200 KiB\\)\nuser: hard\n$`));
-  assert.match(readFileSync(join(out, 'check-under-big.txt'), 'utf8'), new RegExp(`^action: ${TOO_LARGE}\nverdict: too_large\n`));
+  assert.match(
+    hard,
+    new RegExp(
+      `^action: ${FULL}\nverdict: over_quota\nreason: blocks at hard limit on /home \\(200/200 KiB\\)\nuser: hard\n$`,
+    ),
+  );
+  assert.match(
+    readFileSync(join(out, 'check-under-big.txt'), 'utf8'),
+    new RegExp(`^action: ${TOO_LARGE}\nverdict: too_large\n`),
+  );
 });
 
 test('the service user cannot run quota(1) for another user by itself (real quotactl)', () => {

@@ -1,7 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DecodeError, FrameReader, MsgType, QuotaStatus, MAX_QUERY_BYTES, MAX_REPLY_BYTES, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES, type Message, type UserQuota } from '../src/shared/wire.js';
+import {
+  DecodeError,
+  FrameReader,
+  MsgType,
+  QuotaStatus,
+  MAX_QUERY_BYTES,
+  MAX_REPLY_BYTES,
+  MAX_BATCH,
+  MAX_FS,
+  MAX_MOUNT_BYTES,
+  type Message,
+  type UserQuota,
+} from '../src/shared/wire.js';
 import { encode, decode } from './support/wire.js';
 
 const payload = (frame: Buffer): Buffer => frame.subarray(4);
@@ -11,10 +23,30 @@ test('every message type round-trips', () => {
     { type: MsgType.Hello, version: 1 },
     { type: MsgType.HelloAck, version: 1, minUid: 1000 },
     { type: MsgType.QuotaQuery, seq: 7, uids: [1000, 4294967293] },
-    { type: MsgType.QuotaReply, seq: 7, users: [
-      { uid: 1000, status: QuotaStatus.Ok, fs: [{ mount: '/home', blocks: 1, blockSoft: 2, blockHard: 3, blockGrace: 4, files: 5, fileSoft: 6, fileHard: 7, fileGrace: 8 }] },
-      { uid: 1001, status: QuotaStatus.Timeout, fs: [] },
-    ] },
+    {
+      type: MsgType.QuotaReply,
+      seq: 7,
+      users: [
+        {
+          uid: 1000,
+          status: QuotaStatus.Ok,
+          fs: [
+            {
+              mount: '/home',
+              blocks: 1,
+              blockSoft: 2,
+              blockHard: 3,
+              blockGrace: 4,
+              files: 5,
+              fileSoft: 6,
+              fileHard: 7,
+              fileGrace: 8,
+            },
+          ],
+        },
+        { uid: 1001, status: QuotaStatus.Timeout, fs: [] },
+      ],
+    },
   ];
   for (const m of msgs) assert.deepEqual(decode(payload(encode(m))), m);
 });
@@ -33,12 +65,19 @@ test('unknown types, bad counts and out-of-range uids are refused', () => {
   assert.throws(() => encode({ type: MsgType.QuotaQuery, seq: 1, uids: [-1] }), RangeError);
 });
 
-const lengthOnly = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(n); return b; };
+const lengthOnly = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+};
 
-test('frame lengths of 0 or over the cap are refused before buffering: the helper\'s reader caps at a full query, the front\'s at a full reply', () => {
+test("frame lengths of 0 or over the cap are refused before buffering: the helper's reader caps at a full query, the front's at a full reply", () => {
   assert.throws(() => new FrameReader().push(Buffer.from([0, 0, 0, 0])), DecodeError);
   assert.equal(MAX_QUERY_BYTES, 134);
-  assert.equal(encode({ type: MsgType.QuotaQuery, seq: 1, uids: Array.from({ length: MAX_BATCH }, (_, i) => 1000 + i) }).length, 4 + MAX_QUERY_BYTES);
+  assert.equal(
+    encode({ type: MsgType.QuotaQuery, seq: 1, uids: Array.from({ length: MAX_BATCH }, (_, i) => 1000 + i) }).length,
+    4 + MAX_QUERY_BYTES,
+  );
   assert.deepEqual(new FrameReader().push(lengthOnly(MAX_QUERY_BYTES)), [], 'a full query length is waited for');
   assert.throws(() => new FrameReader().push(lengthOnly(MAX_QUERY_BYTES + 1)), DecodeError);
   assert.deepEqual(new FrameReader(MAX_REPLY_BYTES).push(lengthOnly(MAX_REPLY_BYTES)), []);
@@ -52,7 +91,14 @@ function worstReply(users = MAX_BATCH, fsPerUser = MAX_FS): UserQuota[] {
     status: QuotaStatus.Ok,
     fs: Array.from({ length: fsPerUser }, (_, f) => ({
       mount: `/srv/${f}/`.padEnd(MAX_MOUNT_BYTES, 'm'),
-      blocks: 2 ** 53 - 1, blockSoft: 1, blockHard: 2, blockGrace: 3, files: 4, fileSoft: 5, fileHard: 6, fileGrace: 1795923751,
+      blocks: 2 ** 53 - 1,
+      blockSoft: 1,
+      blockHard: 2,
+      blockGrace: 3,
+      files: 4,
+      fileSoft: 5,
+      fileHard: 6,
+      fileGrace: 1795923751,
     })),
   }));
 }
@@ -71,17 +117,29 @@ test('encode refuses a reply decode would refuse for its counts: more than MAX_B
 });
 
 test('frames split at any point reassemble', () => {
-  const stream = Buffer.concat([encode({ type: MsgType.Hello, version: 1 }), encode({ type: MsgType.QuotaQuery, seq: 2, uids: [5000, 5001] })]);
-  fc.assert(fc.property(fc.nat({ max: stream.length }), (cut) => {
-    const r = new FrameReader();
-    const got = [...r.push(stream.subarray(0, cut)), ...r.push(stream.subarray(cut))].map(decode);
-    assert.equal(got.length, 2);
-    assert.equal(r.pending, 0);
-  }));
+  const stream = Buffer.concat([
+    encode({ type: MsgType.Hello, version: 1 }),
+    encode({ type: MsgType.QuotaQuery, seq: 2, uids: [5000, 5001] }),
+  ]);
+  fc.assert(
+    fc.property(fc.nat({ max: stream.length }), (cut) => {
+      const r = new FrameReader();
+      const got = [...r.push(stream.subarray(0, cut)), ...r.push(stream.subarray(cut))].map(decode);
+      assert.equal(got.length, 2);
+      assert.equal(r.pending, 0);
+    }),
+  );
 });
 
 test('random payloads decode or throw DecodeError, nothing else', () => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (arr) => {
-    try { decode(Buffer.from(arr)); } catch (e) { assert.ok(e instanceof DecodeError, String(e)); }
-  }), { numRuns: 5000 });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 300 }), (arr) => {
+      try {
+        decode(Buffer.from(arr));
+      } catch (e) {
+        assert.ok(e instanceof DecodeError, String(e));
+      }
+    }),
+    { numRuns: 5000 },
+  );
 });

@@ -60,16 +60,18 @@ Flags of the original quotapolicy, same meaning:
 `;
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }
 
 export async function run(argv: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
   try {
     const cl = parseCommandLine(argv);
-    if (cl.version) return out(`quotapolicy ${version()}\n`), 0;
+    if (cl.version) return (out(`quotapolicy ${version()}\n`), 0);
     const command = cl.positionals[0];
-    if (cl.help || command === 'help') return out(USAGE), 0;
+    if (cl.help || command === 'help') return (out(USAGE), 0);
     switch (command) {
       case 'serve':
         if (cl.positionals.length > 1) throw new UsageError(`serve takes no arguments, got "${cl.positionals[1]}"`);
@@ -93,7 +95,10 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
         // The files root would trust, checked as serve checks them (root mode only).
         if (config.privilege_mode === 'root') {
-          const warnings = (await import('../helper/startup/serve.js')).checkRootPaths(cl.configPath ?? DEFAULT_CONFIG_PATH, config);
+          const warnings = (await import('../helper/startup/serve.js')).checkRootPaths(
+            cl.configPath ?? DEFAULT_CONFIG_PATH,
+            config,
+          );
           // What serve would start with, degraded: said, but no failure.
           for (const w of warnings) err(`quotapolicy: warning: ${w}\n`);
         }
@@ -106,11 +111,17 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         throw new UsageError(`unknown command "${command}" (try quotapolicy --help)`);
     }
   } catch (e) {
-    if (e instanceof UsageError) return err(`quotapolicy: ${e.message}\n`), EX_USAGE;
-    if (e instanceof ConfigError) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
-    if (e instanceof StoreError) return err(`quotapolicy: ${e.message}\n`), 69;
-    if (e instanceof QueryError) return err(`quotapolicy: ${e.message}\n`), e.exitCode;
-    if (e instanceof ListenError || e instanceof PidFileError || e instanceof TrustError || (e instanceof Error && e.name === 'StartError')) return err(`quotapolicy: ${e.message}\n`), EX_CONFIG;
-    return err(`quotapolicy: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`), EX_SOFTWARE;
+    if (e instanceof UsageError) return (err(`quotapolicy: ${e.message}\n`), EX_USAGE);
+    if (e instanceof ConfigError) return (err(`quotapolicy: ${e.message}\n`), EX_CONFIG);
+    if (e instanceof StoreError) return (err(`quotapolicy: ${e.message}\n`), 69);
+    if (e instanceof QueryError) return (err(`quotapolicy: ${e.message}\n`), e.exitCode);
+    if (
+      e instanceof ListenError ||
+      e instanceof PidFileError ||
+      e instanceof TrustError ||
+      (e instanceof Error && e.name === 'StartError')
+    )
+      return (err(`quotapolicy: ${e.message}\n`), EX_CONFIG);
+    return (err(`quotapolicy: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`), EX_SOFTWARE);
   }
 }

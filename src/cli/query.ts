@@ -16,18 +16,42 @@ export const EX_UNAVAILABLE = 69;
 export const EX_TEMPFAIL = 75;
 
 export class QueryError extends Error {
-  constructor(message: string, readonly exitCode: number) { super(message); }
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
 }
 
-export function buildRequest(recipient: string, state: string, size: string, extra: readonly string[], dry = false): string {
-  const attrs = new Map([['request', 'smtpd_access_policy'], ['protocol_state', state], ['protocol_name', 'ESMTP'],
-    ['client_address', '127.0.0.1'], ['client_name', 'localhost'], ['sender', 'query@localhost'], ['recipient', recipient],
-    ['recipient_count', state === 'RCPT' ? '0' : '1'], ['size', size], ['queue_id', '']]);
+export function buildRequest(
+  recipient: string,
+  state: string,
+  size: string,
+  extra: readonly string[],
+  dry = false,
+): string {
+  const attrs = new Map([
+    ['request', 'smtpd_access_policy'],
+    ['protocol_state', state],
+    ['protocol_name', 'ESMTP'],
+    ['client_address', '127.0.0.1'],
+    ['client_name', 'localhost'],
+    ['sender', 'query@localhost'],
+    ['recipient', recipient],
+    ['recipient_count', state === 'RCPT' ? '0' : '1'],
+    ['size', size],
+    ['queue_id', ''],
+  ]);
   for (const a of extra) {
     const eq = a.indexOf('=');
     if (eq <= 0 || /[\r\n]/.test(a)) throw new UsageError(`--attr needs NAME=VALUE on one line, got "${a}"`);
-    if (a.slice(0, eq) === QUERY_ATTRIBUTE) throw new UsageError(`--attr ${QUERY_ATTRIBUTE} is set by query itself (dry unless --count)`);
-    if (a.slice(0, eq) === POSTFIX_ATTRIBUTE && dry) throw new UsageError(`--attr ${POSTFIX_ATTRIBUTE}: only Postfix sends it, and the daemon counts a request with it as mail; add --count to send one`);
+    if (a.slice(0, eq) === QUERY_ATTRIBUTE)
+      throw new UsageError(`--attr ${QUERY_ATTRIBUTE} is set by query itself (dry unless --count)`);
+    if (a.slice(0, eq) === POSTFIX_ATTRIBUTE && dry)
+      throw new UsageError(
+        `--attr ${POSTFIX_ATTRIBUTE}: only Postfix sends it, and the daemon counts a request with it as mail; add --count to send one`,
+      );
     attrs.set(a.slice(0, eq), a.slice(eq + 1));
   }
   if (dry) attrs.set(QUERY_ATTRIBUTE, QUERY_DRY);
@@ -37,7 +61,9 @@ export function buildRequest(recipient: string, state: string, size: string, ext
 export async function query(cl: CommandLine, out: (s: string) => void): Promise<number> {
   const recipient = cl.positionals[1];
   if (recipient === undefined || cl.positionals.length > 2 || /[\r\n]/.test(recipient)) {
-    throw new UsageError('usage: quotapolicy query RECIPIENT [--count] [--to SPEC] [--size N] [--state RCPT|END-OF-MESSAGE] [--attr NAME=VALUE]...');
+    throw new UsageError(
+      'usage: quotapolicy query RECIPIENT [--count] [--to SPEC] [--size N] [--state RCPT|END-OF-MESSAGE] [--attr NAME=VALUE]...',
+    );
   }
   const to = cl.to ?? loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf }).config.listen[0]!;
   const bad = listenSpec(to);
@@ -49,14 +75,27 @@ export async function query(cl: CommandLine, out: (s: string) => void): Promise<
   const reply = await new Promise<string>((resolve, reject) => {
     const s = net.connect(netOptions(to));
     let buf = '';
-    const timer = setTimeout(() => { s.destroy(); reject(new QueryError(`no reply from ${to} within ${QUERY_TIMEOUT_MS} ms`, EX_TEMPFAIL)); }, QUERY_TIMEOUT_MS);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new QueryError(`no reply from ${to} within ${QUERY_TIMEOUT_MS} ms`, EX_TEMPFAIL));
+    }, QUERY_TIMEOUT_MS);
     s.on('connect', () => s.write(req));
     s.on('data', (d) => {
       buf += d.toString('utf8');
-      if (buf.includes('\n\n')) { clearTimeout(timer); s.end(); resolve(buf.slice(0, buf.indexOf('\n\n'))); }
+      if (buf.includes('\n\n')) {
+        clearTimeout(timer);
+        s.end();
+        resolve(buf.slice(0, buf.indexOf('\n\n')));
+      }
     });
-    s.on('error', (e: NodeJS.ErrnoException) => { clearTimeout(timer); reject(new QueryError(`cannot reach ${to}: ${e.code ?? e.message}`, EX_UNAVAILABLE)); });
-    s.on('close', () => { clearTimeout(timer); reject(new QueryError(`${to} closed the connection without a reply`, EX_TEMPFAIL)); });
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new QueryError(`cannot reach ${to}: ${e.code ?? e.message}`, EX_UNAVAILABLE));
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      reject(new QueryError(`${to} closed the connection without a reply`, EX_TEMPFAIL));
+    });
   });
   out(cl.count ? `${reply}\n` : explain(reply));
   return 0;
@@ -76,7 +115,10 @@ export function explain(reply: string): string {
     if (name === `${DETAIL_PREFIX}counted`) counted = value;
     else lines.push(`${name.startsWith(DETAIL_PREFIX) ? name.slice(DETAIL_PREFIX.length) : name}: ${value}`);
   }
-  lines.push(counted === 'no' ? 'counted: no (dry query)'
-    : 'counted: unknown: the daemon does not take dry queries (an older quotapolicy?), so this request may have been counted');
+  lines.push(
+    counted === 'no'
+      ? 'counted: no (dry query)'
+      : 'counted: unknown: the daemon does not take dry queries (an older quotapolicy?), so this request may have been counted',
+  );
   return `${lines.join('\n')}\n`;
 }

@@ -18,7 +18,9 @@ export class StartError extends Error {
 export async function serveSudo(cl: CommandLine): Promise<void> {
   const { config } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
   if (config.privilege_mode !== 'sudo') {
-    throw new StartError('serve must be started as root (it keeps a root helper for quota and runs the front as the service user); or set privilege_mode: sudo');
+    throw new StartError(
+      'serve must be started as root (it keeps a root helper for quota and runs the front as the service user); or set privilege_mode: sudo',
+    );
   }
   const me = { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 };
   if (config.pid_file !== null) claimPidFile(config.pid_file, me.uid);
@@ -32,10 +34,14 @@ export async function serveSudo(cl: CommandLine): Promise<void> {
     }
   }
   const list: Listener[] = [];
-  for (const spec of config.listen) list.push(await bind(spec, { uid: me.uid, gid, mode: parseInt(config.socket_mode, 8) }));
+  for (const spec of config.listen)
+    list.push(await bind(spec, { uid: me.uid, gid, mode: parseInt(config.socket_mode, 8) }));
   process.on('exit', () => list.forEach((l) => l.removeSocket?.()));
   process.title = 'quotapolicy: front (sudo mode)';
-  const [{ makeLogger }, { runFront }] = await Promise.all([import('../frontend/log.js'), import('../frontend/front.js')]);
+  const [{ makeLogger }, { runFront }] = await Promise.all([
+    import('../frontend/log.js'),
+    import('../frontend/front.js'),
+  ]);
   const log = makeLogger('front', config.log_level);
   const helper = spawn('sudo', ['-n', config.sudo_helper], { stdio: ['pipe', 'pipe', 'inherit'] });
   helper.on('error', (e) => {
@@ -44,7 +50,9 @@ export async function serveSudo(cl: CommandLine): Promise<void> {
   });
   helper.on('exit', (code, signal) => log.warn({ code, signal }, 'sudo helper exited'));
   await runFront({
-    cl, config, log,
+    cl,
+    config,
+    log,
     channel: Duplex.from({ readable: helper.stdout, writable: helper.stdin }),
     listen: list.map((l) => (l.server ? { server: serveHere(l.server), name: l.name } : { fd: l.fd })),
   });

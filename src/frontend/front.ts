@@ -21,7 +21,17 @@ export const DRAIN_TIMEOUT_MS = 10_000;
 /** Connection-limit warnings (refused, or idle ones closed) are logged at most this often. */
 const DROP_LOG_INTERVAL_MS = 5000;
 /** Settings the running front cannot change: they are the root's. */
-const RESTART_ONLY = ['user', 'listen', 'socket_owner', 'socket_group', 'socket_mode', 'quota_path', 'quota_timeout_ms', 'privilege_mode', 'sudo_helper'] as const;
+const RESTART_ONLY = [
+  'user',
+  'listen',
+  'socket_owner',
+  'socket_group',
+  'socket_mode',
+  'quota_path',
+  'quota_timeout_ms',
+  'privilege_mode',
+  'sudo_helper',
+] as const;
 
 export type Listen = { fd: number } | { server: net.Server; name: string };
 
@@ -49,7 +59,13 @@ export async function runFront(o: FrontOptions): Promise<void> {
   const delim = await delimiters;
   log.debug({ config: redactConfig(config) }, 'effective config');
   const metrics = new Metrics();
-  const service = new PolicyService(config, delim.delimiters, helperMinUid, { queryQuota: (uid) => helper.query(uid), metrics }, log);
+  const service = new PolicyService(
+    config,
+    delim.delimiters,
+    helperMinUid,
+    { queryQuota: (uid) => helper.query(uid), metrics },
+    log,
+  );
 
   const sockets = new Map<net.Socket, Connection>();
   const servers: net.Server[] = [];
@@ -57,8 +73,13 @@ export async function runFront(o: FrontOptions): Promise<void> {
   let closedIdle = 0;
   setInterval(() => {
     const max = service.config.max_connections;
-    if (closedIdle > 0) log.warn({ closed: closedIdle, max_connections: max }, 'idle connections closed to admit new ones: max_connections reached');
-    if (refused > 0) log.warn({ dropped: refused, max_connections: max }, 'connections refused: max_connections reached');
+    if (closedIdle > 0)
+      log.warn(
+        { closed: closedIdle, max_connections: max },
+        'idle connections closed to admit new ones: max_connections reached',
+      );
+    if (refused > 0)
+      log.warn({ dropped: refused, max_connections: max }, 'connections refused: max_connections reached');
     refused = closedIdle = 0;
   }, DROP_LOG_INTERVAL_MS).unref();
   metrics.openConnections = () => sockets.size;
@@ -82,10 +103,16 @@ export async function runFront(o: FrontOptions): Promise<void> {
       sockets.delete(a.close);
     }
     socket.on('close', () => sockets.delete(socket));
-    sockets.set(socket, serveConnection(socket, {
-      idleTimeoutMs: service.config.idle_timeout_ms, requestTimeoutMs: service.config.request_timeout_ms, answer: (req) => service.answer(req, unix), log,
-      onProtocolError: () => metrics.error('protocol'),
-    }));
+    sockets.set(
+      socket,
+      serveConnection(socket, {
+        idleTimeoutMs: service.config.idle_timeout_ms,
+        requestTimeoutMs: service.config.request_timeout_ms,
+        answer: (req) => service.answer(req, unix),
+        log,
+        onProtocolError: () => metrics.error('protocol'),
+      }),
+    );
   };
   for (const l of o.listen) {
     const server = 'server' in l ? l.server : net.createServer({ allowHalfOpen: true });
@@ -106,7 +133,17 @@ export async function runFront(o: FrontOptions): Promise<void> {
     if ('fd' in l) server.listen({ fd: l.fd });
     servers.push(server);
   }
-  log.info({ listeners: o.listen.map((l) => ('fd' in l ? `fd ${l.fd}` : l.name)), min_uid: Math.max(config.min_uid, helperMinUid), recipient_delimiter: delim.delimiters, delimiter_source: delim.source, uid: process.getuid?.(), gid: process.getgid?.() }, 'front ready');
+  log.info(
+    {
+      listeners: o.listen.map((l) => ('fd' in l ? `fd ${l.fd}` : l.name)),
+      min_uid: Math.max(config.min_uid, helperMinUid),
+      recipient_delimiter: delim.delimiters,
+      delimiter_source: delim.source,
+      uid: process.getuid?.(),
+      gid: process.getgid?.(),
+    },
+    'front ready',
+  );
 
   if (config.metrics) {
     try {
@@ -128,15 +165,27 @@ export async function runFront(o: FrontOptions): Promise<void> {
     // Each connection closes itself once the requests it has begun are answered.
     for (const c of sockets.values()) c.drain();
     // The rate-limit store is closed last, so requests still draining can count.
-    const done = (): void => void (service.rateLimit?.close() ?? Promise.resolve()).catch(() => {}).finally(() => exit(code));
-    const check = setInterval(() => { if (sockets.size === 0) { clearInterval(check); done(); } }, 50);
-    setTimeout(() => { clearInterval(check); log.warn({ open_connections: sockets.size }, 'drain deadline passed'); exit(code); }, DRAIN_TIMEOUT_MS).unref();
+    const done = (): void =>
+      void (service.rateLimit?.close() ?? Promise.resolve()).catch(() => {}).finally(() => exit(code));
+    const check = setInterval(() => {
+      if (sockets.size === 0) {
+        clearInterval(check);
+        done();
+      }
+    }, 50);
+    setTimeout(() => {
+      clearInterval(check);
+      log.warn({ open_connections: sockets.size }, 'drain deadline passed');
+      exit(code);
+    }, DRAIN_TIMEOUT_MS).unref();
   };
   process.on('SIGTERM', () => stop(0, 'SIGTERM: draining'));
   process.on('SIGINT', () => stop(0, 'SIGINT: draining'));
   // Reloads run one after another, in the order the signals came.
   let reloading = Promise.resolve();
-  process.on('SIGHUP', () => { reloading = reloading.then(() => reload(service, o.cl, log)); });
+  process.on('SIGHUP', () => {
+    reloading = reloading.then(() => reload(service, o.cl, log));
+  });
   helper.on('closed', (reason: string) => {
     log.fatal({ reason }, 'helper channel closed');
     stop(1, 'helper gone: stopping');
@@ -153,6 +202,9 @@ async function reload(service: PolicyService, cl: CommandLine, log: Logger): Pro
     log.level = config.log_level;
     log.info({ source, needs_restart: ignored.length ? ignored : undefined }, 'config reloaded');
   } catch (e) {
-    log.error({ reason: e instanceof ConfigError ? e.message : String(e) }, 'config reload failed, keeping the old config');
+    log.error(
+      { reason: e instanceof ConfigError ? e.message : String(e) },
+      'config reload failed, keeping the old config',
+    );
   }
 }

@@ -17,7 +17,8 @@ function fail(msg: string): never {
 }
 
 process.title = 'quotapolicy: front';
-if (process.getuid?.() === 0 || process.getgid?.() === 0) fail('refusing to run as root: start `quotapolicy serve` instead');
+if (process.getuid?.() === 0 || process.getgid?.() === 0)
+  fail('refusing to run as root: start `quotapolicy serve` instead');
 const cl = parseCommandLine(process.argv.slice(2));
 let config: Config;
 try {
@@ -26,10 +27,15 @@ try {
   fail((e as Error).message);
 }
 const raw = process.env.QUOTAPOLICY_LISTEN_FDS ?? '';
-const fds = raw.split(',').filter((s) => s !== '').map(Number);
-if (fds.length === 0 || !fds.every((n) => Number.isInteger(n) && n > CHANNEL_FD)) fail(`bad QUOTAPOLICY_LISTEN_FDS "${raw}"`);
+const fds = raw
+  .split(',')
+  .filter((s) => s !== '')
+  .map(Number);
+if (fds.length === 0 || !fds.every((n) => Number.isInteger(n) && n > CHANNEL_FD))
+  fail(`bad QUOTAPOLICY_LISTEN_FDS "${raw}"`);
 await runFront({
-  cl, config,
+  cl,
+  config,
   log: makeLogger('front', config.log_level),
   channel: new net.Socket({ fd: CHANNEL_FD, readable: true, writable: true }),
   listen: fds.map((fd) => ({ fd })),

@@ -21,7 +21,8 @@ class Counter {
   *series(): Iterable<[string, number]> {
     const [first, second] = this.names;
     for (const [a, inner] of this.values) {
-      for (const [b, n] of inner) yield [`${first}="${escape(a)}"${second === undefined ? '' : `,${second}="${escape(b)}"`}`, n];
+      for (const [b, n] of inner)
+        yield [`${first}="${escape(a)}"${second === undefined ? '' : `,${second}="${escape(b)}"`}`, n];
     }
   }
 }
@@ -35,13 +36,21 @@ export class Metrics {
   private latencySum = 0;
   openConnections: () => number = () => 0;
 
-  decision(check: string, verdict: string): void { this.decisions.inc(check, verdict); }
-  cacheLookup(cache: 'quota' | 'user', hit: boolean): void { this.cache.inc(cache, hit ? 'hit' : 'miss'); }
-  error(kind: string): void { this.errors.inc(kind); }
+  decision(check: string, verdict: string): void {
+    this.decisions.inc(check, verdict);
+  }
+  cacheLookup(cache: 'quota' | 'user', hit: boolean): void {
+    this.cache.inc(cache, hit ? 'hit' : 'miss');
+  }
+  error(kind: string): void {
+    this.errors.inc(kind);
+  }
   helperLatency(seconds: number): void {
     this.latencyCount++;
     this.latencySum += seconds;
-    LATENCY_BUCKETS.forEach((b, i) => { if (seconds <= b) this.buckets[i]!++; });
+    LATENCY_BUCKETS.forEach((b, i) => {
+      if (seconds <= b) this.buckets[i]!++;
+    });
   }
 
   render(): string {
@@ -51,15 +60,30 @@ export class Metrics {
       for (const [k, v] of c.series()) out.push(`${name}{${k}} ${v}`);
     };
     family('quotapolicy_decisions_total', 'counter', 'Policy decisions by check and verdict.', this.decisions);
-    family('quotapolicy_cache_lookups_total', 'counter', 'Cache lookups by cache and result (hit or miss).', this.cache);
+    family(
+      'quotapolicy_cache_lookups_total',
+      'counter',
+      'Cache lookups by cache and result (hit or miss).',
+      this.cache,
+    );
     family('quotapolicy_errors_total', 'counter', 'Errors by kind.', this.errors);
-    out.push('# HELP quotapolicy_helper_latency_seconds Time from asking the root helper to its answer.',
-      '# TYPE quotapolicy_helper_latency_seconds histogram');
-    LATENCY_BUCKETS.forEach((b, i) => out.push(`quotapolicy_helper_latency_seconds_bucket{le="${b}"} ${this.buckets[i]}`));
-    out.push(`quotapolicy_helper_latency_seconds_bucket{le="+Inf"} ${this.latencyCount}`,
-      `quotapolicy_helper_latency_seconds_sum ${this.latencySum}`, `quotapolicy_helper_latency_seconds_count ${this.latencyCount}`);
-    out.push('# HELP quotapolicy_open_connections Policy connections open now.', '# TYPE quotapolicy_open_connections gauge',
-      `quotapolicy_open_connections ${this.openConnections()}`);
+    out.push(
+      '# HELP quotapolicy_helper_latency_seconds Time from asking the root helper to its answer.',
+      '# TYPE quotapolicy_helper_latency_seconds histogram',
+    );
+    LATENCY_BUCKETS.forEach((b, i) =>
+      out.push(`quotapolicy_helper_latency_seconds_bucket{le="${b}"} ${this.buckets[i]}`),
+    );
+    out.push(
+      `quotapolicy_helper_latency_seconds_bucket{le="+Inf"} ${this.latencyCount}`,
+      `quotapolicy_helper_latency_seconds_sum ${this.latencySum}`,
+      `quotapolicy_helper_latency_seconds_count ${this.latencyCount}`,
+    );
+    out.push(
+      '# HELP quotapolicy_open_connections Policy connections open now.',
+      '# TYPE quotapolicy_open_connections gauge',
+      `quotapolicy_open_connections ${this.openConnections()}`,
+    );
     return out.join('\n') + '\n';
   }
 

@@ -19,14 +19,24 @@ export interface HelperProc {
 }
 
 export function startHelper(quotaPath: string, timeoutMs: number, minUid = 1000): HelperProc {
-  const p = spawn(process.execPath, [HELPER, '--quota-path', quotaPath, '--timeout-ms', String(timeoutMs), '--min-uid', String(minUid)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const p = spawn(
+    process.execPath,
+    [HELPER, '--quota-path', quotaPath, '--timeout-ms', String(timeoutMs), '--min-uid', String(minUid)],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
   let stderr = '';
-  p.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+  p.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
   const exit = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
   return {
-    p, exit, stderr: () => stderr,
+    p,
+    exit,
+    stderr: () => stderr,
     channel: () => Duplex.from({ readable: p.stdout, writable: p.stdin }),
-    kill: () => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); },
+    kill: () => {
+      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    },
   };
 }
 
@@ -39,7 +49,12 @@ export function vmRssBytes(pid: number): number {
 
 /** The uids of each quota(1) run a fake quota logged (the arguments after `--`). */
 export function runUids(argvLines: string[]): number[][] {
-  return argvLines.map((l) => l.split(' ').slice(l.split(' ').indexOf('--') + 1).map(Number));
+  return argvLines.map((l) =>
+    l
+      .split(' ')
+      .slice(l.split(' ').indexOf('--') + 1)
+      .map(Number),
+  );
 }
 
 export const tick = (): Promise<void> => new Promise((r) => setImmediate(r));

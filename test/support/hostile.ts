@@ -40,7 +40,8 @@ const PIPELINE = Buffer.from('a=b\n\n'.repeat(13_107));
 /** A well-formed request of ~32 KiB, attribute lines of 100 bytes: under every parser limit, completed only after 32 KiB of one-byte writes. */
 export const DRIP_REQUEST = Buffer.from(
   'request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=nobody@example.test\n' +
-    Array.from({ length: 320 }, (_, i) => `x${String(i).padStart(3, '0')}=${'y'.repeat(95)}\n`).join('') + '\n',
+    Array.from({ length: 320 }, (_, i) => `x${String(i).padStart(3, '0')}=${'y'.repeat(95)}\n`).join('') +
+    '\n',
 );
 /** Drippers write one byte each per tick of this timer. */
 const DRIP_TICK_MS = 1;
@@ -80,11 +81,16 @@ async function nonReader(path: string, until: number, st: HostileStats): Promise
 }
 
 function drippers(path: string, n: number, until: number, st: HostileStats): Promise<void> {
-  interface Drip { s: net.Socket; at: number }
+  interface Drip {
+    s: net.Socket;
+    at: number;
+  }
   const open = (): Drip => {
     const d: Drip = { s: connect(path), at: 0 };
     st.dripperConnections++;
-    d.s.on('data', (b) => { st.dripperReplies += b.toString().split('\n\n').length - 1; });
+    d.s.on('data', (b) => {
+      st.dripperReplies += b.toString().split('\n\n').length - 1;
+    });
     return d;
   };
   const all = Array.from({ length: n }, open);
@@ -130,12 +136,19 @@ async function garbage(path: string, seed: number, until: number, st: HostileSta
   }
 }
 
-async function floods(path: string, f: NonNullable<HostileSpec['flood']>, until: number, st: HostileStats): Promise<void> {
+async function floods(
+  path: string,
+  f: NonNullable<HostileSpec['flood']>,
+  until: number,
+  st: HostileStats,
+): Promise<void> {
   while (Date.now() + f.holdMs < until) {
     const held = Array.from({ length: f.count }, () => {
       const s = connect(path);
       const c = { s, mine: false };
-      s.on('close', () => { if (!c.mine) st.floodClosedByServer++; });
+      s.on('close', () => {
+        if (!c.mine) st.floodClosedByServer++;
+      });
       return c;
     });
     st.floodConnections += f.count;
@@ -150,8 +163,14 @@ async function floods(path: string, f: NonNullable<HostileSpec['flood']>, until:
 
 export async function runHostile(spec: HostileSpec): Promise<HostileStats> {
   const st: HostileStats = {
-    nonReaderConnections: 0, nonReaderBytesSent: 0, dripperConnections: 0, drippedBytes: 0, dripperReplies: 0,
-    garbageInputs: 0, floodConnections: 0, floodClosedByServer: 0,
+    nonReaderConnections: 0,
+    nonReaderBytesSent: 0,
+    dripperConnections: 0,
+    drippedBytes: 0,
+    dripperReplies: 0,
+    garbageInputs: 0,
+    floodConnections: 0,
+    floodClosedByServer: 0,
   };
   const until = Date.now() + spec.seconds * 1000;
   const jobs: Promise<void>[] = [];
@@ -165,9 +184,13 @@ export async function runHostile(spec: HostileSpec): Promise<HostileStats> {
 
 /** Runs runHostile in a child process; resolves with its counts when it is done. */
 export function startHostile(spec: HostileSpec): { proc: ChildProcess; done: Promise<HostileStats> } {
-  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), JSON.stringify(spec)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
-  proc.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+  proc.stdout!.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
   const done = new Promise<HostileStats>((resolve, reject) => {
     proc.on('exit', (code) => {
       if (code === 0) resolve(JSON.parse(out) as HostileStats);

@@ -4,7 +4,11 @@ import net from 'node:net';
 export type Address = { path: string } | { host: string; port: number };
 
 export function request(attrs: Record<string, string>): string {
-  return Object.entries(attrs).map(([k, v]) => `${k}=${v}\n`).join('') + '\n';
+  return (
+    Object.entries(attrs)
+      .map(([k, v]) => `${k}=${v}\n`)
+      .join('') + '\n'
+  );
 }
 
 export function rcpt(recipient: string, extra: Record<string, string> = {}): string {
@@ -16,7 +20,11 @@ export function rcpt(recipient: string, extra: Record<string, string> = {}): str
  * resolves with everything the server sent once it has sent `replies` replies
  * or closed the connection, or after `timeoutMs`.
  */
-export function exchange(addr: Address, chunks: (string | Buffer)[], opts: { replies?: number; timeoutMs?: number; gapMs?: number; halfClose?: boolean } = {}): Promise<{ text: string; closedByServer: boolean; timedOut: boolean }> {
+export function exchange(
+  addr: Address,
+  chunks: (string | Buffer)[],
+  opts: { replies?: number; timeoutMs?: number; gapMs?: number; halfClose?: boolean } = {},
+): Promise<{ text: string; closedByServer: boolean; timedOut: boolean }> {
   return new Promise((resolve, reject) => {
     const s = net.connect(addr as net.NetConnectOpts);
     let text = '';
@@ -46,5 +54,8 @@ export function exchange(addr: Address, chunks: (string | Buffer)[], opts: { rep
 }
 
 export function actions(text: string): string[] {
-  return text.split('\n\n').filter((x) => x !== '').map((x) => x.replace(/^action=/, ''));
+  return text
+    .split('\n\n')
+    .filter((x) => x !== '')
+    .map((x) => x.replace(/^action=/, ''));
 }

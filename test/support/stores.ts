@@ -18,12 +18,19 @@ export const STORE_URLS = {
 /** For the daemon under test, which connects as the service user. */
 export const SERVICE_STORE_URLS = {
   postgresql: process.env.QP_SERVICE_PG_URL ?? 'postgresql://quotapolicy@%2Fvar%2Frun%2Fpostgresql/quotapolicy_test',
-  mysql: process.env.QP_SERVICE_MYSQL_URL ?? 'mysql://quotapolicy@localhost/quotapolicy_test?socketPath=/run/mysqld/mysqld.sock',
+  mysql:
+    process.env.QP_SERVICE_MYSQL_URL ??
+    'mysql://quotapolicy@localhost/quotapolicy_test?socketPath=/run/mysqld/mysqld.sock',
   redis: process.env.QP_REDIS_URL ?? 'redis://127.0.0.1:6379/0',
 } as const;
 
 export type Backend = 'sqlite' | 'postgresql' | 'mysql' | 'redis';
-export const BACKENDS: Backend[] = (process.env.QP_STORES?.split(',') as Backend[] | undefined) ?? ['sqlite', 'postgresql', 'mysql', 'redis'];
+export const BACKENDS: Backend[] = (process.env.QP_STORES?.split(',') as Backend[] | undefined) ?? [
+  'sqlite',
+  'postgresql',
+  'mysql',
+  'redis',
+];
 
 export function storeConfig(backend: Backend, sqlLimitsById = '') {
   return {

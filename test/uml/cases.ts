@@ -5,10 +5,21 @@ export const TOO_LARGE = "552 5.2.2 Message is larger than the recipient's whole
 export const NO_FIT = "452 4.2.2 Message does not fit in the recipient's remaining quota";
 export const GRACE = 'PREPEND X-Quota-Warning: mailbox over its soft quota';
 
-export interface PolicyCase { name: string; attrs: Record<string, string>; want: string; verdict: string }
+export interface PolicyCase {
+  name: string;
+  attrs: Record<string, string>;
+  want: string;
+  verdict: string;
+}
 
-const rcpt = (recipient: string, size = '0'): Record<string, string> =>
-  ({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient, size, queue_id: '', sender: 'a@example.org' });
+const rcpt = (recipient: string, size = '0'): Record<string, string> => ({
+  request: 'smtpd_access_policy',
+  protocol_state: 'RCPT',
+  recipient,
+  size,
+  queue_id: '',
+  sender: 'a@example.org',
+});
 
 export const POLICY_CASES: PolicyCase[] = [
   { name: 'under quota', attrs: rcpt('under@example.test'), want: 'DUNNO', verdict: 'pass' },
@@ -21,21 +32,110 @@ export const POLICY_CASES: PolicyCase[] = [
   { name: 'system user', attrs: rcpt('daemon@example.test'), want: 'DUNNO', verdict: 'skip' },
   { name: 'extension address', attrs: rcpt('hard+lists@example.test'), want: FULL, verdict: 'over_quota' },
   { name: 'upper-case address', attrs: rcpt('HARD@Example.TEST'), want: FULL, verdict: 'over_quota' },
-  { name: 'message that does not fit (SIZE at RCPT)', attrs: rcpt('grace@example.test', String(60 * 1024)), want: NO_FIT, verdict: 'does_not_fit' },
-  { name: 'message bigger than the whole quota', attrs: rcpt('under@example.test', String(3000 * 1024)), want: TOO_LARGE, verdict: 'too_large' },
-  { name: 'END-OF-MESSAGE, one recipient, real size', attrs: { request: 'smtpd_access_policy', protocol_state: 'END-OF-MESSAGE', recipient: 'grace@example.test', recipient_count: '1', size: String(60 * 1024) }, want: NO_FIT, verdict: 'does_not_fit' },
-  { name: 'END-OF-MESSAGE, two recipients', attrs: { request: 'smtpd_access_policy', protocol_state: 'END-OF-MESSAGE', recipient: '', recipient_count: '2', size: '10' }, want: 'DUNNO', verdict: 'skip' },
+  {
+    name: 'message that does not fit (SIZE at RCPT)',
+    attrs: rcpt('grace@example.test', String(60 * 1024)),
+    want: NO_FIT,
+    verdict: 'does_not_fit',
+  },
+  {
+    name: 'message bigger than the whole quota',
+    attrs: rcpt('under@example.test', String(3000 * 1024)),
+    want: TOO_LARGE,
+    verdict: 'too_large',
+  },
+  {
+    name: 'END-OF-MESSAGE, one recipient, real size',
+    attrs: {
+      request: 'smtpd_access_policy',
+      protocol_state: 'END-OF-MESSAGE',
+      recipient: 'grace@example.test',
+      recipient_count: '1',
+      size: String(60 * 1024),
+    },
+    want: NO_FIT,
+    verdict: 'does_not_fit',
+  },
+  {
+    name: 'END-OF-MESSAGE, two recipients',
+    attrs: {
+      request: 'smtpd_access_policy',
+      protocol_state: 'END-OF-MESSAGE',
+      recipient: '',
+      recipient_count: '2',
+      size: '10',
+    },
+    want: 'DUNNO',
+    verdict: 'skip',
+  },
 ];
 
 /** Mail sent through Postfix's check_policy_service: expected SMTP replies. */
-export interface SmtpCase { name: string; to: string; bodyKiB: number; declareSize: boolean; rcptCode: string; dataCode?: string; login?: string }
+export interface SmtpCase {
+  name: string;
+  to: string;
+  bodyKiB: number;
+  declareSize: boolean;
+  rcptCode: string;
+  dataCode?: string;
+  login?: string;
+}
 export const SMTP_CASES: SmtpCase[] = [
-  { name: 'over-quota user refused at RCPT with 452 4.2.2', to: 'hard@example.test', bodyKiB: 1, declareSize: false, rcptCode: '452 4.2.2' },
-  { name: 'normal user delivered', to: 'under@example.test', bodyKiB: 4, declareSize: true, rcptCode: '250', dataCode: '250' },
-  { name: 'too-large message refused at RCPT with 552 5.2.2', to: 'under@example.test', bodyKiB: 3000, declareSize: true, rcptCode: '552 5.2.2' },
-  { name: 'message that does not fit refused at end of data', to: 'grace@example.test', bodyKiB: 60, declareSize: false, rcptCode: '250', dataCode: '452 4.2.2' },
+  {
+    name: 'over-quota user refused at RCPT with 452 4.2.2',
+    to: 'hard@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '452 4.2.2',
+  },
+  {
+    name: 'normal user delivered',
+    to: 'under@example.test',
+    bodyKiB: 4,
+    declareSize: true,
+    rcptCode: '250',
+    dataCode: '250',
+  },
+  {
+    name: 'too-large message refused at RCPT with 552 5.2.2',
+    to: 'under@example.test',
+    bodyKiB: 3000,
+    declareSize: true,
+    rcptCode: '552 5.2.2',
+  },
+  {
+    name: 'message that does not fit refused at end of data',
+    to: 'grace@example.test',
+    bodyKiB: 60,
+    declareSize: false,
+    rcptCode: '250',
+    dataCode: '452 4.2.2',
+  },
   // Rate limit: SASL user "ratelimited" may send 2 per hour (XCLIENT LOGIN stands in for AUTH).
-  { name: 'authenticated sender, 1st of 2 allowed', to: 'under@example.test', bodyKiB: 1, declareSize: false, rcptCode: '250', dataCode: '250', login: 'ratelimited' },
-  { name: 'authenticated sender, 2nd of 2 allowed', to: 'under@example.test', bodyKiB: 1, declareSize: false, rcptCode: '250', dataCode: '250', login: 'ratelimited' },
-  { name: 'authenticated sender over its limit deferred at RCPT', to: 'under@example.test', bodyKiB: 1, declareSize: false, rcptCode: '450 4.7.1', login: 'ratelimited' },
+  {
+    name: 'authenticated sender, 1st of 2 allowed',
+    to: 'under@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '250',
+    dataCode: '250',
+    login: 'ratelimited',
+  },
+  {
+    name: 'authenticated sender, 2nd of 2 allowed',
+    to: 'under@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '250',
+    dataCode: '250',
+    login: 'ratelimited',
+  },
+  {
+    name: 'authenticated sender over its limit deferred at RCPT',
+    to: 'under@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '450 4.7.1',
+    login: 'ratelimited',
+  },
 ];

@@ -13,10 +13,17 @@ function ask(attrs: Record<string, string>): Promise<string> {
     let buf = '';
     s.on('data', (d) => {
       buf += d.toString();
-      if (buf.endsWith('\n\n')) { s.destroy(); resolve(buf.replace(/^action=/, '').trimEnd()); }
+      if (buf.endsWith('\n\n')) {
+        s.destroy();
+        resolve(buf.replace(/^action=/, '').trimEnd());
+      }
     });
     s.on('error', reject);
-    s.write(Object.entries(attrs).map(([k, v]) => `${k}=${v}\n`).join('') + '\n');
+    s.write(
+      Object.entries(attrs)
+        .map(([k, v]) => `${k}=${v}\n`)
+        .join('') + '\n',
+    );
   });
 }
 
@@ -35,7 +42,11 @@ async function smtp(c: SmtpCase): Promise<Record<string, string>> {
     }
   });
   const reply = (): Promise<string> => new Promise((r) => waiters.push(r));
-  const cmd = (line: string): Promise<string> => { const p = reply(); s.write(line + '\r\n'); return p; };
+  const cmd = (line: string): Promise<string> => {
+    const p = reply();
+    s.write(line + '\r\n');
+    return p;
+  };
   const got: Record<string, string> = { banner: await reply() };
   got.ehlo = await cmd('EHLO client.example.org');
   if (c.login) {
@@ -56,7 +67,8 @@ async function smtp(c: SmtpCase): Promise<Record<string, string>> {
 
 async function delivered(user: string, want: number, timeoutMs = 20_000): Promise<string[]> {
   const dir = `/home/${user}/Maildir/new`;
-  const read = (): string[] => (existsSync(dir) ? readdirSync(dir).map((f) => readFileSync(`${dir}/${f}`, 'utf8').slice(0, 2000)) : []);
+  const read = (): string[] =>
+    existsSync(dir) ? readdirSync(dir).map((f) => readFileSync(`${dir}/${f}`, 'utf8').slice(0, 2000)) : [];
   for (const end = Date.now() + timeoutMs; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
     if (read().length >= want) break;
   }
@@ -65,6 +77,7 @@ async function delivered(user: string, want: number, timeoutMs = 20_000): Promis
 
 const results: Record<string, unknown> = { policy: {}, smtp: {} };
 for (const c of POLICY_CASES) (results.policy as Record<string, string>)[c.name] = await ask(c.attrs);
-for (const c of SMTP_CASES) (results.smtp as Record<string, unknown>)[c.name] = await smtp(c).catch((e: Error) => ({ error: e.message }));
+for (const c of SMTP_CASES)
+  (results.smtp as Record<string, unknown>)[c.name] = await smtp(c).catch((e: Error) => ({ error: e.message }));
 results.delivered_under = await delivered('under', 3);
 writeFileSync(`${out}/results.json`, JSON.stringify(results, null, 2));

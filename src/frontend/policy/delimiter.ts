@@ -8,16 +8,26 @@ export const FALLBACK_DELIMITER = '+';
 /** What postconf reads (the front's environment has no MAIL_CONFIG). */
 export const POSTFIX_MAIN_CF = '/etc/postfix/main.cf';
 
-export interface Delimiters { delimiters: string; source: string }
+export interface Delimiters {
+  delimiters: string;
+  source: string;
+}
 
 /**
  * Asynchronous so start-up asks the helper and Postfix at the same time. Without
  * main.cf postconf is not run at all: it would only fail, and Postfix's fatal
  * path sleeps a second before exiting.
  */
-export function resolveDelimiters(configured: string | null, postconf = 'postconf', mainCf = POSTFIX_MAIN_CF): Promise<Delimiters> {
+export function resolveDelimiters(
+  configured: string | null,
+  postconf = 'postconf',
+  mainCf = POSTFIX_MAIN_CF,
+): Promise<Delimiters> {
   if (configured !== null) return Promise.resolve({ delimiters: configured, source: 'config' });
-  const fallback = (why: string): Delimiters => ({ delimiters: FALLBACK_DELIMITER, source: `default "${FALLBACK_DELIMITER}" (${why})` });
+  const fallback = (why: string): Delimiters => ({
+    delimiters: FALLBACK_DELIMITER,
+    source: `default "${FALLBACK_DELIMITER}" (${why})`,
+  });
   // No Postfix, or one without a main.cf: Postfix's own default does not apply either.
   if (!existsSync(mainCf)) return Promise.resolve(fallback(`no ${mainCf}`));
   return new Promise((resolve) => {

@@ -23,7 +23,9 @@ export interface CheckResult {
   user?: string;
 }
 
-export interface UserEntry { uid: number }
+export interface UserEntry {
+  uid: number;
+}
 export interface QuotaCheckDeps {
   /** getpwnam(): the user's uid, or undefined when there is no such user. */
   lookupUser(name: string): UserEntry | undefined;
@@ -42,7 +44,12 @@ export class QuotaCheck {
   private readonly rules: RecipientRules;
   private readonly exempt: ReadonlySet<string>;
 
-  constructor(private readonly cfg: Config, delimiters: string, private readonly minUid: number, private readonly deps: QuotaCheckDeps) {
+  constructor(
+    private readonly cfg: Config,
+    delimiters: string,
+    private readonly minUid: number,
+    private readonly deps: QuotaCheckDeps,
+  ) {
     this.users = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
     this.quotas = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
     this.rules = { delimiters, domains: new Set(cfg.domains.map((d) => d.toLowerCase())) };
@@ -54,7 +61,10 @@ export class QuotaCheck {
   }
 
   /** Which recipient and size this request is about, or why it does not apply. */
-  static subject(req: PolicyRequest, states: readonly string[] = ['RCPT', 'END-OF-MESSAGE']): { recipient: string; size: number } | string {
+  static subject(
+    req: PolicyRequest,
+    states: readonly string[] = ['RCPT', 'END-OF-MESSAGE'],
+  ): { recipient: string; size: number } | string {
     if (req.get('request') !== 'smtpd_access_policy') return 'not an smtpd_access_policy request';
     const state = req.get('protocol_state');
     if (state === undefined || !states.includes(state)) return `protocol state ${state ?? '(none)'} is not checked`;
@@ -98,12 +108,23 @@ export class QuotaCheck {
   private judge(q: UserQuota, name: string, size: number, nowMs: number): CheckResult {
     if (q.status === QuotaStatus.NoData) return this.skip(NO_QUOTA_FS, name);
     if (q.status !== QuotaStatus.Ok) {
-      return { verdict: 'error', reason: `quota lookup failed: ${QUOTA_STATUS_NAMES[q.status]}`, action: this.cfg.actions.error, user: name };
+      return {
+        verdict: 'error',
+        reason: `quota lookup failed: ${QUOTA_STATUS_NAMES[q.status]}`,
+        action: this.cfg.actions.error,
+        user: name,
+      };
     }
     const d = decideQuota(q.fs, size, Math.floor(nowMs / 1000), this.cfg.filesystems);
     if (d === undefined) return this.skip('no quota limits set', name);
     const a = this.cfg.actions;
-    const action = { pass: a.success, grace: a.grace ?? a.success, over_quota: a.over_quota, too_large: a.too_large, does_not_fit: a.does_not_fit }[d.verdict];
+    const action = {
+      pass: a.success,
+      grace: a.grace ?? a.success,
+      over_quota: a.over_quota,
+      too_large: a.too_large,
+      does_not_fit: a.does_not_fit,
+    }[d.verdict];
     return { verdict: d.verdict, reason: d.reason, action, user: name };
   }
 }

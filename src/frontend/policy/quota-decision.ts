@@ -6,7 +6,10 @@ import type { FsQuota } from '../../shared/wire.js';
 
 export type QuotaVerdict = 'pass' | 'grace' | 'over_quota' | 'too_large' | 'does_not_fit';
 
-export interface QuotaDecision { verdict: QuotaVerdict; reason: string }
+export interface QuotaDecision {
+  verdict: QuotaVerdict;
+  reason: string;
+}
 
 /** Blocks are 1 KiB units in quota(1) output. */
 export const BLOCK_BYTES = 1024;
@@ -20,13 +23,20 @@ function judgeFs(fs: FsQuota, needKiB: number, nowSec: number): QuotaDecision {
   if (needKiB > 0 && fs.blockHard > 0 && needKiB > fs.blockHard) {
     return { verdict: 'too_large', reason: `message needs ${needKiB} KiB, hard limit ${at} is ${fs.blockHard} KiB` };
   }
-  if (fs.blockHard > 0 && fs.blocks >= fs.blockHard) return { verdict: 'over_quota', reason: `blocks at hard limit ${at} (${fs.blocks}/${fs.blockHard} KiB)` };
-  if (fs.blockSoft > 0 && fs.blocks > fs.blockSoft && expired(fs.blockGrace)) return { verdict: 'over_quota', reason: `blocks over soft limit ${at}, grace expired` };
+  if (fs.blockHard > 0 && fs.blocks >= fs.blockHard)
+    return { verdict: 'over_quota', reason: `blocks at hard limit ${at} (${fs.blocks}/${fs.blockHard} KiB)` };
+  if (fs.blockSoft > 0 && fs.blocks > fs.blockSoft && expired(fs.blockGrace))
+    return { verdict: 'over_quota', reason: `blocks over soft limit ${at}, grace expired` };
   // A new message is one new file (maildir) or none (mbox): either way, one more must fit.
-  if (fs.fileHard > 0 && fs.files >= fs.fileHard) return { verdict: 'over_quota', reason: `files at hard limit ${at} (${fs.files}/${fs.fileHard})` };
-  if (fs.fileSoft > 0 && fs.files > fs.fileSoft && expired(fs.fileGrace)) return { verdict: 'over_quota', reason: `files over soft limit ${at}, grace expired` };
+  if (fs.fileHard > 0 && fs.files >= fs.fileHard)
+    return { verdict: 'over_quota', reason: `files at hard limit ${at} (${fs.files}/${fs.fileHard})` };
+  if (fs.fileSoft > 0 && fs.files > fs.fileSoft && expired(fs.fileGrace))
+    return { verdict: 'over_quota', reason: `files over soft limit ${at}, grace expired` };
   if (needKiB > 0 && fs.blockHard > 0 && fs.blocks + needKiB > fs.blockHard) {
-    return { verdict: 'does_not_fit', reason: `message needs ${needKiB} KiB, ${fs.blockHard - fs.blocks} KiB left ${at}` };
+    return {
+      verdict: 'does_not_fit',
+      reason: `message needs ${needKiB} KiB, ${fs.blockHard - fs.blocks} KiB left ${at}`,
+    };
   }
   if ((fs.blockSoft > 0 && fs.blocks > fs.blockSoft) || (fs.fileSoft > 0 && fs.files > fs.fileSoft)) {
     return { verdict: 'grace', reason: `over soft limit ${at}, grace running` };
@@ -41,7 +51,12 @@ function judgeFs(fs: FsQuota, needKiB: number, nowSec: number): QuotaDecision {
  * @param only      mount points to consider; empty = all
  * @returns undefined when no considered file system has any limit set
  */
-export function decideQuota(rows: readonly FsQuota[], sizeBytes: number, nowSec: number, only: readonly string[]): QuotaDecision | undefined {
+export function decideQuota(
+  rows: readonly FsQuota[],
+  sizeBytes: number,
+  nowSec: number,
+  only: readonly string[],
+): QuotaDecision | undefined {
   const needKiB = Math.ceil(sizeBytes / BLOCK_BYTES);
   let worst: QuotaDecision | undefined;
   for (const r of rows) {

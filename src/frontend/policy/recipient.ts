@@ -19,7 +19,8 @@ const NEVER_SPLIT = new Set(['postmaster', 'mailer-daemon', 'double-bounce']);
 
 export function stripExtension(local: string, delimiters: string): string {
   if (delimiters === '' || NEVER_SPLIT.has(local)) return local;
-  if (delimiters.includes('-') && (local.startsWith('owner-') || (local.length > 8 && local.endsWith('-request')))) return local;
+  if (delimiters.includes('-') && (local.startsWith('owner-') || (local.length > 8 && local.endsWith('-request'))))
+    return local;
   let cut = local.length;
   for (const ch of delimiters) {
     const at = local.indexOf(ch);

@@ -29,12 +29,28 @@ const REFUSING = /^(REJECT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT|[45]\d\d)(\s|$)
 export const refuses = (action: string): boolean => REFUSING.test(action);
 
 export type CheckName = 'quota' | 'rate_limit';
-export interface Outcome { verdict: string; reason: string; action: string; user?: string; id?: string }
-export interface Decision extends Outcome { check: CheckName | 'none'; results: Partial<Record<CheckName, Outcome>> }
+export interface Outcome {
+  verdict: string;
+  reason: string;
+  action: string;
+  user?: string;
+  id?: string;
+}
+export interface Decision extends Outcome {
+  check: CheckName | 'none';
+  results: Partial<Record<CheckName, Outcome>>;
+}
 
 /** Spelled out, not spread: this runs for every request and spreads are slow. */
-const decision = (check: CheckName, r: Outcome, results: Partial<Record<CheckName, Outcome>>): Decision =>
-  ({ check, verdict: r.verdict, reason: r.reason, action: r.action, user: r.user, id: r.id, results });
+const decision = (check: CheckName, r: Outcome, results: Partial<Record<CheckName, Outcome>>): Decision => ({
+  check,
+  verdict: r.verdict,
+  reason: r.reason,
+  action: r.action,
+  user: r.user,
+  id: r.id,
+  results,
+});
 
 export interface ServiceDeps {
   queryQuota(uid: number): Promise<UserQuota>;
@@ -53,7 +69,13 @@ const OLD_STORE_CLOSE_DELAY_MS = 5000;
 export class PolicyService {
   private quota: QuotaCheck;
   private rate: RateLimitCheck | undefined;
-  constructor(private cfg: Config, private delimiters: string, private helperMinUid: number, private readonly deps: ServiceDeps, private readonly log: Logger) {
+  constructor(
+    private cfg: Config,
+    private delimiters: string,
+    private helperMinUid: number,
+    private readonly deps: ServiceDeps,
+    private readonly log: Logger,
+  ) {
     this.quota = this.buildQuota(cfg);
     this.rate = this.buildRate(cfg);
   }
@@ -62,12 +84,15 @@ export class PolicyService {
     const m = this.deps.metrics;
     return new QuotaCheck(cfg, this.delimiters, Math.max(cfg.min_uid, this.helperMinUid), {
       lookupUser: this.deps.lookupUser ?? lookupUnixUser,
-      queryQuota: m === undefined ? this.deps.queryQuota : async (uid) => {
-        const t0 = performance.now();
-        const q = await this.deps.queryQuota(uid);
-        m.helperLatency((performance.now() - t0) / 1000);
-        return q;
-      },
+      queryQuota:
+        m === undefined
+          ? this.deps.queryQuota
+          : async (uid) => {
+              const t0 = performance.now();
+              const q = await this.deps.queryQuota(uid);
+              m.helperLatency((performance.now() - t0) / 1000);
+              return q;
+            },
       onCacheLookup: m === undefined ? undefined : (cache, hit) => m.cacheLookup(cache, hit),
     });
   }
@@ -111,31 +136,47 @@ export class PolicyService {
         results.quota = q;
         return this.rated(req, now, results, count);
       }
-      return q.then((r) => {
-        results.quota = r;
-        return this.rated(req, now, results, count);
-      }).catch((e: unknown) => this.failed(e, results));
+      return q
+        .then((r) => {
+          results.quota = r;
+          return this.rated(req, now, results, count);
+        })
+        .catch((e: unknown) => this.failed(e, results));
     } catch (e) {
       return this.failed(e, results);
     }
   }
 
   /** Runs the rate limit (if on) after the quota check, then settles precedence. */
-  private rated(req: PolicyRequest, now: number, results: Partial<Record<CheckName, Outcome>>, count: boolean): Decision | Promise<Decision> {
+  private rated(
+    req: PolicyRequest,
+    now: number,
+    results: Partial<Record<CheckName, Outcome>>,
+    count: boolean,
+  ): Decision | Promise<Decision> {
     const checks = this.cfg.checks;
     if (!this.rate) return this.settle(results);
     const quotaRefused = results.quota !== undefined && refuses(results.quota.action);
     const quotaFirst = checks.indexOf('quota') !== -1 && checks.indexOf('quota') < checks.indexOf('rate_limit');
     // Refused mail is never counted: when the quota check refuses, the rate limit only looks (if it could answer first).
     if (quotaRefused && quotaFirst) return this.settle(results);
-    return this.rate.check(req, now, !quotaRefused && count).then((r) => {
-      results.rate_limit = r;
-      return this.settle(results);
-    }, (e: unknown) => this.failed(e, results));
+    return this.rate.check(req, now, !quotaRefused && count).then(
+      (r) => {
+        results.rate_limit = r;
+        return this.settle(results);
+      },
+      (e: unknown) => this.failed(e, results),
+    );
   }
 
   private failed(e: unknown, results: Partial<Record<CheckName, Outcome>>): Decision {
-    return { check: 'none', verdict: 'error', reason: `internal error: ${(e as Error).message}`, action: this.cfg.actions.error, results };
+    return {
+      check: 'none',
+      verdict: 'error',
+      reason: `internal error: ${(e as Error).message}`,
+      action: this.cfg.actions.error,
+      results,
+    };
   }
 
   private settle(results: Partial<Record<CheckName, Outcome>>): Decision {
@@ -150,7 +191,15 @@ export class PolicyService {
     }
     // Nothing applied: the first check's own answer for "not mine" (DUNNO; success_action for rate_limit, as policyd-rate-limit).
     const first = results[checks[0]!];
-    return { check: 'none', verdict: 'skip', reason: first?.reason ?? 'no check enabled', action: first?.action ?? 'DUNNO', user: first?.user, id: first?.id, results };
+    return {
+      check: 'none',
+      verdict: 'skip',
+      reason: first?.reason ?? 'no check enabled',
+      action: first?.action ?? 'DUNNO',
+      user: first?.user,
+      id: first?.id,
+      results,
+    };
   }
 
   /**
@@ -164,20 +213,38 @@ export class PolicyService {
     if (kind === 'unknown') {
       const value = req.get(QUERY_ATTRIBUTE)!.slice(0, QUERY_VALUE_SHOWN);
       this.log.warn({ [QUERY_ATTRIBUTE]: value }, 'query of an unknown kind: nothing decided or counted');
-      return { action: this.cfg.actions.error, attrs: [['quotapolicy_error', `${QUERY_ATTRIBUTE}=${value}: unknown (quotapolicy query sends ${QUERY_DRY}); nothing decided or counted`]] };
+      return {
+        action: this.cfg.actions.error,
+        attrs: [
+          [
+            'quotapolicy_error',
+            `${QUERY_ATTRIBUTE}=${value}: unknown (quotapolicy query sends ${QUERY_DRY}); nothing decided or counted`,
+          ],
+        ],
+      };
     }
-    if (kind === 'forged') this.log.warn({ queue_id: req.get('queue_id') || undefined, sender: req.get('sender') }, `${QUERY_ATTRIBUTE} in a request from Postfix: ignored, counted as mail`);
+    if (kind === 'forged')
+      this.log.warn(
+        { queue_id: req.get('queue_id') || undefined, sender: req.get('sender') },
+        `${QUERY_ATTRIBUTE} in a request from Postfix: ignored, counted as mail`,
+      );
     const started = performance.now();
     const d = this.decide(req);
-    if (kind !== 'dry') return d instanceof Promise ? d.then((x) => this.record(req, x, started)) : this.record(req, d, started);
-    return d instanceof Promise ? d.then((x) => this.explained(req, x, started, explain)) : this.explained(req, d, started, explain);
+    if (kind !== 'dry')
+      return d instanceof Promise ? d.then((x) => this.record(req, x, started)) : this.record(req, d, started);
+    return d instanceof Promise
+      ? d.then((x) => this.explained(req, x, started, explain))
+      : this.explained(req, d, started, explain);
   }
 
   private explained(req: PolicyRequest, d: Decision, started: number, explain: boolean): DetailedReply {
     this.record(req, d, started, true);
     const attrs: [string, string][] = [['quotapolicy_counted', 'no']];
     if (!explain) {
-      attrs.push(['quotapolicy_details', 'withheld: asked on an inet listener, which any local user may reach; ask on a unix socket (listen: unix:PATH)']);
+      attrs.push([
+        'quotapolicy_details',
+        'withheld: asked on an inet listener, which any local user may reach; ask on a unix socket (listen: unix:PATH)',
+      ]);
       return { action: d.action, attrs };
     }
     attrs.push(['quotapolicy_check', d.check], ['quotapolicy_verdict', d.verdict], ['quotapolicy_reason', d.reason]);
@@ -200,7 +267,12 @@ export class PolicyService {
     if (q?.verdict === 'error') errors.push(q);
     if (rl?.verdict === 'error') errors.push(rl);
     if (d.check === 'none' && d.verdict === 'error') errors.push(d);
-    for (const e of errors) m?.error(e === rl ? 'store' : e.reason.replace(/^quota lookup failed: /, 'quota_').replace(/^internal error: .*/, 'internal'));
+    for (const e of errors)
+      m?.error(
+        e === rl
+          ? 'store'
+          : e.reason.replace(/^quota lookup failed: /, 'quota_').replace(/^internal error: .*/, 'internal'),
+      );
     const warn = errors.length > 0 || rl?.verdict === 'would_limit';
     // The log line is built only when it will be written: this runs for every request.
     if (warn || this.log.isLevelEnabled('info')) {

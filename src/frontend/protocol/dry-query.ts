@@ -24,7 +24,9 @@ export const QUERY_DRY = 'dry';
  */
 export const POSTFIX_ATTRIBUTE = 'instance';
 
-export interface AttributeSource { get(name: string): string | undefined }
+export interface AttributeSource {
+  get(name: string): string | undefined;
+}
 
 /**
  * What a request asks as a query: 'no' (mail: decide and count), 'dry',

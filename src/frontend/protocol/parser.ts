@@ -98,7 +98,8 @@ export class PolicyParser {
       this.lineBytes += end - start;
       this.requestBytes += end - start + (nl === -1 ? 0 : 1);
       if (this.lineBytes > MAX_LINE_BYTES) throw new ProtocolError(`line longer than ${MAX_LINE_BYTES} bytes`);
-      if (this.requestBytes > MAX_REQUEST_BYTES) throw new ProtocolError(`request larger than ${MAX_REQUEST_BYTES} bytes`);
+      if (this.requestBytes > MAX_REQUEST_BYTES)
+        throw new ProtocolError(`request larger than ${MAX_REQUEST_BYTES} bytes`);
       if (nl === -1) break;
       start = nl + 1;
       const empty = this.lineBytes === 0 || (this.lineBytes === 1 && this.lineLast === CR);
@@ -189,7 +190,10 @@ export class Attributes implements PolicyRequest {
    * @param text whole "name=value" lines, each ending in LF (checked by push)
    * @param at per line, its start and its first "=", as offsets into text
    */
-  constructor(private readonly text: string, private readonly at: readonly number[]) {}
+  constructor(
+    private readonly text: string,
+    private readonly at: readonly number[],
+  ) {}
 
   /** When the decoded text's offsets are not the bytes' (multi-byte UTF-8): find the lines again. */
   static fromText(text: string): Attributes {

@@ -22,7 +22,9 @@ export function replyValue(v: string): string {
 }
 
 export function decodeReplyValue(v: string): string {
-  return v.replace(/\\(\\|u\{([0-9a-f]{1,6})\})/g, (_, esc: string, hex: string | undefined) => (hex === undefined ? '\\' : String.fromCodePoint(parseInt(hex, 16))));
+  return v.replace(/\\(\\|u\{([0-9a-f]{1,6})\})/g, (_, esc: string, hex: string | undefined) =>
+    hex === undefined ? '\\' : String.fromCodePoint(parseInt(hex, 16)),
+  );
 }
 
 const oneLine = (action: string): string => (/[\r\n]/.test(action) ? action.replace(/[\r\n]+/g, ' ') : action);

@@ -2,7 +2,10 @@
 // caller; past maxEntries the oldest inserted entry goes (Map keeps order).
 export class TtlCache<K, V> {
   private entries = new Map<K, { value: V; expires: number }>();
-  constructor(private readonly ttlMs: number, private readonly maxEntries: number) {}
+  constructor(
+    private readonly ttlMs: number,
+    private readonly maxEntries: number,
+  ) {}
 
   get(key: K, nowMs: number): V | undefined {
     const e = this.entries.get(key);

@@ -10,7 +10,13 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import {
-  WIRE_VERSION, MAX_BATCH, MAX_REPLY_BYTES, MsgType, QuotaStatus, FrameReader, type UserQuota,
+  WIRE_VERSION,
+  MAX_BATCH,
+  MAX_REPLY_BYTES,
+  MsgType,
+  QuotaStatus,
+  FrameReader,
+  type UserQuota,
 } from '../../shared/wire.js';
 import { decodeFromHelper, encodeToHelper } from './wire-front.js';
 
@@ -27,7 +33,10 @@ export const HELPER_REPLY_MARGIN_MS = 1000;
 /** The helper answers HELLO at once; no answer in this time means it is broken. */
 export const HELLO_TIMEOUT_MS = 10_000;
 
-interface Waiter { resolve: (q: UserQuota) => void; timer: NodeJS.Timeout }
+interface Waiter {
+  resolve: (q: UserQuota) => void;
+  timer: NodeJS.Timeout;
+}
 
 export class HelperClient extends EventEmitter {
   private frames = new FrameReader(MAX_REPLY_BYTES);
@@ -43,7 +52,10 @@ export class HelperClient extends EventEmitter {
   private helloWaiter: ((minUid: number) => void) | undefined;
   private helloFail: ((e: Error) => void) | undefined;
 
-  constructor(private readonly channel: Duplex, private readonly replyTimeoutMs: number) {
+  constructor(
+    private readonly channel: Duplex,
+    private readonly replyTimeoutMs: number,
+  ) {
     super();
     channel.on('data', (c: Buffer) => this.onData(c));
     channel.on('close', () => this.close('channel closed'));
@@ -54,8 +66,14 @@ export class HelperClient extends EventEmitter {
   hello(): Promise<number> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('helper did not answer HELLO')), HELLO_TIMEOUT_MS);
-      this.helloWaiter = (minUid) => { clearTimeout(timer); resolve(minUid); };
-      this.helloFail = (e) => { clearTimeout(timer); reject(e); };
+      this.helloWaiter = (minUid) => {
+        clearTimeout(timer);
+        resolve(minUid);
+      };
+      this.helloFail = (e) => {
+        clearTimeout(timer);
+        reject(e);
+      };
       this.channel.write(encodeToHelper({ type: MsgType.Hello, version: WIRE_VERSION }));
     });
   }
@@ -64,7 +82,10 @@ export class HelperClient extends EventEmitter {
   query(uid: number): Promise<UserQuota> {
     if (this.closed) return Promise.resolve({ uid, status: QuotaStatus.ExecFailed, fs: [] });
     return new Promise((resolve) => {
-      const w: Waiter = { resolve, timer: setTimeout(() => this.giveUp(uid, w), this.replyTimeoutMs + HELPER_REPLY_MARGIN_MS) };
+      const w: Waiter = {
+        resolve,
+        timer: setTimeout(() => this.giveUp(uid, w), this.replyTimeoutMs + HELPER_REPLY_MARGIN_MS),
+      };
       const list = this.waiters.get(uid);
       if (list) list.push(w);
       else this.waiters.set(uid, [w]);

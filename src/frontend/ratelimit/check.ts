@@ -9,7 +9,12 @@ import { openStore } from './open-store.js';
 import { addressKey } from '../../shared/address.js';
 
 export type RateVerdict = 'pass' | 'rate_limited' | 'would_limit' | 'skip' | 'error';
-export interface RateResult { verdict: RateVerdict; reason: string; action: string; id?: string }
+export interface RateResult {
+  verdict: RateVerdict;
+  reason: string;
+  action: string;
+  id?: string;
+}
 
 /** After a failed open, wait this long before trying the store again. */
 export const STORE_RETRY_MS = 1000;
@@ -31,10 +36,20 @@ export function rulesFrom(c: RateConfig): RateRules {
   const id = (k: string): string => addressKey(k, fold);
   const domain = (k: string): string => k.toLowerCase();
   return {
-    limits: c.limits, limitsById: m(c.limits_by_id, id), bySasl: c.limit_by_sasl, bySender: c.limit_by_sender, byIp: c.limit_by_ip,
-    limitedNetworks: nets(c.limited_networks), ipv4Prefix: c.ipv4_prefix, ipv6Prefix: c.ipv6_prefix, countMode: c.count_mode,
-    foldLocalPart: fold, exemptIds: new Set(c.exempt_ids.map(id)), exemptNetworks: nets(c.exempt_networks),
-    limitsByRecipientDomain: m(c.limits_by_recipient_domain, domain), limitsBySenderDomain: m(c.limits_by_sender_domain, domain),
+    limits: c.limits,
+    limitsById: m(c.limits_by_id, id),
+    bySasl: c.limit_by_sasl,
+    bySender: c.limit_by_sender,
+    byIp: c.limit_by_ip,
+    limitedNetworks: nets(c.limited_networks),
+    ipv4Prefix: c.ipv4_prefix,
+    ipv6Prefix: c.ipv6_prefix,
+    countMode: c.count_mode,
+    foldLocalPart: fold,
+    exemptIds: new Set(c.exempt_ids.map(id)),
+    exemptNetworks: nets(c.exempt_networks),
+    limitsByRecipientDomain: m(c.limits_by_recipient_domain, domain),
+    limitsBySenderDomain: m(c.limits_by_sender_domain, domain),
   };
 }
 
@@ -44,7 +59,10 @@ export class RateLimitCheck {
   private opening: Promise<RateStore> | undefined;
   private nextOpenAt = 0;
 
-  constructor(private readonly c: RateConfig, private readonly open: () => Promise<RateStore> = () => openStore({ ...c, timeout_ms: c.store_timeout_ms })) {
+  constructor(
+    private readonly c: RateConfig,
+    private readonly open: () => Promise<RateStore> = () => openStore({ ...c, timeout_ms: c.store_timeout_ms }),
+  ) {
     this.rules = rulesFrom(c);
   }
 
@@ -54,17 +72,25 @@ export class RateLimitCheck {
     if (!this.opening) {
       if (nowMs < this.nextOpenAt) throw new StoreError('store unavailable (retrying)');
       this.nextOpenAt = nowMs + STORE_RETRY_MS;
-      this.opening = this.open().then((s) => (this.store = s), (e: unknown) => {
-        this.opening = undefined;
-        throw e instanceof StoreError ? e : new StoreError(String(e));
-      });
+      this.opening = this.open().then(
+        (s) => (this.store = s),
+        (e: unknown) => {
+          this.opening = undefined;
+          throw e instanceof StoreError ? e : new StoreError(String(e));
+        },
+      );
     }
     return this.opening;
   }
 
   private timed<T>(p: Promise<T>): Promise<T> {
     let t: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => { t = setTimeout(() => reject(new StoreError(`store did not answer in ${this.c.store_timeout_ms} ms`)), this.c.store_timeout_ms); });
+    const timeout = new Promise<never>((_, reject) => {
+      t = setTimeout(
+        () => reject(new StoreError(`store did not answer in ${this.c.store_timeout_ms} ms`)),
+        this.c.store_timeout_ms,
+      );
+    });
     return Promise.race([p, timeout]).finally(() => clearTimeout(t));
   }
 
@@ -84,15 +110,24 @@ export class RateLimitCheck {
       }
       if (sub.buckets.length === 0) return { verdict: 'pass', reason: 'unlimited id', action: c.success_action, id };
       // consume() records only what passes every window, so a dry run counts exactly what a real run would.
-      const r = await this.timed(store.consume({ buckets: sub.buckets, n: sub.n, nowSec: Math.floor(nowMs / 1000), commit }));
+      const r = await this.timed(
+        store.consume({ buckets: sub.buckets, n: sub.n, nowSec: Math.floor(nowMs / 1000), commit }),
+      );
       if (r.ok) {
         // Keys as the store holds them (a long one hashed, as the report lists it), so log lines stay short.
         const keys = sub.buckets.map((b) => storedKey(b.key)).join(', ');
-        return { verdict: 'pass', reason: commit ? `${sub.n} counted for ${keys}` : `within limits, ${sub.n} not counted for ${keys}`, action: c.success_action, id };
+        return {
+          verdict: 'pass',
+          reason: commit ? `${sub.n} counted for ${keys}` : `within limits, ${sub.n} not counted for ${keys}`,
+          action: c.success_action,
+          id,
+        };
       }
       const reason = `${storedKey(r.key)}: ${r.used} + ${sub.n} over ${r.limit[0]} in ${r.limit[1]} s`;
-      if (c.report && c.report_limits.includes(r.limit[1]) && commit) store.recordHit(r.key, r.limit[1]).catch(() => {});
-      if (c.dry_run) return { verdict: 'would_limit', reason: `dry run, would refuse: ${reason}`, action: c.success_action, id };
+      if (c.report && c.report_limits.includes(r.limit[1]) && commit)
+        store.recordHit(r.key, r.limit[1]).catch(() => {});
+      if (c.dry_run)
+        return { verdict: 'would_limit', reason: `dry run, would refuse: ${reason}`, action: c.success_action, id };
       return { verdict: 'rate_limited', reason, action: c.fail_action, id };
     } catch (e) {
       // Pools and ioredis reconnect by themselves; a failed open is retried by getStore().

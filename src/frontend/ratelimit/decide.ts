@@ -28,7 +28,10 @@ export interface RateRules {
 }
 
 /** One counter: a key and the windows it must stay within. */
-export interface Bucket { key: string; limits: readonly Limit[] }
+export interface Bucket {
+  key: string;
+  limits: readonly Limit[];
+}
 
 export type Subject =
   | { applies: false; reason: string }
@@ -54,21 +57,25 @@ export function identify(req: PolicyRequest, r: RateRules): { id: string; kind: 
   return undefined;
 }
 
-const domainOf = (addr: string): string => (addr.includes('@') ? addr.slice(addr.lastIndexOf('@') + 1).toLowerCase() : '');
+const domainOf = (addr: string): string =>
+  addr.includes('@') ? addr.slice(addr.lastIndexOf('@') + 1).toLowerCase() : '';
 
 /**
  * What this request would count, or why it is not counted.
  * `idLimits` are limits found for the id outside the config (sql_limits_by_id).
  */
 export function subject(req: PolicyRequest, r: RateRules, idLimits?: readonly Limit[]): Subject {
-  if (req.get('request') !== 'smtpd_access_policy') return { applies: false, reason: 'not an smtpd_access_policy request' };
+  if (req.get('request') !== 'smtpd_access_policy')
+    return { applies: false, reason: 'not an smtpd_access_policy request' };
   const state = (req.get('protocol_state') ?? '').toUpperCase();
   const atData = DATA_STATES.has(state);
-  if (r.countMode === 'rcpt' ? state !== 'RCPT' : !atData) return { applies: false, reason: `count_mode ${r.countMode}: state ${state || '(none)'} not counted` };
+  if (r.countMode === 'rcpt' ? state !== 'RCPT' : !atData)
+    return { applies: false, reason: `count_mode ${r.countMode}: state ${state || '(none)'} not counted` };
   const who = identify(req, r);
   if (who === undefined) return { applies: false, reason: 'no identity to count' };
   const client = req.get('client_address') ?? '';
-  if (r.exemptIds.has(who.id) || (client !== '' && inNetworks(client, r.exemptNetworks))) return { applies: false, reason: 'exempt' };
+  if (r.exemptIds.has(who.id) || (client !== '' && inNetworks(client, r.exemptNetworks)))
+    return { applies: false, reason: 'exempt' };
   const rc = Number(req.get('recipient_count') ?? '0');
   const n = r.countMode === 'data_recipients' ? Math.max(Number.isSafeInteger(rc) ? rc : 0, 1) : 1;
   // limits_by_id may name a client by its own address even when it is counted in a group.
@@ -85,6 +92,11 @@ export function subject(req: PolicyRequest, r: RateRules, idLimits?: readonly Li
 
 /** The oldest event any bucket still needs, for clean: seconds. */
 export function longestWindow(r: RateRules): number {
-  const all = [r.limits, ...r.limitsById.values(), ...r.limitsByRecipientDomain.values(), ...r.limitsBySenderDomain.values()];
+  const all = [
+    r.limits,
+    ...r.limitsById.values(),
+    ...r.limitsByRecipientDomain.values(),
+    ...r.limitsBySenderDomain.values(),
+  ];
   return Math.max(0, ...all.flat().map(([, s]) => s));
 }

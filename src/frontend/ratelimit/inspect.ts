@@ -43,7 +43,9 @@ export function parseTarget(text: string, r: RateRules): Target {
   const kind = colon === -1 ? '' : text.slice(0, colon);
   if (!(KEY_KINDS as readonly string[]).includes(kind)) {
     const what = colon === -1 ? `"${text}" names no kind` : `unknown kind "${kind}" in "${text}"`;
-    throw new KeyIdError(`${what}: write KIND:ID, e.g. ${suggest(colon === -1 || parseIp(text) !== undefined ? text : text.slice(colon + 1))} (kinds: ${KINDS_TEXT})`);
+    throw new KeyIdError(
+      `${what}: write KIND:ID, e.g. ${suggest(colon === -1 || parseIp(text) !== undefined ? text : text.slice(colon + 1))} (kinds: ${KINDS_TEXT})`,
+    );
   }
   const raw = text.slice(colon + 1);
   if (raw === '') throw new KeyIdError(`"${text}" names no id after "${kind}:"`);
@@ -64,13 +66,16 @@ export function parseTarget(text: string, r: RateRules): Target {
       if (bits === undefined) return { kind: k, id: group, key: `ip:${group}`, address: addr };
       // A network must be one group exactly as clients are counted in it.
       if (!/^\d{1,3}$/.test(bits) || Number(bits) !== prefix || group.split('/')[0] !== ipGroup(addr, 32, 128)) {
-        throw new KeyIdError(`ip:${raw}: IPv${ip.family} clients are counted per /${prefix} (ipv${ip.family}_prefix), as ${group}: give ip:${group} or one client address`);
+        throw new KeyIdError(
+          `ip:${raw}: IPv${ip.family} clients are counted per /${prefix} (ipv${ip.family}_prefix), as ${group}: give ip:${group} or one client address`,
+        );
       }
       return { kind: k, id: group, key: `ip:${group}` };
     }
     case 'rcpt_domain':
     case 'sender_domain': {
-      if (raw.includes('@')) throw new KeyIdError(`${k}:${raw}: takes a domain, not an address (sender:${raw} counts the address)`);
+      if (raw.includes('@'))
+        throw new KeyIdError(`${k}:${raw}: takes a domain, not an address (sender:${raw} counts the address)`);
       const id = raw.toLowerCase();
       return { kind: k, id, key: `${k}:${id}` };
     }
@@ -105,7 +110,8 @@ export function applying(t: Target, r: RateRules, fromDb?: readonly Limit[]): Ap
     if (!r.byIp) notCounted.push('limit_by_ip is off');
     const addr = t.address ?? t.id.split('/')[0]!;
     if (!inNetworks(addr, r.limitedNetworks)) notCounted.push(`${t.address ?? t.id} is not in limited_networks`);
-    if (t.address !== undefined && inNetworks(t.address, r.exemptNetworks)) notCounted.push(`${t.address} is in exempt_networks`);
+    if (t.address !== undefined && inNetworks(t.address, r.exemptNetworks))
+      notCounted.push(`${t.address} is in exempt_networks`);
   } else if (r.exemptIds.has(t.id)) notCounted.push(`${t.id} is in exempt_ids`);
   if (fromDb !== undefined) return { limits: fromDb, source: 'sql_limits_by_id', notCounted };
   const byId = r.limitsById.get(t.id) ?? (t.address !== undefined ? r.limitsById.get(t.address) : undefined);

@@ -3,7 +3,11 @@
 // dodge a limit by walking its own subnet).
 import { isIP } from 'node:net';
 
-export interface Network { family: 4 | 6; base: bigint; bits: number }
+export interface Network {
+  family: 4 | 6;
+  base: bigint;
+  bits: number;
+}
 
 function v4(ip: string): bigint {
   return ip.split('.').reduce((a, o) => (a << 8n) | BigInt(Number(o)), 0n);
@@ -57,7 +61,10 @@ export function inNetworks(ip: string, nets: readonly Network[]): boolean {
 function format(family: 4 | 6, v: bigint): string {
   if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 255n)).join('.');
   const groups = Array.from({ length: 8 }, (_, i) => ((v >> BigInt(112 - 16 * i)) & 0xffffn).toString(16));
-  return groups.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
+  return groups
+    .join(':')
+    .replace(/(^|:)0(:0)+(:|$)/, '::')
+    .replace(/:{3,}/, '::');
 }
 
 /** The client's group: its address masked to the prefix, as "addr/prefix" (or the bare address at full width). */

@@ -11,9 +11,13 @@ export interface StoreConfig {
 
 export async function openStore(c: StoreConfig): Promise<RateStore> {
   switch (c.backend) {
-    case 'sqlite': return (await import('./stores/sqlite.js')).openSqlite(c.sqlite_path, c.sql_limits_by_id);
-    case 'postgresql': return (await import('./stores/postgres.js')).openPostgres(c.url!, c.sql_limits_by_id, c.timeout_ms);
-    case 'mysql': return (await import('./stores/mysql.js')).openMysql(c.url!, c.sql_limits_by_id, c.timeout_ms);
-    case 'redis': return (await import('./stores/redis.js')).openRedis(c.url!, c.timeout_ms);
+    case 'sqlite':
+      return (await import('./stores/sqlite.js')).openSqlite(c.sqlite_path, c.sql_limits_by_id);
+    case 'postgresql':
+      return (await import('./stores/postgres.js')).openPostgres(c.url!, c.sql_limits_by_id, c.timeout_ms);
+    case 'mysql':
+      return (await import('./stores/mysql.js')).openMysql(c.url!, c.sql_limits_by_id, c.timeout_ms);
+    case 'redis':
+      return (await import('./stores/redis.js')).openRedis(c.url!, c.timeout_ms);
   }
 }

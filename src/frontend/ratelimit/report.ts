@@ -13,7 +13,12 @@ import { sendMail } from './smtp.js';
  */
 export function shownKey(key: string): string {
   return key.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\\]/gu, (c) =>
-    c === '\\' ? '\\\\' : c.charCodeAt(0) <= 0xff ? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}` : `\\u${c.charCodeAt(0).toString(16)}`);
+    c === '\\'
+      ? '\\\\'
+      : c.charCodeAt(0) <= 0xff
+        ? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`
+        : `\\u${c.charCodeAt(0).toString(16)}`,
+  );
 }
 
 export function reportText(hits: readonly HitRow[]): string {
@@ -22,7 +27,14 @@ export function reportText(hits: readonly HitRow[]): string {
   const head = ['id', 'window (s)', 'hits'];
   const w = head.map((_, i) => Math.max(head[i]!.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' | ');
-  return ['Ids that hit a limit since the last cleanup:', '', line(head), w.map((n) => '-'.repeat(n)).join('-+-'), ...rows.map(line), ''].join('\n');
+  return [
+    'Ids that hit a limit since the last cleanup:',
+    '',
+    line(head),
+    w.map((n) => '-'.repeat(n)).join('-+-'),
+    ...rows.map(line),
+    '',
+  ].join('\n');
 }
 
 /** Sends the report if there is one to send; returns whether it was sent. */
@@ -31,7 +43,18 @@ export async function sendReport(c: RateConfig, hits: readonly HitRow[]): Promis
   if (c.report_only_if_needed && reported.length === 0) return false;
   const to = Array.isArray(c.report_to) ? c.report_to : [c.report_to!];
   const ca = c.smtp_tls_ca_file === null ? undefined : readFileSync(c.smtp_tls_ca_file);
-  await sendMail({ host: c.smtp_server[0], port: c.smtp_server[1] ?? 25, starttls: c.smtp_starttls, credentials: c.smtp_credentials, ...(ca ? { ca } : {}) },
-    c.report_from!, to, c.report_subject, reportText(reported));
+  await sendMail(
+    {
+      host: c.smtp_server[0],
+      port: c.smtp_server[1] ?? 25,
+      starttls: c.smtp_starttls,
+      credentials: c.smtp_credentials,
+      ...(ca ? { ca } : {}),
+    },
+    c.report_from!,
+    to,
+    c.report_subject,
+    reportText(reported),
+  );
   return true;
 }

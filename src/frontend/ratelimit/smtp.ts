@@ -14,14 +14,22 @@ export const SMTP_STEP_TIMEOUT_MS = 15_000;
  */
 export const SMTP_MAX_REPLY_BYTES = 64 * 1024;
 
-export interface SmtpOptions { host: string; port: number; starttls: boolean; credentials: [string, string] | null; ca?: string | Buffer }
+export interface SmtpOptions {
+  host: string;
+  port: number;
+  starttls: boolean;
+  credentials: [string, string] | null;
+  ca?: string | Buffer;
+}
 
 class Conversation {
   /** Raw bytes, so that what is left at the switch to TLS is counted exactly (no decoder holding a partial character). */
   private buf = Buffer.alloc(0);
   private waiting: ((line: string) => void) | undefined;
   private failed: Error | undefined;
-  constructor(private sock: net.Socket) { this.attach(sock); }
+  constructor(private sock: net.Socket) {
+    this.attach(sock);
+  }
 
   attach(sock: net.Socket): void {
     this.sock = sock;
@@ -35,7 +43,10 @@ class Conversation {
       }
       this.pump();
     });
-    sock.on('error', (e) => { this.failed ??= e; this.waiting?.(''); });
+    sock.on('error', (e) => {
+      this.failed ??= e;
+      this.waiting?.('');
+    });
   }
 
   /** Bytes received that no reply has taken yet. */
@@ -60,7 +71,10 @@ class Conversation {
   reply(step: string, ok: RegExp = /^[23]/): Promise<string> {
     return new Promise((resolve, reject) => {
       if (this.failed) return reject(new Error(`SMTP ${step}: ${this.failed.message}`));
-      const t = setTimeout(() => reject(new Error(`SMTP ${step}: no reply in ${SMTP_STEP_TIMEOUT_MS} ms`)), SMTP_STEP_TIMEOUT_MS);
+      const t = setTimeout(
+        () => reject(new Error(`SMTP ${step}: no reply in ${SMTP_STEP_TIMEOUT_MS} ms`)),
+        SMTP_STEP_TIMEOUT_MS,
+      );
       this.waiting = (r) => {
         clearTimeout(t);
         if (this.failed) return reject(new Error(`SMTP ${step}: ${this.failed.message}`));
@@ -88,7 +102,13 @@ function connect(host: string, port: number): Promise<net.Socket> {
 }
 
 /** Sends one message (headers + body) from `from` to each of `to`, one transaction each. */
-export async function sendMail(o: SmtpOptions, from: string, to: readonly string[], subject: string, body: string): Promise<void> {
+export async function sendMail(
+  o: SmtpOptions,
+  from: string,
+  to: readonly string[],
+  subject: string,
+  body: string,
+): Promise<void> {
   let sock = await connect(o.host, o.port);
   const c = new Conversation(sock);
   try {
@@ -103,11 +123,18 @@ export async function sendMail(o: SmtpOptions, from: string, to: readonly string
       // refuse the session; so does this. (Bytes arriving after the switch go to TLS and fail its handshake.)
       if (c.unread.length > 0 || sock.readableLength > 0) {
         const early = c.unread.length + sock.readableLength;
-        throw new Error(`SMTP STARTTLS: the server sent ${early} bytes after its 220 reply, before TLS (${JSON.stringify(c.unread.toString('latin1', 0, 40))}); refusing the session`);
+        throw new Error(
+          `SMTP STARTTLS: the server sent ${early} bytes after its 220 reply, before TLS (${JSON.stringify(c.unread.toString('latin1', 0, 40))}); refusing the session`,
+        );
       }
       sock.removeAllListeners('data');
       // SNI takes host names only; an IP address is still checked against the certificate.
-      sock = tls.connect({ socket: sock, host: o.host, ...(net.isIP(o.host) ? {} : { servername: o.host }), ...(o.ca === undefined ? {} : { ca: o.ca }) });
+      sock = tls.connect({
+        socket: sock,
+        host: o.host,
+        ...(net.isIP(o.host) ? {} : { servername: o.host }),
+        ...(o.ca === undefined ? {} : { ca: o.ca }),
+      });
       await new Promise<void>((resolve, reject) => {
         sock.once('secureConnect', () => resolve());
         sock.once('error', (e) => reject(new Error(`SMTP STARTTLS: ${e.message}`)));
@@ -124,9 +151,18 @@ export async function sendMail(o: SmtpOptions, from: string, to: readonly string
       await c.send(`MAIL FROM:<${from}>`, 'MAIL FROM');
       await c.send(`RCPT TO:<${rcpt}>`, `RCPT TO ${rcpt}`);
       await c.send('DATA', 'DATA', /^3/);
-      const msg = [`From: ${from}`, `To: ${rcpt}`, `Subject: ${subject}`, `Date: ${new Date().toUTCString()}`,
-        'MIME-Version: 1.0', 'Content-Type: text/plain; charset=utf-8', '', ...body.split('\n')]
-        .map((l) => (l.startsWith('.') ? `.${l}` : l)).join('\r\n');
+      const msg = [
+        `From: ${from}`,
+        `To: ${rcpt}`,
+        `Subject: ${subject}`,
+        `Date: ${new Date().toUTCString()}`,
+        'MIME-Version: 1.0',
+        'Content-Type: text/plain; charset=utf-8',
+        '',
+        ...body.split('\n'),
+      ]
+        .map((l) => (l.startsWith('.') ? `.${l}` : l))
+        .join('\r\n');
       await c.send(`${msg}\r\n.`, 'end of data');
     }
     await c.send('QUIT', 'QUIT').catch(() => {});

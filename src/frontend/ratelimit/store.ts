@@ -13,14 +13,19 @@ export interface ConsumeRequest {
   commit: boolean;
 }
 
-export type ConsumeResult =
-  | { ok: true }
-  | { ok: false; key: string; limit: Limit; used: number };
+export type ConsumeResult = { ok: true } | { ok: false; key: string; limit: Limit; used: number };
 
-export interface HitRow { key: string; seconds: number; hits: number }
+export interface HitRow {
+  key: string;
+  seconds: number;
+  hits: number;
+}
 
 /** Events a key holds in one second. */
-export interface EventRow { at: number; n: number }
+export interface EventRow {
+  at: number;
+  n: number;
+}
 
 export interface RateStore {
   readonly name: string;
@@ -99,7 +104,8 @@ const LONE_SURROGATE = /\p{Cs}/u;
  * driver would turn into U+FFFD, merging it with another) is refused.
  */
 export function storedKey(key: string): string {
-  if (LONE_SURROGATE.test(key)) throw new StoreError(`key ${JSON.stringify(key.slice(0, 64))} is not well-formed Unicode (a lone surrogate)`);
+  if (LONE_SURROGATE.test(key))
+    throw new StoreError(`key ${JSON.stringify(key.slice(0, 64))} is not well-formed Unicode (a lone surrogate)`);
   const bytes = Buffer.byteLength(key, 'utf8');
   if (bytes <= STORE_KEY_MAX_BYTES && !key.includes('\0') && !key.includes(HASHED_KEY_MARK)) return key;
   let head = '';
@@ -149,7 +155,10 @@ export function parseLimitsText(text: unknown): readonly Limit[] | undefined {
   } catch {
     throw new StoreError(`sql_limits_by_id returned "${text.slice(0, 80)}", not a list of [count, seconds]`);
   }
-  if (!Array.isArray(v) || !v.every((p) => Array.isArray(p) && p.length === 2 && p.every((x) => Number.isSafeInteger(x) && x >= 0))) {
+  if (
+    !Array.isArray(v) ||
+    !v.every((p) => Array.isArray(p) && p.length === 2 && p.every((x) => Number.isSafeInteger(x) && x >= 0))
+  ) {
     throw new StoreError(`sql_limits_by_id returned "${text.slice(0, 80)}", not a list of [count, seconds]`);
   }
   return v as Limit[];

@@ -33,7 +33,11 @@ export function closesFirst(a: Idle, b: Idle): boolean {
  * @param max max_connections
  * @param idle each open connection with its idleness (undefined: busy); read only at the cap
  */
-export function admit<K>(open: number, max: number, idle: () => Iterable<readonly [K, Idle | undefined]>): Admission<K> {
+export function admit<K>(
+  open: number,
+  max: number,
+  idle: () => Iterable<readonly [K, Idle | undefined]>,
+): Admission<K> {
   if (open < max) return { admit: true };
   let victim: K | undefined;
   let first: Idle | undefined;

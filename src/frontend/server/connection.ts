@@ -79,7 +79,8 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
   const blocked = (): boolean => pending >= MAX_PIPELINED || outputFull();
 
   const maybeFinish = (): void => {
-    if ((readEnded || (draining && !parser.midRequest)) && pending === 0 && parser.unread === 0 && !socket.destroyed) socket.end();
+    if ((readEnded || (draining && !parser.midRequest)) && pending === 0 && parser.unread === 0 && !socket.destroyed)
+      socket.end();
   };
 
   const nextTurn = (): void => {
@@ -132,7 +133,10 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
     // A slow sender (1 byte/s) resets the idle timer forever; this deadline does not move.
     if (parser.midRequest && requestTimer === undefined) {
       requestTimer = setTimeout(() => {
-        opts.log.warn({ conn, peer, timeout_ms: opts.requestTimeoutMs }, 'request not completed in time, closing connection without a reply');
+        opts.log.warn(
+          { conn, peer, timeout_ms: opts.requestTimeoutMs },
+          'request not completed in time, closing connection without a reply',
+        );
         opts.onProtocolError?.('request timeout');
         socket.destroy();
       }, opts.requestTimeoutMs);
@@ -181,7 +185,10 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
       maybeFinish();
     },
     // A peer not reading its replies is not being served: it may go even with requests unanswered.
-    idle: () => (outputFull() || (pending === 0 && !parser.midRequest && parser.unread === 0) ? { answered, since: lastActive } : undefined),
+    idle: () =>
+      outputFull() || (pending === 0 && !parser.midRequest && parser.unread === 0)
+        ? { answered, since: lastActive }
+        : undefined,
     close: () => socket.destroy(),
   };
 }

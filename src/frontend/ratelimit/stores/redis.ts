@@ -115,11 +115,25 @@ return n
 export async function openRedis(url: string, timeoutMs: number): Promise<RateStore> {
   const mod = (await import('ioredis')) as unknown as { default: new (url: string, o: object) => Redis };
   // No offline queue: while Redis is down, calls fail at once and db_error_action applies.
-  const r = new mod.default(url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, commandTimeout: timeoutMs, lazyConnect: false });
-  r.on('error', () => { /* reconnects by itself; failed calls say why */ });
+  const r = new mod.default(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    lazyConnect: false,
+  });
+  r.on('error', () => {
+    /* reconnects by itself; failed calls say why */
+  });
   await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => { r.disconnect(); reject(new StoreError(`redis: no connection to ${redactUrl(url)} in ${timeoutMs} ms`)); }, timeoutMs);
-    r.once('ready', () => { clearTimeout(t); resolve(); });
+    const t = setTimeout(() => {
+      r.disconnect();
+      reject(new StoreError(`redis: no connection to ${redactUrl(url)} in ${timeoutMs} ms`));
+    }, timeoutMs);
+    r.once('ready', () => {
+      clearTimeout(t);
+      resolve();
+    });
   });
   const wrap = async <T>(f: () => Promise<T>): Promise<T> => {
     try {
@@ -130,34 +144,50 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
   };
   return {
     name: 'redis',
-    consume: (req) => wrap(async (): Promise<ConsumeResult> => {
-      const args: (string | number)[] = [req.nowSec, req.n, req.commit ? '1' : '0'];
-      for (const b of req.buckets) args.push(b.limits.length, ...b.limits.flat());
-      const stored = req.buckets.map((b) => storedKey(b.key));
-      const keys = [...stored.map((k) => PREFIX + k), ...stored.map((k) => V1_PREFIX + k)];
-      const out = (await r.eval(CONSUME, keys.length, ...keys, ...args)) as number[];
-      if (out.length === 0) return { ok: true };
-      return { ok: false, key: req.buckets[out[0]! - 1]!.key, limit: [out[1]!, out[2]!], used: out[3]! };
-    }),
-    events: (key, since) => wrap(async (): Promise<EventRow[]> => {
-      const k = storedKey(key);
-      const flat = (await r.eval(EVENTS, 2, PREFIX + k, V1_PREFIX + k, since)) as number[];
-      const per = new Map<number, number>();
-      for (let i = 0; i < flat.length; i += 2) per.set(flat[i]!, (per.get(flat[i]!) ?? 0) + flat[i + 1]!);
-      return [...per].sort((a, b) => a[0] - b[0]).map(([at, n]) => ({ at, n }));
-    }),
-    reset: (key) => wrap(async () => {
-      const k = storedKey(key);
-      return Number(await r.eval(RESET, 2, PREFIX + k, V1_PREFIX + k));
-    }),
+    consume: (req) =>
+      wrap(async (): Promise<ConsumeResult> => {
+        const args: (string | number)[] = [req.nowSec, req.n, req.commit ? '1' : '0'];
+        for (const b of req.buckets) args.push(b.limits.length, ...b.limits.flat());
+        const stored = req.buckets.map((b) => storedKey(b.key));
+        const keys = [...stored.map((k) => PREFIX + k), ...stored.map((k) => V1_PREFIX + k)];
+        const out = (await r.eval(CONSUME, keys.length, ...keys, ...args)) as number[];
+        if (out.length === 0) return { ok: true };
+        return { ok: false, key: req.buckets[out[0]! - 1]!.key, limit: [out[1]!, out[2]!], used: out[3]! };
+      }),
+    events: (key, since) =>
+      wrap(async (): Promise<EventRow[]> => {
+        const k = storedKey(key);
+        const flat = (await r.eval(EVENTS, 2, PREFIX + k, V1_PREFIX + k, since)) as number[];
+        const per = new Map<number, number>();
+        for (let i = 0; i < flat.length; i += 2) per.set(flat[i]!, (per.get(flat[i]!) ?? 0) + flat[i + 1]!);
+        return [...per].sort((a, b) => a[0] - b[0]).map(([at, n]) => ({ at, n }));
+      }),
+    reset: (key) =>
+      wrap(async () => {
+        const k = storedKey(key);
+        return Number(await r.eval(RESET, 2, PREFIX + k, V1_PREFIX + k));
+      }),
     limitsFor: async () => undefined,
-    recordHit: (key, seconds) => wrap(async () => { await r.hincrby(HITS, `${seconds}\t${storedKey(key)}`, 1); }),
-    hits: () => wrap(async () => Object.entries(await r.hgetall(HITS)).map(([f, v]) => {
-      const tab = f.indexOf('\t');
-      return { key: f.slice(tab + 1), seconds: Number(f.slice(0, tab)), hits: Number(v) };
-    }).sort((a, b) => b.hits - a.hits || a.key.localeCompare(b.key))),
-    clearHits: () => wrap(async () => { await r.del(HITS); }),
+    recordHit: (key, seconds) =>
+      wrap(async () => {
+        await r.hincrby(HITS, `${seconds}\t${storedKey(key)}`, 1);
+      }),
+    hits: () =>
+      wrap(async () =>
+        Object.entries(await r.hgetall(HITS))
+          .map(([f, v]) => {
+            const tab = f.indexOf('\t');
+            return { key: f.slice(tab + 1), seconds: Number(f.slice(0, tab)), hits: Number(v) };
+          })
+          .sort((a, b) => b.hits - a.hits || a.key.localeCompare(b.key)),
+      ),
+    clearHits: () =>
+      wrap(async () => {
+        await r.del(HITS);
+      }),
     clean: async () => 0,
-    close: async () => { await r.quit().catch(() => {}); },
+    close: async () => {
+      await r.quit().catch(() => {});
+    },
   };
 }

@@ -5,11 +5,24 @@
 // transaction, so each still sees the ones before it, and the commit, the
 // costly part, is paid once per group. A reply waits for its group's commit.
 import type { RateStore, ConsumeRequest, ConsumeResult, HitRow, EventRow } from '../store.js';
-import { StoreError, breaks, parseLimitsText, storedKey, rekeyPlan, STORE_KEY_MAX_BYTES, HASHED_KEY_MARK } from '../store.js';
+import {
+  StoreError,
+  breaks,
+  parseLimitsText,
+  storedKey,
+  rekeyPlan,
+  STORE_KEY_MAX_BYTES,
+  HASHED_KEY_MARK,
+} from '../store.js';
 import type { Limit } from '../decide.js';
 
 /** The driver calls this backend makes. */
-interface Stmt { run(...a: unknown[]): { changes: number }; get(...a: unknown[]): unknown; all(...a: unknown[]): unknown[]; raw(on: boolean): Stmt }
+interface Stmt {
+  run(...a: unknown[]): { changes: number };
+  get(...a: unknown[]): unknown;
+  all(...a: unknown[]): unknown[];
+  raw(on: boolean): Stmt;
+}
 interface Db {
   pragma(s: string): unknown;
   exec(s: string): void;
@@ -39,7 +52,9 @@ export const SQLITE_SCHEMA_VERSION = 3;
 export const SQLITE_GROUP_MAX = 256;
 
 export async function openSqlite(path: string, sqlLimitsById: string): Promise<RateStore> {
-  const { default: Database } = (await import('better-sqlite3')) as unknown as { default: new (p: string, o: object) => Db };
+  const { default: Database } = (await import('better-sqlite3')) as unknown as {
+    default: new (p: string, o: object) => Db;
+  };
   let db: Db;
   try {
     db = new Database(path, { timeout: SQLITE_BUSY_TIMEOUT_MS });
@@ -52,7 +67,10 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
         CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds INTEGER NOT NULL, hits INTEGER NOT NULL, PRIMARY KEY (key, seconds));`);
       const v = db.prepare('SELECT version FROM qp_schema').get() as { version: number } | undefined;
       if (v === undefined) db.prepare('INSERT INTO qp_schema (version) VALUES (?)').run(SQLITE_SCHEMA_VERSION);
-      else if (v.version > SQLITE_SCHEMA_VERSION) throw new StoreError(`${path}: schema version ${v.version} is newer than this quotapolicy (${SQLITE_SCHEMA_VERSION})`);
+      else if (v.version > SQLITE_SCHEMA_VERSION)
+        throw new StoreError(
+          `${path}: schema version ${v.version} is newer than this quotapolicy (${SQLITE_SCHEMA_VERSION})`,
+        );
       else if (v.version < SQLITE_SCHEMA_VERSION) {
         if (v.version === 1) {
           db.exec(`INSERT INTO qp_rate_counts (key, at, n) SELECT key, at, SUM(n) FROM qp_rate_events WHERE true GROUP BY key, at
@@ -60,8 +78,11 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
             DROP TABLE qp_rate_events;`);
         }
         // 2 -> 3: only keys storedKey() changes (long, NUL, or containing its mark) move; every other keeps its rows.
-        const long = 'length(CAST(key AS BLOB)) > ? OR instr(CAST(key AS BLOB), X\'00\') > 0 OR instr(CAST(key AS BLOB), CAST(? AS BLOB)) > 0';
-        const old = db.prepare(`SELECT key FROM qp_rate_counts WHERE ${long} UNION SELECT key FROM qp_rate_hits WHERE ${long}`).raw(true)
+        const long =
+          "length(CAST(key AS BLOB)) > ? OR instr(CAST(key AS BLOB), X'00') > 0 OR instr(CAST(key AS BLOB), CAST(? AS BLOB)) > 0";
+        const old = db
+          .prepare(`SELECT key FROM qp_rate_counts WHERE ${long} UNION SELECT key FROM qp_rate_hits WHERE ${long}`)
+          .raw(true)
           .all(STORE_KEY_MAX_BYTES, HASHED_KEY_MARK, STORE_KEY_MAX_BYTES, HASHED_KEY_MARK) as [string][];
         const counts = db.prepare('UPDATE qp_rate_counts SET key = ? WHERE key = ?');
         const hits = db.prepare('UPDATE qp_rate_hits SET key = ? WHERE key = ?');
@@ -86,8 +107,12 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
     }
     return st;
   };
-  const add = db.prepare('INSERT INTO qp_rate_counts (key, at, n) VALUES (?, ?, ?) ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n');
-  const hit = db.prepare('INSERT INTO qp_rate_hits (key, seconds, hits) VALUES (?, ?, 1) ON CONFLICT (key, seconds) DO UPDATE SET hits = hits + 1');
+  const add = db.prepare(
+    'INSERT INTO qp_rate_counts (key, at, n) VALUES (?, ?, ?) ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n',
+  );
+  const hit = db.prepare(
+    'INSERT INTO qp_rate_hits (key, seconds, hits) VALUES (?, ?, 1) ON CONFLICT (key, seconds) DO UPDATE SET hits = hits + 1',
+  );
   const byId = sqlLimitsById === '' ? undefined : db.prepare(sqlLimitsById);
   const eventsOf = db.prepare('SELECT at, n FROM qp_rate_counts WHERE key = ? AND at >= ? ORDER BY at');
   const countOf = db.prepare('SELECT COALESCE(SUM(n), 0) AS n FROM qp_rate_counts WHERE key = ?');
@@ -104,14 +129,20 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
       const starts = b.limits.map((l) => req.nowSec - l[1]);
       const used = sumFor(starts.length).get(...starts, keys[j], Math.min(...starts)) as number[];
       for (let i = 0; i < b.limits.length; i++) {
-        if (breaks(used[i]!, req.n, b.limits[i]!)) return { ok: false, key: b.key, limit: b.limits[i]!, used: used[i]! };
+        if (breaks(used[i]!, req.n, b.limits[i]!))
+          return { ok: false, key: b.key, limit: b.limits[i]!, used: used[i]! };
       }
     }
     if (req.commit) for (const k of keys) add.run(k, req.nowSec, req.n);
     return { ok: true };
   };
   const group = db.transaction((reqs: { req: ConsumeRequest; keys: string[] }[]): ConsumeResult[] => reqs.map(one));
-  const waiting: { req: ConsumeRequest; keys: string[]; resolve: (r: ConsumeResult) => void; reject: (e: unknown) => void }[] = [];
+  const waiting: {
+    req: ConsumeRequest;
+    keys: string[];
+    resolve: (r: ConsumeResult) => void;
+    reject: (e: unknown) => void;
+  }[] = [];
   const flush = (): void => {
     const batch = waiting.splice(0, SQLITE_GROUP_MAX);
     if (batch.length === 0) return;
@@ -133,36 +164,52 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
   };
   return {
     name: 'sqlite',
-    consume: (req) => new Promise((resolve, reject) => {
-      // Mapped before queueing: a key refused here fails its own request, not its group.
-      let keys: string[];
-      try {
-        keys = req.buckets.map((b) => storedKey(b.key));
-      } catch (e) {
-        reject(e);
-        return;
-      }
-      waiting.push({ req, keys, resolve, reject });
-      if (waiting.length === 1) setImmediate(flush);
-    }),
-    limitsFor: (id) => guard((): readonly Limit[] | undefined => {
-      const row = byId?.get(id) as Record<string, unknown> | undefined;
-      return row === undefined ? undefined : parseLimitsText(Object.values(row)[0]);
-    }),
+    consume: (req) =>
+      new Promise((resolve, reject) => {
+        // Mapped before queueing: a key refused here fails its own request, not its group.
+        let keys: string[];
+        try {
+          keys = req.buckets.map((b) => storedKey(b.key));
+        } catch (e) {
+          reject(e);
+          return;
+        }
+        waiting.push({ req, keys, resolve, reject });
+        if (waiting.length === 1) setImmediate(flush);
+      }),
+    limitsFor: (id) =>
+      guard((): readonly Limit[] | undefined => {
+        const row = byId?.get(id) as Record<string, unknown> | undefined;
+        return row === undefined ? undefined : parseLimitsText(Object.values(row)[0]);
+      }),
     events: (key, since) => guard(() => eventsOf.all(storedKey(key), since) as EventRow[]),
     // Immediate: the count and the delete see the same rows, whatever another process writes meanwhile.
     reset: (key) => guard(() => resetKey.immediate(storedKey(key))),
-    recordHit: (key, seconds) => guard(() => { hit.run(storedKey(key), seconds); }),
-    hits: () => guard(() => db.prepare('SELECT key, seconds, hits FROM qp_rate_hits ORDER BY hits DESC, key').all() as HitRow[]),
-    clearHits: () => guard(() => { db.exec('DELETE FROM qp_rate_hits'); }),
-    clean: (olderThan) => guard(() => {
-      const events = (db.prepare('SELECT COALESCE(SUM(n), 0) AS n FROM qp_rate_counts WHERE at < ?').get(olderThan) as { n: number }).n;
-      db.prepare('DELETE FROM qp_rate_counts WHERE at < ?').run(olderThan);
-      db.pragma('wal_checkpoint(TRUNCATE)');
-      db.exec('VACUUM');
-      return events;
-    }),
+    recordHit: (key, seconds) =>
+      guard(() => {
+        hit.run(storedKey(key), seconds);
+      }),
+    hits: () =>
+      guard(() => db.prepare('SELECT key, seconds, hits FROM qp_rate_hits ORDER BY hits DESC, key').all() as HitRow[]),
+    clearHits: () =>
+      guard(() => {
+        db.exec('DELETE FROM qp_rate_hits');
+      }),
+    clean: (olderThan) =>
+      guard(() => {
+        const events = (
+          db.prepare('SELECT COALESCE(SUM(n), 0) AS n FROM qp_rate_counts WHERE at < ?').get(olderThan) as { n: number }
+        ).n;
+        db.prepare('DELETE FROM qp_rate_counts WHERE at < ?').run(olderThan);
+        db.pragma('wal_checkpoint(TRUNCATE)');
+        db.exec('VACUUM');
+        return events;
+      }),
     // Requests still waiting for their group are answered before the file closes.
-    close: () => guard(() => { while (waiting.length > 0) flush(); db.close(); }),
+    close: () =>
+      guard(() => {
+        while (waiting.length > 0) flush();
+        db.close();
+      }),
   };
 }
