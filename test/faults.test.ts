@@ -5,11 +5,10 @@
 // stopped and started (ratelimit-outage), a second instance (serve).)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { spawnSync, execFileSync } from 'node:child_process';
 import {
   mkdtempSync,
   chmodSync,
-  chownSync,
   mkdirSync,
   writeFileSync,
   existsSync,

@@ -22,7 +22,7 @@ export function replyValue(v: string): string {
 }
 
 export function decodeReplyValue(v: string): string {
-  return v.replace(/\\(\\|u\{([0-9a-f]{1,6})\})/g, (_, esc: string, hex: string | undefined) =>
+  return v.replace(/\\(\\|u\{([0-9a-f]{1,6})\})/g, (_m: string, _esc: string, hex: string | undefined) =>
     hex === undefined ? '\\' : String.fromCodePoint(parseInt(hex, 16)),
   );
 }
