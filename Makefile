@@ -5,6 +5,11 @@
 #   make install SUDOERS=yes     ... and the sudoers drop-in (sudo mode)
 #   make uninstall               removes what install put there (the config
 #                                and the service user stay unless PURGE=yes)
+#   make install DESTDIR=/stage  staging for a package: creates no user and
+#                                leaves /etc/quotapolicy and /var/lib/quotapolicy
+#                                owned by root (the package's postinst sets
+#                                the group), so the build host is not changed
+# Only dist/src is installed: tests and benchmarks stay in the checkout.
 DESTDIR ?=
 PREFIX ?= /usr
 LIBDIR ?= $(PREFIX)/lib/quotapolicy
@@ -16,6 +21,15 @@ SERVICE_USER ?= quotapolicy
 NODE ?= $(shell command -v node)
 SUDOERS ?= no
 PURGE ?= no
+# Without DESTDIR the service user is created and owns its state directory;
+# a staged install must not touch the build host's user database.
+ifeq ($(DESTDIR),)
+STATE_OWNER := $(SERVICE_USER)
+USER_STEP := createuser
+else
+STATE_OWNER := root
+USER_STEP :=
+endif
 
 .PHONY: all build install uninstall createuser
 all: build
@@ -27,13 +41,13 @@ createuser:
 	getent passwd $(SERVICE_USER) >/dev/null || \
 	  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --user-group $(SERVICE_USER)
 
-install: createuser
+install: $(USER_STEP)
 	test -f dist/src/cli/main.js || { echo "run npm run build first" >&2; exit 1; }
-	install -d -o root -g root -m 0755 $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
-	cp -R dist package.json README.md $(DESTDIR)$(LIBDIR)/
+	install -d -o root -g root -m 0755 $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/dist $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
+	cp -R dist/src $(DESTDIR)$(LIBDIR)/dist/
+	cp package.json README.md $(DESTDIR)$(LIBDIR)/
 	cp -R node_modules $(DESTDIR)$(LIBDIR)/
 	cd $(DESTDIR)$(LIBDIR) && npm prune --omit=dev --no-audit --no-fund >/dev/null
-	rm -f $(DESTDIR)$(LIBDIR)/dist/*.tsbuildinfo
 	install -o root -g root -m 0755 bin/quotapolicy.js $(DESTDIR)$(LIBDIR)/bin/quotapolicy.js
 	printf '#!/bin/sh\n# The root helper for sudo mode: no arguments, built-in settings.\nexec %s %s/dist/src/helper/main.js\n' "$(NODE)" "$(LIBDIR)" > $(DESTDIR)$(LIBDIR)/quotapolicy-helper
 	chmod 0755 $(DESTDIR)$(LIBDIR)/quotapolicy-helper
@@ -41,10 +55,10 @@ install: createuser
 	chmod -R go-w $(DESTDIR)$(LIBDIR)
 	ln -sf $(LIBDIR)/bin/quotapolicy.js $(DESTDIR)$(BINDIR)/quotapolicy
 	install -o root -g root -m 0644 systemd/quotapolicy.socket systemd/quotapolicy.service systemd/quotapolicy-clean.service systemd/quotapolicy-clean.timer $(DESTDIR)$(UNITDIR)/
-	install -d -o $(SERVICE_USER) -g $(SERVICE_USER) -m 0750 $(DESTDIR)/var/lib/quotapolicy
-	install -d -o root -g $(SERVICE_USER) -m 0750 $(DESTDIR)$(CONFDIR)
+	install -d -o $(STATE_OWNER) -g $(STATE_OWNER) -m 0750 $(DESTDIR)/var/lib/quotapolicy
+	install -d -o root -g $(STATE_OWNER) -m 0750 $(DESTDIR)$(CONFDIR)
 	test -f $(DESTDIR)$(CONFDIR)/quotapolicy.yaml || \
-	  install -o root -g $(SERVICE_USER) -m 0640 quotapolicy.yaml.example $(DESTDIR)$(CONFDIR)/quotapolicy.yaml
+	  install -o root -g $(STATE_OWNER) -m 0640 quotapolicy.yaml.example $(DESTDIR)$(CONFDIR)/quotapolicy.yaml
 	if [ "$(SUDOERS)" = yes ]; then \
 	  visudo -cf sudoers.d/quotapolicy && install -d -m 0755 $(DESTDIR)$(SUDOERSDIR) && \
 	  install -o root -g root -m 0440 sudoers.d/quotapolicy $(DESTDIR)$(SUDOERSDIR)/quotapolicy; fi
