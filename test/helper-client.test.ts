@@ -1,4 +1,5 @@
-// The front's end of the channel against a scripted helper on a real socketpair.
+// The front's end of the channel against a scripted helper over TCP loopback
+// (a stream like the real socketpair; the framing and timing are what is tested).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';

@@ -19,7 +19,7 @@ const row = {
   fileGrace: 0,
 };
 
-function harness(yaml = '', helperMinUid = 1000) {
+function harness(yaml = '', helperMinUid = 1000, fsRow: typeof row = row) {
   const calls = { lookup: [] as string[], quota: [] as number[] };
   let status = QuotaStatus.Ok;
   const check = new QuotaCheck(parseConfig(yaml, 't'), '+', Math.max(parseConfig(yaml, 't').min_uid, helperMinUid), {
@@ -29,7 +29,7 @@ function harness(yaml = '', helperMinUid = 1000) {
     },
     queryQuota: async (uid): Promise<UserQuota> => {
       calls.quota.push(uid);
-      return { uid, status, fs: status === QuotaStatus.Ok ? [row] : [] };
+      return { uid, status, fs: status === QuotaStatus.Ok ? [fsRow] : [] };
     },
   });
   const ask = (recipient: string, now: number, extra: Record<string, string> = {}) =>
@@ -115,7 +115,11 @@ test('quota_states: the check answers only in the states named', async () => {
   );
 });
 
-test('a non-numeric size counts as unknown', async () => {
-  const h = harness();
-  assert.equal((await h.ask('bob@x', 0, { size: '12abc' })).verdict, 'over_quota');
+test('a non-numeric size counts as unknown, not as its numeric prefix', async () => {
+  // 100 KiB free below the hard limit, soft limit not reached: only the size decides.
+  const h = harness('', 1000, { ...row, blocks: 100, blockSoft: 0, blockHard: 200 });
+  assert.equal((await h.ask('bob@x', 0, { size: '204800' })).verdict, 'does_not_fit', 'control: 200 KiB does not fit');
+  for (const size of ['204800abc', '12abc', '-204800', '2e5']) {
+    assert.equal((await h.ask('bob@x', 0, { size })).verdict, 'pass', size);
+  }
 });

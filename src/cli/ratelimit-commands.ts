@@ -388,12 +388,11 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
 }
 
 export function migrate(cl: CommandLine, out: (s: string) => void, err: (s: string) => void): number {
-  const [, from, file] = cl.positionals;
-  if (cl.from !== 'policyd-rate-limit' || (from !== undefined && file !== undefined)) {
+  // positionals: ['migrate', FILE]; anything after FILE is a mistake.
+  const [, path, extra] = cl.positionals;
+  if (cl.from !== 'policyd-rate-limit' || path === undefined || extra !== undefined) {
     throw new UsageError('usage: quotapolicy migrate --from policyd-rate-limit FILE');
   }
-  const path = cl.positionals[1];
-  if (path === undefined) throw new UsageError('usage: quotapolicy migrate --from policyd-rate-limit FILE');
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

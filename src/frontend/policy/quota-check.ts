@@ -67,12 +67,11 @@ export class QuotaCheck {
   ): { recipient: string; size: number } | string {
     if (req.get('request') !== 'smtpd_access_policy') return 'not an smtpd_access_policy request';
     const state = req.get('protocol_state');
-    if (state === undefined || !states.includes(state)) return `protocol state ${state ?? '(none)'} is not checked`;
     const recipient = req.get('recipient') ?? '';
     const sizeText = req.get('size') ?? '';
     const size = SIZE.test(sizeText) ? Number(sizeText) : 0;
-    if (state === 'RCPT') return recipient === '' ? 'no recipient' : { recipient, size };
-    if (state === 'END-OF-MESSAGE') {
+    if (state === 'RCPT' && states.includes(state)) return recipient === '' ? 'no recipient' : { recipient, size };
+    if (state === 'END-OF-MESSAGE' && states.includes(state)) {
       if (req.get('recipient_count') !== '1' || recipient === '') return 'not exactly one recipient';
       return { recipient, size };
     }

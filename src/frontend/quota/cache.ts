@@ -23,8 +23,4 @@ export class TtlCache<K, V> {
     if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value as K);
     this.entries.set(key, { value, expires: nowMs + ttlMs });
   }
-
-  get size(): number {
-    return this.entries.size;
-  }
 }

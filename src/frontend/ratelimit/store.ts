@@ -1,5 +1,5 @@
-// The rate-limit store: one small interface, one folder per backend (after
-// Kysely's dialects). Each backend declares only the driver calls it makes,
+// The rate-limit store: one small interface, one file per backend in stores/
+// (after Kysely's dialects). Each backend declares only the driver calls it makes,
 // and its driver is loaded only when configured.
 import { createHash } from 'node:crypto';
 import type { Bucket, Limit } from './decide.js';
