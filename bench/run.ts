@@ -42,7 +42,7 @@ if (process.getuid?.() !== 0) {
   );
   process.exit(1);
 }
-const SHORT = opts.short!;
+const SHORT = opts.short;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? (SHORT ? 0.3 : 5));
 /** Before the measured points: JIT warm-up and caches filled, not recorded. */
 const WARMUP_SECONDS = SHORT ? 0.1 : 1;

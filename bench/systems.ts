@@ -133,8 +133,8 @@ function launch(name: string, cmd: string, args: string[], path: string, opts: L
   const keep = (d: Buffer): void => {
     out = (out + d.toString()).slice(-20_000);
   };
-  p.stdout!.on('data', keep);
-  p.stderr!.on('data', keep);
+  p.stdout.on('data', keep);
+  p.stderr.on('data', keep);
   const root = (): number => (opts.pidFile ? Number(readFileSync(opts.pidFile, 'utf8').trim()) : p.pid!);
   const killAll = (pids: number[], sig: NodeJS.Signals): void => {
     for (const pid of pids)

@@ -197,7 +197,7 @@ test('idle(): none while a request is in progress; otherwise how many were answe
     await once(c, 'data');
     const after = conn.idle();
     assert.equal(after?.answered, 1);
-    assert.ok(after!.since > opened!.since);
+    assert.ok(after.since > opened.since);
     c.write('slow=1\n\n');
     await sleep(50);
     assert.equal(conn.idle(), undefined, 'an answer awaited');

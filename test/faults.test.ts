@@ -6,16 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, execFileSync } from 'node:child_process';
-import {
-  mkdtempSync,
-  chmodSync,
-  mkdirSync,
-  writeFileSync,
-  existsSync,
-  openSync,
-  writeSync,
-  closeSync,
-} from 'node:fs';
+import { mkdtempSync, chmodSync, mkdirSync, writeFileSync, existsSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import userid from 'userid';

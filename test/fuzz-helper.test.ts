@@ -74,10 +74,10 @@ test(`helper channel: ${HELPER_FUZZ_CASES} random frame streams; quota runs only
   // The helper logs each violation on stderr: count those lines instead of printing 20,000 of them.
   let logged = 0;
   const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((chunk: string | Uint8Array) => {
+  process.stderr.write = (chunk: string | Uint8Array) => {
     logged += String(chunk).includes('channel protocol violation') ? 1 : 0;
     return true;
-  }) as typeof process.stderr.write;
+  };
   try {
     for (let c = 0; c < HELPER_FUZZ_CASES; c++) {
       const stream = Buffer.concat(frames(rand));

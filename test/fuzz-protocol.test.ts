@@ -69,14 +69,15 @@ function feed(chunks: Buffer[]): Promise<{ text: string; localPort: number; hung
       s.destroy();
       resolve({ text, localPort, hung: true });
     }, HANG_MS);
-    s.on('connect', async () => {
+    const send = async (): Promise<void> => {
       localPort = s.localPort ?? 0;
       for (const c of chunks) {
         if (!s.destroyed) s.write(c);
         await new Promise((r) => setImmediate(r));
       }
       if (!s.destroyed) s.end();
-    });
+    };
+    s.on('connect', () => void send());
     s.on('data', (b) => {
       text += b.toString('latin1');
     });

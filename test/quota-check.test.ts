@@ -25,7 +25,7 @@ function harness(yaml = '', helperMinUid = 1000, fsRow: typeof row = row) {
   const check = new QuotaCheck(parseConfig(yaml, 't'), '+', Math.max(parseConfig(yaml, 't').min_uid, helperMinUid), {
     lookupUser: (n) => {
       calls.lookup.push(n);
-      return USERS[n] === undefined ? undefined : { uid: USERS[n]! };
+      return USERS[n] === undefined ? undefined : { uid: USERS[n] };
     },
     queryQuota: async (uid): Promise<UserQuota> => {
       calls.quota.push(uid);

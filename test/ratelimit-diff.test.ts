@@ -77,8 +77,8 @@ async function compare(name: string, settings: string, steps: Step[]): Promise<v
     mig.stdout
       .replace(/^pid_file: .*$/m, '')
       .replace(/^user: .*$/m, '')
-      .replace(/^listen:\n(  - .*\n)+/m, '')
-      .replace(/^  sqlite_path: .*$/m, `  sqlite_path: ${ours}/rl.sqlite3\n  ipv6_prefix: 128`) +
+      .replace(/^listen:\n( {2}- .*\n)+/m, '')
+      .replace(/^ {2}sqlite_path: .*$/m, `  sqlite_path: ${ours}/rl.sqlite3\n  ipv6_prefix: 128`) +
     `listen: ["inet:127.0.0.1:${ourPort}"]\nquota_path: ${fakeQuota().path}\n`;
   writeFileSync(join(dir, 'ours.yaml'), ourYaml);
   chmodSync(join(dir, 'ours.yaml'), 0o644);

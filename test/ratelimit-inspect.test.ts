@@ -106,7 +106,7 @@ test('applying: sql_limits_by_id over limits_by_id over limits, domains from the
     ].join('\n'),
   );
   const of = (text: string, fromDb?: readonly (readonly [number, number])[]) =>
-    applying(parseTarget(text, r), r, fromDb as never);
+    applying(parseTarget(text, r), r, fromDb);
   assert.deepEqual(of('sasl:bob@example.org'), { limits: [[10, 60]], source: 'limits', notCounted: [] });
   assert.deepEqual(of('sasl:Boss@example.org'), { limits: [], source: 'limits_by_id', notCounted: [] });
   assert.deepEqual(of('sasl:bob@example.org', [[3, 60]]), {

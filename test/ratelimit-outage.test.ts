@@ -18,7 +18,7 @@ function redis(port: number): Promise<ChildProcess> {
   });
   return new Promise((resolve, reject) => {
     p.on('error', (e) => reject(new Error(`redis-server: ${e.message} (scripts/setup.sh --test installs it)`)));
-    p.stdout!.on('data', (d: Buffer) => {
+    p.stdout.on('data', (d: Buffer) => {
       if (/Ready to accept connections/.test(d.toString())) resolve(p);
     });
   });

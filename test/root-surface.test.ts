@@ -270,6 +270,6 @@ test('everything the root process loads, traced: only src/helper, src/shared and
   };
   for (const [k, v] of Object.entries(measured)) {
     assert.ok(stated[k] !== undefined && stated[k] >= v, `README says ${k}=${stated[k]}, measured ${v}`);
-    assert.ok(stated[k]! <= Math.ceil(v * 1.1), `README's ${k}=${stated[k]} is stale: measured ${v}`);
+    assert.ok(stated[k] <= Math.ceil(v * 1.1), `README's ${k}=${stated[k]} is stale: measured ${v}`);
   }
 });

@@ -188,7 +188,7 @@ export function startHostile(spec: HostileSpec): { proc: ChildProcess; done: Pro
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
-  proc.stdout!.on('data', (b: Buffer) => {
+  proc.stdout.on('data', (b: Buffer) => {
     out += b.toString();
   });
   const done = new Promise<HostileStats>((resolve, reject) => {

@@ -43,13 +43,14 @@ export function exchange(
     });
     s.on('close', () => finish(true));
     s.on('error', (e) => (done ? undefined : reject(e)));
-    s.on('connect', async () => {
+    const send = async (): Promise<void> => {
       for (const c of chunks) {
         s.write(c);
         if (opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
       }
       if (opts.halfClose) s.end();
-    });
+    };
+    s.on('connect', () => void send());
   });
 }
 

@@ -1,19 +1,12 @@
 // Tests speak both directions of the channel: one encode and one decode over
 // root's half (src/shared/wire.ts) and the front's (src/frontend/quota/wire-front.ts).
-import {
-  decodeFromFront,
-  encodeToFront,
-  MsgType,
-  type Message,
-  type ToFront,
-  type ToHelper,
-} from '../../src/shared/wire.js';
+import { decodeFromFront, encodeToFront, MsgType, type Message, type ToHelper } from '../../src/shared/wire.js';
 import { decodeFromHelper, encodeToHelper } from '../../src/frontend/quota/wire-front.js';
 
 const toHelper = (m: Message): m is ToHelper => m.type === MsgType.Hello || m.type === MsgType.QuotaQuery;
 
 export function encode(msg: Message): Buffer {
-  return toHelper(msg) ? encodeToHelper(msg) : encodeToFront(msg as ToFront);
+  return toHelper(msg) ? encodeToHelper(msg) : encodeToFront(msg);
 }
 
 /** By the type byte: HELLO and QUOTA_QUERY as root reads them, the rest as the front does. */
