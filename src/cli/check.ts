@@ -9,7 +9,7 @@ import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { HelperClient } from '../frontend/quota/helper-client.js';
 import { PolicyService } from '../frontend/policy/service.js';
 import { NO_QUOTA_FS } from '../frontend/policy/quota-check.js';
-import { resolveDelimiters } from '../frontend/policy/delimiter.js';
+import { delimitersFor } from '../frontend/policy/delimiter.js';
 import { makeLogger } from '../frontend/log.js';
 
 export const HELPER_MAIN = fileURLToPath(new URL('../helper/main.js', import.meta.url));
@@ -45,7 +45,7 @@ export async function check(cl: CommandLine, out: (s: string) => void): Promise<
     const log = makeLogger('cli', 'silent');
     const service = new PolicyService(
       config,
-      (await resolveDelimiters(config.recipient_delimiter)).delimiters,
+      (await delimitersFor(config)).delimiters,
       minUid,
       { queryQuota: (uid) => helper.query(uid) },
       log,

@@ -102,6 +102,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
           // What serve would start with, degraded: said, but no failure.
           for (const w of warnings) err(`quotapolicy: warning: ${w}\n`);
         }
+        // What the front would warn about at start, tried as it would: as the service user.
+        for (const line of await (await import('./startup-check.js')).checkStartup(config)) err(line);
         out(`config OK (${source})\n`);
         return 0;
       }

@@ -2,7 +2,6 @@
 // KIND:ID`, `get-config`, and `migrate --from policyd-rate-limit FILE`.
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, stringify, isMap, isScalar, type Node, type Pair } from 'yaml';
-import userid from 'userid';
 import { loadConfig, parseConfig, ConfigError } from '../shared/config/load.js';
 import {
   FIELDS,
@@ -10,25 +9,16 @@ import {
   POLICYD_BACKENDS,
   POLICYD_COUNT_MODES,
   listenSpec,
-  type Config,
   type Field,
 } from '../shared/config/schema.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
+import { dropToServiceUser } from './service-user.js';
 import { openStore } from '../frontend/ratelimit/open-store.js';
 import { rulesFrom } from '../frontend/ratelimit/check.js';
 import { longestWindow, type Limit } from '../frontend/ratelimit/decide.js';
 import { sendReport } from '../frontend/ratelimit/report.js';
 import { parseTarget, applying, windowStates, KeyIdError, KEY_KINDS } from '../frontend/ratelimit/inspect.js';
 import { storedKey, STORE_KEY_MAX_BYTES, type RateStore } from '../frontend/ratelimit/store.js';
-
-/** Run as the service user, so that an SQLite file (and its WAL) stays the front's. */
-function dropToServiceUser(cfg: Config): void {
-  if (process.getuid?.() !== 0) return;
-  const { uid, gid } = userid.ids(cfg.user);
-  process.setgroups?.([]);
-  process.setgid?.(gid);
-  process.setuid?.(uid);
-}
 
 export async function clean(cl: CommandLine, out: (s: string) => void): Promise<number> {
   const { config } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });

@@ -10,11 +10,12 @@ import { loadConfig, ConfigError } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import { HelperClient } from './quota/helper-client.js';
 import { PolicyService } from './policy/service.js';
-import { resolveDelimiters } from './policy/delimiter.js';
+import { delimitersFor } from './policy/delimiter.js';
 import { serveConnection, type Connection } from './server/connection.js';
 import { admit, type Idle } from './server/admission.js';
 import { Metrics } from './metrics.js';
 import { redactConfig } from './redact.js';
+import { startupFindings } from './startup/warnings.js';
 
 /** After SIGTERM, open requests get this long to be answered. */
 export const DRAIN_TIMEOUT_MS = 10_000;
@@ -48,7 +49,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
   const exit = (code: number): never => process.exit(code);
   const helper = new HelperClient(o.channel, config.quota_timeout_ms);
   // Postfix's recipient_delimiter is read while the helper answers the handshake.
-  const delimiters = resolveDelimiters(config.recipient_delimiter);
+  const delimiters = delimitersFor(config);
   let helperMinUid: number;
   try {
     helperMinUid = await helper.hello();
@@ -144,6 +145,14 @@ export async function runFront(o: FrontOptions): Promise<void> {
     },
     'front ready',
   );
+  // Said once, while already answering: a store that is down or a Postfix stage that never asks (startup/warnings.ts).
+  void startupFindings(config).then(
+    (f) => {
+      for (const n of f.notes) log.debug(n);
+      for (const w of f.warnings) log.warn(w);
+    },
+    (e: unknown) => log.warn({ err: String(e) }, 'start-up checks failed'),
+  );
 
   if (config.metrics) {
     try {
@@ -197,7 +206,7 @@ async function reload(service: PolicyService, cl: CommandLine, log: Logger): Pro
     const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
     const old = service.config;
     const ignored = RESTART_ONLY.filter((k) => JSON.stringify(old[k]) !== JSON.stringify(config[k]));
-    const delim = await resolveDelimiters(config.recipient_delimiter);
+    const delim = await delimitersFor(config);
     service.reconfigure(config, delim.delimiters);
     log.level = config.log_level;
     log.info({ source, needs_restart: ignored.length ? ignored : undefined }, 'config reloaded');

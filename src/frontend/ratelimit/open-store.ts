@@ -21,3 +21,17 @@ export async function openStore(c: StoreConfig): Promise<RateStore> {
       return (await import('./stores/redis.js')).openRedis(c.url!, c.timeout_ms);
   }
 }
+
+/** Tries the configured store without writing to it (stores/*: probe*); throws StoreError. */
+export async function probeStore(c: StoreConfig): Promise<void> {
+  switch (c.backend) {
+    case 'sqlite':
+      return (await import('./stores/sqlite.js')).probeSqlite(c.sqlite_path);
+    case 'postgresql':
+      return (await import('./stores/postgres.js')).probePostgres(c.url!, c.timeout_ms);
+    case 'mysql':
+      return (await import('./stores/mysql.js')).probeMysql(c.url!, c.timeout_ms);
+    case 'redis':
+      return (await import('./stores/redis.js')).probeRedis(c.url!, c.timeout_ms);
+  }
+}

@@ -195,6 +195,11 @@ export const FIELDS: Record<string, Field> = {
     check: nullable((v) => (typeof v === 'string' && !CONTROL.test(v) ? undefined : 'must be a string')),
     doc: 'Characters that start an address extension, as in Postfix. null reads `postconf -h recipient_delimiter`, or "+" without Postfix. "" disables.',
   },
+  postfix_config_dir: {
+    default: null,
+    check: nullable(absPath),
+    doc: "Postfix configuration directory the front reads with `postconf -c DIR` (recipient_delimiter, the start-up stage check). null: Postfix's default, /etc/postfix (MAIL_CONFIG is not passed on).",
+  },
   cache_ttl_ms: {
     default: 10_000,
     check: int(0, 3_600_000),
@@ -520,6 +525,7 @@ export interface Config {
   exempt_users: string[];
   domains: string[];
   recipient_delimiter: string | null;
+  postfix_config_dir: string | null;
   cache_ttl_ms: number;
   negative_cache_ttl_ms: number;
   cache_max_entries: number;

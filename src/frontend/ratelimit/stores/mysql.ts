@@ -43,6 +43,39 @@ export const MYSQL_KEY_COLUMN_BYTES = 1020;
 const bin = (key: string): Buffer => Buffer.from(storedKey(key), 'utf8');
 const KEY_COLUMN = `\`key\` VARBINARY(${MYSQL_KEY_COLUMN_BYTES}) NOT NULL`;
 
+/** One connection that reads, never writes: what check-config and the start-up warning try (see startup/store-probe.ts). */
+interface ProbeConn {
+  query: Conn['query'];
+  end(): Promise<void>;
+  on(ev: 'error', f: (e: Error) => void): void;
+}
+
+/** Connects, and checks that the tables (if any) are not newer than this version. */
+export async function probeMysql(url: string, timeoutMs: number): Promise<void> {
+  const mysql = (await import('mysql2/promise')) as unknown as {
+    default: { createConnection(o: object): Promise<ProbeConn> };
+  };
+  let c: ProbeConn | undefined;
+  try {
+    c = await mysql.default.createConnection({ uri: url, connectTimeout: timeoutMs, multipleStatements: false });
+    c.on('error', () => {
+      /* the failed call says why */
+    });
+    const [t] = (await c.query(
+      "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'qp_schema'",
+    )) as [Record<string, unknown>[], unknown];
+    if (Number(t[0]!.n) > 0) {
+      const [v] = (await c.query('SELECT MAX(version) AS v FROM qp_schema')) as [Record<string, unknown>[], unknown];
+      if (v[0]!.v !== null && Number(v[0]!.v) > SCHEMA_VERSION)
+        throw new StoreError(`mysql: schema version ${Number(v[0]!.v)} is newer than this quotapolicy`);
+    }
+  } catch (e) {
+    throw e instanceof StoreError ? e : new StoreError(`mysql: ${(e as Error).message}`);
+  } finally {
+    await c?.end().catch(() => {});
+  }
+}
+
 export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
   const mysql = (await import('mysql2/promise')) as unknown as { default: { createPool(o: object): Pool } };
   const pool = mysql.default.createPool({

@@ -40,6 +40,50 @@ const MIGRATION_LOCK = 0x7170;
  */
 export const PG_KEY_ENCODINGS: readonly string[] = ['UTF8', 'SQL_ASCII'];
 
+function checkEncoding(enc: string): void {
+  if (!PG_KEY_ENCODINGS.includes(enc))
+    throw new StoreError(
+      `postgresql: database encoding ${enc} cannot hold every key (any Unicode text); create the database with ENCODING 'UTF8'`,
+    );
+}
+
+/** One connection that reads, never writes: what check-config and the start-up warning try (see startup/store-probe.ts). */
+interface ProbeClient {
+  connect(): Promise<void>;
+  query: Client['query'];
+  end(): Promise<void>;
+  on(ev: 'error', f: (e: Error) => void): void;
+}
+
+/** Connects, and checks the encoding and that the tables (if any) are not newer than this version. */
+export async function probePostgres(url: string, timeoutMs: number): Promise<void> {
+  const pg = (await import('pg')) as unknown as { default: { Client: new (o: object) => ProbeClient } };
+  const c = new pg.default.Client({
+    connectionString: url,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+  });
+  c.on('error', () => {
+    /* the failed call says why */
+  });
+  try {
+    await c.connect();
+    const r = (
+      await c.query("SELECT current_setting('server_encoding') AS enc, to_regclass('qp_schema') IS NOT NULL AS t")
+    ).rows[0]!;
+    checkEncoding(String(r.enc));
+    if (r.t === true) {
+      const v = (await c.query('SELECT max(version) AS v FROM qp_schema')).rows[0]!.v;
+      if (v !== null && Number(v) > SCHEMA_VERSION)
+        throw new StoreError(`postgresql: schema version ${Number(v)} is newer than this quotapolicy`);
+    }
+  } catch (e) {
+    throw e instanceof StoreError ? e : new StoreError(`postgresql: ${(e as Error).message}`);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
 export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
   const pg = (await import('pg')) as unknown as { default: { Pool: new (o: object) => Pool } };
   const pool = new pg.default.Pool({
@@ -89,12 +133,7 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
         CREATE TABLE IF NOT EXISTS qp_rate_events (key TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL);
         CREATE INDEX IF NOT EXISTS qp_rate_events_key_at ON qp_rate_events (key, at);
         CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (key, seconds))`);
-        const enc = String((await c.query("SELECT current_setting('server_encoding') AS enc")).rows[0]!.enc);
-        if (!PG_KEY_ENCODINGS.includes(enc)) {
-          throw new StoreError(
-            `postgresql: database encoding ${enc} cannot hold every key (any Unicode text); create the database with ENCODING 'UTF8'`,
-          );
-        }
+        checkEncoding(String((await c.query("SELECT current_setting('server_encoding') AS enc")).rows[0]!.enc));
         const v = await c.query('SELECT version FROM qp_schema');
         if (v.rows.length === 0) await c.query('INSERT INTO qp_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
         else if (Number(v.rows[0]!.version) > SCHEMA_VERSION)

@@ -18,6 +18,7 @@ interface Redis {
   on(ev: 'error', f: (e: Error) => void): void;
   once(ev: 'ready' | 'error', f: (e?: Error) => void): void;
   disconnect(): void;
+  ping(): Promise<string>;
 }
 
 /**
@@ -112,7 +113,19 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return n
 `;
 
-export async function openRedis(url: string, timeoutMs: number): Promise<RateStore> {
+/** Connects and answers PING: what check-config and the start-up warning try (see startup/store-probe.ts). */
+export async function probeRedis(url: string, timeoutMs: number): Promise<void> {
+  const r = await connect(url, timeoutMs);
+  try {
+    await r.ping();
+  } catch (e) {
+    throw new StoreError(`redis: ${(e as Error).message}`);
+  } finally {
+    r.disconnect();
+  }
+}
+
+async function connect(url: string, timeoutMs: number): Promise<Redis> {
   const mod = (await import('ioredis')) as unknown as { default: new (url: string, o: object) => Redis };
   // No offline queue: while Redis is down, calls fail at once and db_error_action applies.
   const r = new mod.default(url, {
@@ -122,19 +135,27 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
     commandTimeout: timeoutMs,
     lazyConnect: false,
   });
-  r.on('error', () => {
-    /* reconnects by itself; failed calls say why */
+  // Reconnects by itself; failed calls say why, and a failed first connection says the last error.
+  let last: Error | undefined;
+  r.on('error', (e) => {
+    last = e;
   });
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => {
       r.disconnect();
-      reject(new StoreError(`redis: no connection to ${redactUrl(url)} in ${timeoutMs} ms`));
+      const why = last === undefined ? '' : `: ${last.message}`;
+      reject(new StoreError(`redis: no connection to ${redactUrl(url)} in ${timeoutMs} ms${why}`));
     }, timeoutMs);
     r.once('ready', () => {
       clearTimeout(t);
       resolve();
     });
   });
+  return r;
+}
+
+export async function openRedis(url: string, timeoutMs: number): Promise<RateStore> {
+  const r = await connect(url, timeoutMs);
   const wrap = async <T>(f: () => Promise<T>): Promise<T> => {
     try {
       return await f();

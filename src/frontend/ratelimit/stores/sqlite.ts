@@ -51,6 +51,35 @@ export const SQLITE_SCHEMA_VERSION = 3;
 /** Requests in one transaction at most: bounds how long the write lock is held (~10 us each). */
 export const SQLITE_GROUP_MAX = 256;
 
+/**
+ * Opens an existing file read-only, creating and changing nothing, and checks
+ * that its tables are not newer than this version: what check-config and the
+ * start-up warning try (see startup/store-probe.ts).
+ */
+export async function probeSqlite(path: string): Promise<void> {
+  const { default: Database } = (await import('better-sqlite3')) as unknown as {
+    default: new (p: string, o: object) => Db;
+  };
+  let db: Db | undefined;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true, timeout: SQLITE_BUSY_TIMEOUT_MS });
+    const t = db
+      .prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'qp_schema'")
+      .get() as {
+      n: number;
+    };
+    if (t.n > 0) {
+      const v = (db.prepare('SELECT max(version) AS v FROM qp_schema').get() as { v: number | null }).v;
+      if (v !== null && v > SQLITE_SCHEMA_VERSION)
+        throw new StoreError(`${path}: schema version ${v} is newer than this quotapolicy (${SQLITE_SCHEMA_VERSION})`);
+    }
+  } catch (e) {
+    throw e instanceof StoreError ? e : new StoreError(`sqlite ${path}: ${(e as Error).message}`);
+  } finally {
+    db?.close();
+  }
+}
+
 export async function openSqlite(path: string, sqlLimitsById: string): Promise<RateStore> {
   const { default: Database } = (await import('better-sqlite3')) as unknown as {
     default: new (p: string, o: object) => Db;

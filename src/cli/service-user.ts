@@ -1,0 +1,14 @@
+// Commands that act as the front would (open its store, run postconf) drop
+// from root to the service user first, so that what they create stays the
+// front's and what they find is what the front would find.
+import userid from 'userid';
+import type { Config } from '../shared/config/schema.js';
+
+/** Run as the service user (no supplementary groups, as the front); a no-op unless root. */
+export function dropToServiceUser(cfg: Config): void {
+  if (process.getuid?.() !== 0) return;
+  const { uid, gid } = userid.ids(cfg.user);
+  process.setgroups?.([]);
+  process.setgid?.(gid);
+  process.setuid?.(uid);
+}
