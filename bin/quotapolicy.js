@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Entry point: the compiled code (npm run build) does the work. `serve` as
 // root runs only root start-up code (src/helper/startup) and then the helper;
-// every other command, and serve as the service user (sudo mode), runs the CLI.
+// every other command, serve as the service user (sudo mode) and the original's
+// detaching start (no command, its flags: src/cli/detach.ts) run the CLI.
 import { parseCommandLine } from '../dist/src/shared/options.js';
 
 const argv = process.argv.slice(2);
@@ -13,13 +14,17 @@ try {
   cl = undefined; // the CLI reports the usage error
 }
 let code;
+const root = process.getuid() === 0;
+if (cl?.sudoPath !== undefined && root)
+  err('quotapolicy: note: --sudopath ignored: started as root, quota runs in its own root helper, not through sudo\n');
 if (
   cl &&
+  !cl.detach &&
   cl.positionals[0] === 'serve' &&
   cl.positionals.length === 1 &&
   !cl.help &&
   !cl.version &&
-  process.getuid() === 0
+  root
 ) {
   const { main } = await import('../dist/src/helper/startup/serve.js');
   code = await main(cl, err);

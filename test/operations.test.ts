@@ -185,7 +185,7 @@ test('pid file: written, a live pid refuses a second start, a stale one is repla
   assert.ok(!existsSync(pidFile));
 });
 
-test("the original quotapolicy's flags: -H, -s, -p, -q, -d, --debug; --sudopath fails with a hint", async () => {
+test("the original quotapolicy's flags: -H, -s, -p, -q, -d, --debug; --sudopath ignored as root, with a note", async () => {
   const { cfg, dir } = setup();
   const fq = fakeQuota();
   const uid = userid.ids('quotapolicy').uid;
@@ -211,7 +211,8 @@ test("the original quotapolicy's flags: -H, -s, -p, -q, -d, --debug; --sudopath 
   } finally {
     await d.stop();
   }
-  const s = cli('serve', '-s', 'x.sock', '-p', 'x.pid', '--sudopath', '/usr/bin/sudo');
-  assert.equal(s.status, 64);
-  assert.match(s.stderr, /--sudopath is gone/);
+  const s = cli('--sudopath', '/usr/bin/sudo', '-s', 'x.sock');
+  assert.match(s.stderr, /^quotapolicy: note: --sudopath ignored: started as root/);
+  assert.match(s.stderr, /give -H\/--homedir as an absolute path, as the original required/);
+  assert.equal(s.status, 64, 'no command: it would detach, and needs the pid file -H gives');
 });

@@ -56,7 +56,11 @@ Flags of the original quotapolicy, same meaning:
   -p, --pidfile PATH         pid file (default DIR/quotapolicy.pid with -H)
   -q, --quotapath PATH       same as --quota-path
   -d, --recipient-delimiter S  same as --recipient-delimiter
-      --debug                same as --log-level debug (the daemon never forks anyway)
+      --debug                same as --log-level debug, and stay in the foreground
+      --sudopath PATH        sudo binary for sudo mode (root-owned); ignored, with a note, as root
+  With these flags and no command, quotapolicy serves and detaches as the original did:
+  it returns 0 once the pid file names the daemon and its socket answers; log in the
+  pid file's directory (quotapolicy.log). Started unprivileged, that is sudo mode.
 `;
 
 function version(): string {
@@ -75,6 +79,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     switch (command) {
       case 'serve':
         if (cl.positionals.length > 1) throw new UsageError(`serve takes no arguments, got "${cl.positionals[1]}"`);
+        if (cl.detach) return await (await import('./detach.js')).detach(argv, cl, out, err);
         // As root, bin/quotapolicy.js runs src/helper/startup/serve.ts instead:
         // root loads no CLI code. Here: sudo mode, or a clear refusal.
         await (await import('./serve-sudo.js')).serveSudo(cl);

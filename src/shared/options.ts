@@ -39,6 +39,17 @@ const OPTIONS = {
   version: { type: 'boolean', short: 'V' },
 } as const;
 
+/** The original quotapolicy's flags (its init script passes all but --debug). */
+const LEGACY_FLAGS = [
+  'homedir',
+  'socketfile',
+  'pidfile',
+  'quotapath',
+  'recipient-delimiter-compat',
+  'debug',
+  'sudopath',
+] as const;
+
 export interface CommandLine {
   positionals: string[];
   configPath: string | undefined;
@@ -50,6 +61,12 @@ export interface CommandLine {
   from: string | undefined;
   /** query: send the request as smtpd would, counted (default: a dry query). */
   count: boolean;
+  /** One of the original quotapolicy's flags was given: started by its init script or by hand. */
+  legacy: boolean;
+  /** The original's way: no command, its flags, no --debug: detach like it did (src/cli/detach.ts). */
+  detach: boolean;
+  /** --sudopath: the sudo binary in sudo mode; ignored, with a note, as root. */
+  sudoPath: string | undefined;
   help: boolean;
   version: boolean;
 }
@@ -71,10 +88,9 @@ export function parseCommandLine(argv: string[]): CommandLine {
     throw new UsageError((e as Error).message);
   }
   const v = parsed.values;
-  if (v.sudopath !== undefined)
-    throw new UsageError(
-      '--sudopath is gone: quotapolicy needs no sudo to read quotas (remove the flag and the sudoers line)',
-    );
+  const legacy = LEGACY_FLAGS.some((f) => v[f] !== undefined);
+  // The original had no commands: its command line alone means serve.
+  const positionals = legacy && parsed.positionals.length === 0 ? ['serve'] : parsed.positionals;
   const overrides: Record<string, unknown> = {};
   // Original quotapolicy: -s and -p are relative to -H (default quotapolicy.socket / quotapolicy.pid).
   const inHome = (f: string): string =>
@@ -99,7 +115,7 @@ export function parseCommandLine(argv: string[]): CommandLine {
           : value;
   }
   return {
-    positionals: parsed.positionals,
+    positionals,
     configPath: v.config,
     overrides,
     size: v.size,
@@ -108,6 +124,9 @@ export function parseCommandLine(argv: string[]): CommandLine {
     attrs: v.attr ?? [],
     from: v.from,
     count: v.count ?? false,
+    legacy,
+    detach: legacy && parsed.positionals.length === 0 && !v.debug && !v.help && !v.version,
+    sudoPath: v.sudopath,
     help: v.help ?? false,
     version: v.version ?? false,
   };
