@@ -79,6 +79,20 @@ test('migrate: usage and unreadable files are clear errors', () => {
   assert.match(r.stderr, /cannot read \/nonexistent\.yaml: ENOENT/);
 });
 
+test('migrate: a connection setting that is a list or mapping is refused, never "[object Object]"', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-mig-'));
+  const file = join(dir, 'p.yaml');
+  writeFileSync(file, 'backend: 2\npgsql_config:\n  database: rl\n  host: [db1, db2]\n');
+  const r = cli('migrate', '--from', 'policyd-rate-limit', file);
+  assert.notEqual(r.status, 0, r.stdout);
+  assert.match(r.stderr, /pgsql_config\.host.*must be a string or a number/);
+  assert.doesNotMatch(r.stdout, /object Object/);
+  writeFileSync(file, 'backend: 2\npgsql_config:\n  database: rl\n  host: db1\n  port: 5433\n');
+  const ok = cli('migrate', '--from', 'policyd-rate-limit', file);
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /postgresql:\/\/postgres@db1:5433\/rl/);
+});
+
 test('get-config prints the effective configuration, or one setting', () => {
   const dir = mkdtempSync(join(tmpdir(), 'qp-get-'));
   writeFileSync(join(dir, 'c.yaml'), 'rate_limit:\n  limits: [[5, 60]]\n');

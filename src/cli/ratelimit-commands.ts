@@ -151,7 +151,7 @@ export function getConfig(cl: CommandLine, out: (s: string) => void): number {
   }
   let v: unknown = config;
   for (const part of key.split('.')) {
-    if (v === null || typeof v !== 'object' || !(part in (v as object)))
+    if (v === null || typeof v !== 'object' || !(part in (v)))
       throw new UsageError(`get-config: no setting ${key}`);
     v = (v as Record<string, unknown>)[part];
   }
@@ -259,7 +259,7 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
       `${JSON.stringify(mode)} is not a policyd-rate-limit count_mode: it takes ${COUNT_MODE_MEANING}; with any other value it limits nothing, so there is no limit to carry over (a release before 1.1.0, such as Debian's 1.0.1.1, ignores count_mode and counts each RCPT TO: if one ran this file, write count_mode: 0)`,
     );
   }
-  rl.count_mode = POLICYD_COUNT_MODES[mode as number];
+  rl.count_mode = POLICYD_COUNT_MODES[mode];
   const modeSaid = has('count_mode') ? `count_mode ${String(mode)}` : 'count_mode (not set, so 0)';
   if (rl.count_mode === 'rcpt') {
     notes.push(
@@ -305,18 +305,27 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
     } else if (k === 'mysql_config' || k === 'pgsql_config') {
       if (v === null || typeof v !== 'object' || Array.isArray(v))
         refuse(k, 'must be a mapping of connection settings');
-      const m = v as Record<string, unknown>;
-      for (const extra of Object.keys(m).filter((x) => !URL_KEYS[k]!.includes(x))) notCarried.push(`${k}.${extra}`);
+      const raw = v as Record<string, unknown>;
+      for (const extra of Object.keys(raw).filter((x) => !URL_KEYS[k]!.includes(x))) notCarried.push(`${k}.${extra}`);
+      // Connection settings are strings or numbers; a list or mapping would become "[object Object]".
+      const m: Record<string, string | undefined> = {};
+      for (const [name, value] of Object.entries(raw)) {
+        if (value === null || value === undefined) continue;
+        if (typeof value !== 'string' && typeof value !== 'number')
+          refuse(`${k}.${name}`, 'must be a string or a number');
+        m[name] = String(value);
+      }
       const pass = m.passwd ?? m.password;
-      const auth = `${enc(String(m.user ?? (k === 'mysql_config' ? 'root' : 'postgres')))}${pass ? `:${enc(String(pass))}` : ''}`;
-      const host = String(m.host ?? 'localhost');
-      const port = m.port ? `:${String(m.port)}` : '';
+      const auth = `${enc(m.user ?? (k === 'mysql_config' ? 'root' : 'postgres'))}${pass ? `:${enc(pass)}` : ''}`;
+      const host = m.host ?? 'localhost';
+      const port = m.port ? `:${m.port}` : '';
       if (k === 'mysql_config') {
-        const sock = m.unix_socket ? `?socketPath=${enc(String(m.unix_socket))}` : '';
-        rl.url = `mysql://${auth}@${host}${port}/${enc(String(m.db ?? m.database ?? ''))}${sock}`;
+        const sock = m.unix_socket ? `?socketPath=${enc(m.unix_socket)}` : '';
+        rl.url = `mysql://${auth}@${host}${port}/${enc(m.db ?? m.database ?? '')}${sock}`;
       } else {
         // A host that is a directory is a Unix socket: escaped, as the URL's host.
-        rl.url = `postgresql://${auth}@${host.startsWith('/') ? enc(host) : host}${port}/${enc(String(m.database ?? m.dbname ?? ''))}`;
+        const db = enc(m.database ?? m.dbname ?? '');
+        rl.url = `postgresql://${auth}@${host.startsWith('/') ? enc(host) : host}${port}/${db}`;
       }
     } else if (k === 'SOCKET') {
       const spec =
@@ -362,7 +371,7 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
   const byAddress = [
     ...(rl.limit_by_sasl !== false ? ['limit_by_sasl'] : []),
     ...(rl.limit_by_sender === true ? ['limit_by_sender'] : []),
-    ...(Object.keys((rl.limits_by_id ?? {}) as object).some((id) => id.includes('@')) ? ['limits_by_id'] : []),
+    ...(Object.keys((rl.limits_by_id ?? {})).some((id) => id.includes('@')) ? ['limits_by_id'] : []),
     ...(rl.sql_limits_by_id ? ['sql_limits_by_id'] : []),
   ];
   if (byAddress.length > 0) {

@@ -207,7 +207,7 @@ export class Attributes implements PolicyRequest {
     // From the last line: a repeated attribute gives its last value.
     for (let i = at.length - 2; i >= 0; i -= 2) {
       const eq = at[i + 1]!;
-      if (eq - at[i]! === name.length && this.text.startsWith(name, at[i]!)) return this.value(i);
+      if (eq - at[i]! === name.length && this.text.startsWith(name, at[i])) return this.value(i);
     }
     return undefined;
   }
