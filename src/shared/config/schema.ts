@@ -2,6 +2,8 @@
 // in README.md is checked against this table by test/config-reference.test.ts.
 import { isIP } from 'node:net';
 import { HELPER_DEFAULTS } from '../wire.js';
+import { parseNetwork } from '../network.js';
+import { isUnixName } from '../unix-name.js';
 
 export type Check = (v: unknown) => string | undefined;
 
@@ -109,7 +111,7 @@ const octalMode: Check = (v) =>
     ? undefined
     : 'must be an octal mode like "0660", with no permissions for others';
 const userName: Check = (v) =>
-  typeof v === 'string' && /^[a-z_][a-z0-9_.-]{0,31}\$?$/.test(v) ? undefined : 'must be a Unix user or group name';
+  typeof v === 'string' && isUnixName(v) ? undefined : 'must be a Unix user or group name';
 const domainName: Check = (v) =>
   typeof v === 'string' && /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i.test(v) ? undefined : 'must be a domain name';
 
@@ -294,13 +296,14 @@ const limitsMap =
   };
 const anyId: Check = (v) =>
   typeof v === 'string' && v !== '' && v.length <= 255 && !CONTROL.test(v) ? undefined : 'must be a non-empty id';
-const cidr: Check = (v) =>
-  typeof v === 'string' &&
-  /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(v) &&
-  isIP(v.split('/')[0]!) !== 0 &&
-  (v.split('/')[1] === undefined || Number(v.split('/')[1]) <= (isIP(v.split('/')[0]!) === 4 ? 32 : 128))
-    ? undefined
+/** As the rate limiter reads it (parseNetwork), so what passes here is what it uses. */
+const cidr: Check = (v) => {
+  if (typeof v === 'string' && parseNetwork(v) !== undefined) return undefined;
+  const addr = typeof v === 'string' ? v.split('/')[0]! : '';
+  return addr.includes(':') && parseNetwork(addr)?.family === 4
+    ? 'an IPv4-mapped address is taken as IPv4: write a.b.c.d/bits, bits at most 32'
     : 'must be an IP network in CIDR notation';
+};
 const email: Check = (v) =>
   typeof v === 'string' && /^[^\s@<>]+@[^\s@<>]+$/.test(v) ? undefined : 'must be an e-mail address';
 const hostPort: Check = (v) =>
