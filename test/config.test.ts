@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, loadConfig, defaultConfig, ConfigError } from '../src/shared/config/load.js';
 import { parseNetwork } from '../src/shared/network.js';
+import { FIELDS, ACTION_FIELDS, fieldTable, oneOf, str, type Config } from '../src/shared/config/schema.js';
+import { RATE_FIELDS } from '../src/shared/config/rate-schema.js';
 import { rulesFrom } from '../src/frontend/ratelimit/check.js';
 import { inNetworks } from '../src/frontend/ratelimit/net.js';
 import { recipientToUser } from '../src/frontend/policy/recipient.js';
@@ -200,4 +202,28 @@ test('a user name the config accepts is one a recipient maps to, and only such',
     assert.match(err(`exempt_users: [${JSON.stringify(name)}]\n`), /entry 1 must be a Unix user or group name/);
     assert.equal(recipientToUser(`${name}@example.org`, rules).ok, name === 'Alice', name);
   }
+});
+
+test("every default passes its own field's check", () => {
+  for (const [prefix, table] of [
+    ['', FIELDS],
+    ['actions.', ACTION_FIELDS],
+    ['rate_limit.', RATE_FIELDS],
+  ] as const) {
+    for (const [k, f] of Object.entries(table)) assert.equal(f.check(f.default), undefined, prefix + k);
+  }
+});
+
+test('the Config type is derived from the checks; a default of another type does not compile', () => {
+  const t = fieldTable({
+    level: { default: 'info', check: oneOf('info', 'debug'), doc: '' },
+    // @ts-expect-error a number where the check takes a string (tsc -b fails if this compiles)
+    name: { default: 5, check: str, doc: '' },
+    // @ts-expect-error not one of the check's words
+    other: { default: 'warn', check: oneOf('info', 'debug'), doc: '' },
+  });
+  assert.equal(t.level.check('debug'), undefined);
+  // @ts-expect-error log_level is the union its check allows, not any string
+  const level: Config['log_level'] = 'verbose';
+  assert.match(FIELDS.log_level.check(level) ?? '', /must be one of debug, info, warn, error/);
 });

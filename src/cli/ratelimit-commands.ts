@@ -4,15 +4,8 @@ import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, stringify, isMap, isScalar, type Node, type Pair } from 'yaml';
 import userid from 'userid';
 import { loadConfig, parseConfig, ConfigError } from '../shared/config/load.js';
-import {
-  FIELDS,
-  RATE_FIELDS,
-  POLICYD_BACKENDS,
-  POLICYD_COUNT_MODES,
-  listenSpec,
-  type Config,
-  type Field,
-} from '../shared/config/schema.js';
+import { FIELDS, listenSpec, type Config, type Field } from '../shared/config/schema.js';
+import { RATE_FIELDS, POLICYD_BACKENDS, POLICYD_COUNT_MODES } from '../shared/config/rate-schema.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { openStore } from '../frontend/ratelimit/open-store.js';
 import { rulesFrom } from '../frontend/ratelimit/check.js';
@@ -193,6 +186,8 @@ const SAME = [
   'smtp_starttls',
   'smtp_credentials',
 ];
+/** RATE_FIELDS looked up by a name from the file (undefined for none). */
+const RATE_BY_NAME: Readonly<Record<string, Field>> = RATE_FIELDS;
 /** The connection settings of each driver mapping that make its URL (MySQLdb and psycopg2 spellings). */
 const URL_KEYS: Record<string, string[]> = {
   mysql_config: ['user', 'passwd', 'password', 'db', 'database', 'host', 'port', 'unix_socket'],
@@ -292,7 +287,7 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
 
   for (const [k, v] of Object.entries(src)) {
     if (SAME.includes(k)) {
-      if (!(k === 'limited_networks' && has('limited_netword'))) rl[k] = carried(k, RATE_FIELDS[k], k, v);
+      if (!(k === 'limited_networks' && has('limited_netword'))) rl[k] = carried(k, RATE_BY_NAME[k], k, v);
       else
         notes.push('limited_networks: the deprecated limited_netword is given too and wins, as in policyd-rate-limit');
     } else if (k === 'sql_limits_by_id') {
@@ -337,7 +332,7 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
               ? `inet:[${String(v[0])}]:${String(v[1])}`
               : `inet:${String(v[0])}:${String(v[1])}`
             : refuse(k, 'must be a socket path or [ip, port]');
-      top.listen = [carried(k, { ...FIELDS.listen!, check: listenSpec }, 'listen', spec)];
+      top.listen = [carried(k, { ...FIELDS.listen, check: listenSpec }, 'listen', spec)];
     } else if (k === 'socket_permission') {
       const perm = typeof v === 'number' ? v : typeof v === 'string' && /^0?[0-7]{3}$/.test(v) ? parseInt(v, 8) : NaN;
       if (!Number.isInteger(perm) || perm < 0 || perm > 0o777) refuse(k, 'must be an octal file mode like 0660');

@@ -1,7 +1,7 @@
 // The rate-limit check: request -> verdict, with the store's atomic
 // check-and-record. Needs no root; lives wholly in the front.
 import type { PolicyRequest } from '../protocol/parser.js';
-import type { RateConfig } from '../../shared/config/schema.js';
+import type { RateConfig } from '../../shared/config/rate-schema.js';
 import { subject, type RateRules, type Limit } from './decide.js';
 import { parseNetwork, type Network } from '../../shared/network.js';
 import { StoreError, storedKey, type RateStore } from './store.js';
