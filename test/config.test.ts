@@ -4,6 +4,12 @@ import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, loadConfig, defaultConfig, ConfigError } from '../src/shared/config/load.js';
+import { parseNetwork } from '../src/shared/network.js';
+import { FIELDS, ACTION_FIELDS, fieldTable, oneOf, str, type Config } from '../src/shared/config/schema.js';
+import { RATE_FIELDS } from '../src/shared/config/rate-schema.js';
+import { rulesFrom } from '../src/frontend/ratelimit/check.js';
+import { inNetworks } from '../src/frontend/ratelimit/net.js';
+import { recipientToUser } from '../src/frontend/policy/recipient.js';
 
 const err = (text: string): string => {
   try {
@@ -152,4 +158,72 @@ test('limits_by_id and exempt_ids keys that are addresses fold as the rate limit
     ),
     /line 3\): "Big@Example\.org" and "Big@example\.ORG" are one address, Big@example\.org,/,
   );
+});
+
+test('a network the config accepts is one the rate limiter reads, and only such', () => {
+  const ok = ['10.0.0.0/8', '192.0.2.1', '2001:db8::/32', '::/0', '::ffff:10.0.0.0/8', '0.0.0.0/0'];
+  const c = parseConfig(`rate_limit:\n  limited_networks: ${JSON.stringify(ok)}\n  exempt_networks: ["::1"]\n`, 'f');
+  assert.deepEqual(c.rate_limit.limited_networks, ok);
+  const rules = rulesFrom(c.rate_limit);
+  assert.equal(rules.limitedNetworks.length, ok.length);
+  assert.ok(inNetworks('10.1.2.3', rules.limitedNetworks) && inNetworks('::ffff:10.1.2.3', rules.limitedNetworks));
+  assert.ok(inNetworks('::1', rules.exemptNetworks) && !inNetworks('::2', rules.exemptNetworks));
+  for (const bad of [
+    '10.0.0.0/33',
+    '1.2.3.4/2/3',
+    'fe80::1%eth0',
+    '10.0.0.0/',
+    ' 10.0.0.0/8',
+    'ten',
+    '2001:db8::/129',
+  ]) {
+    assert.equal(parseNetwork(bad), undefined, bad);
+    assert.match(
+      err(`rate_limit:\n  exempt_networks: [${JSON.stringify(bad)}]\n`),
+      /^rate_limit\.exempt_networks \(f\.yaml line 2\): entry 1 must be an IP network in CIDR notation$/,
+      bad,
+    );
+  }
+  // An IPv4-mapped address is IPv4 to the rate limiter: a /104 of it is no network.
+  assert.equal(parseNetwork('::ffff:10.0.0.0/104'), undefined);
+  assert.match(
+    err('rate_limit:\n  limited_networks: ["::ffff:10.0.0.0/104"]\n'),
+    /entry 1 an IPv4-mapped address is taken as IPv4: write a\.b\.c\.d\/bits, bits at most 32$/,
+  );
+});
+
+test('a user name the config accepts is one a recipient maps to, and only such', () => {
+  const rules = { delimiters: '', domains: new Set<string>() };
+  for (const name of ['alice', '_svc', 'a.b-c_d', 'machine$', 'x'.repeat(32)]) {
+    assert.deepEqual(parseConfig(`exempt_users: [${JSON.stringify(name)}]\n`, 'f').exempt_users, [name]);
+    assert.deepEqual(recipientToUser(`${name}@example.org`, rules), { ok: true, user: name });
+  }
+  for (const name of ['Alice', '1abc', '-x', 'a b', 'x'.repeat(33), 'a$b', '']) {
+    assert.match(err(`exempt_users: [${JSON.stringify(name)}]\n`), /entry 1 must be a Unix user or group name/);
+    assert.equal(recipientToUser(`${name}@example.org`, rules).ok, name === 'Alice', name);
+  }
+});
+
+test("every default passes its own field's check", () => {
+  for (const [prefix, table] of [
+    ['', FIELDS],
+    ['actions.', ACTION_FIELDS],
+    ['rate_limit.', RATE_FIELDS],
+  ] as const) {
+    for (const [k, f] of Object.entries(table)) assert.equal(f.check(f.default), undefined, prefix + k);
+  }
+});
+
+test('the Config type is derived from the checks; a default of another type does not compile', () => {
+  const t = fieldTable({
+    level: { default: 'info', check: oneOf('info', 'debug'), doc: '' },
+    // @ts-expect-error a number where the check takes a string (tsc -b fails if this compiles)
+    name: { default: 5, check: str, doc: '' },
+    // @ts-expect-error not one of the check's words
+    other: { default: 'warn', check: oneOf('info', 'debug'), doc: '' },
+  });
+  assert.equal(t.level.check('debug'), undefined);
+  // @ts-expect-error log_level is the union its check allows, not any string
+  const level: Config['log_level'] = 'verbose';
+  assert.match(FIELDS.log_level.check(level) ?? '', /must be one of debug, info, warn, error/);
 });

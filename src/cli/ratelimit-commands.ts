@@ -3,14 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, stringify, isMap, isScalar, type Node, type Pair } from 'yaml';
 import { loadConfig, parseConfig, ConfigError } from '../shared/config/load.js';
-import {
-  FIELDS,
-  RATE_FIELDS,
-  POLICYD_BACKENDS,
-  POLICYD_COUNT_MODES,
-  listenSpec,
-  type Field,
-} from '../shared/config/schema.js';
+import { FIELDS, listenSpec, type Field } from '../shared/config/schema.js';
+import { RATE_FIELDS, POLICYD_BACKENDS, POLICYD_COUNT_MODES } from '../shared/config/rate-schema.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { dropToServiceUser } from './service-user.js';
 import { openStore } from '../frontend/ratelimit/open-store.js';
@@ -151,8 +145,7 @@ export function getConfig(cl: CommandLine, out: (s: string) => void): number {
   }
   let v: unknown = config;
   for (const part of key.split('.')) {
-    if (v === null || typeof v !== 'object' || !(part in (v)))
-      throw new UsageError(`get-config: no setting ${key}`);
+    if (v === null || typeof v !== 'object' || !(part in v)) throw new UsageError(`get-config: no setting ${key}`);
     v = (v as Record<string, unknown>)[part];
   }
   out(typeof v === 'string' ? `${v}\n` : `${JSON.stringify(v)}\n`);
@@ -183,6 +176,8 @@ const SAME = [
   'smtp_starttls',
   'smtp_credentials',
 ];
+/** RATE_FIELDS looked up by a name from the file (undefined for none). */
+const RATE_BY_NAME: Readonly<Record<string, Field>> = RATE_FIELDS;
 /** The connection settings of each driver mapping that make its URL (MySQLdb and psycopg2 spellings). */
 const URL_KEYS: Record<string, string[]> = {
   mysql_config: ['user', 'passwd', 'password', 'db', 'database', 'host', 'port', 'unix_socket'],
@@ -282,7 +277,7 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
 
   for (const [k, v] of Object.entries(src)) {
     if (SAME.includes(k)) {
-      if (!(k === 'limited_networks' && has('limited_netword'))) rl[k] = carried(k, RATE_FIELDS[k], k, v);
+      if (!(k === 'limited_networks' && has('limited_netword'))) rl[k] = carried(k, RATE_BY_NAME[k], k, v);
       else
         notes.push('limited_networks: the deprecated limited_netword is given too and wins, as in policyd-rate-limit');
     } else if (k === 'sql_limits_by_id') {
@@ -336,7 +331,7 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
               ? `inet:[${String(v[0])}]:${String(v[1])}`
               : `inet:${String(v[0])}:${String(v[1])}`
             : refuse(k, 'must be a socket path or [ip, port]');
-      top.listen = [carried(k, { ...FIELDS.listen!, check: listenSpec }, 'listen', spec)];
+      top.listen = [carried(k, { ...FIELDS.listen, check: listenSpec }, 'listen', spec)];
     } else if (k === 'socket_permission') {
       const perm = typeof v === 'number' ? v : typeof v === 'string' && /^0?[0-7]{3}$/.test(v) ? parseInt(v, 8) : NaN;
       if (!Number.isInteger(perm) || perm < 0 || perm > 0o777) refuse(k, 'must be an octal file mode like 0660');
@@ -371,7 +366,7 @@ export function migratePolicydRateLimit(text: string, source = 'policyd-rate-lim
   const byAddress = [
     ...(rl.limit_by_sasl !== false ? ['limit_by_sasl'] : []),
     ...(rl.limit_by_sender === true ? ['limit_by_sender'] : []),
-    ...(Object.keys((rl.limits_by_id ?? {})).some((id) => id.includes('@')) ? ['limits_by_id'] : []),
+    ...(Object.keys(rl.limits_by_id ?? {}).some((id) => id.includes('@')) ? ['limits_by_id'] : []),
     ...(rl.sql_limits_by_id ? ['sql_limits_by_id'] : []),
   ];
   if (byAddress.length > 0) {

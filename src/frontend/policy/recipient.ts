@@ -1,9 +1,7 @@
 // Recipient address -> local Unix user name, the way Postfix local(8) does it:
 // the local part, the extension cut at the first recipient_delimiter character,
 // case folded. Pure: no lookups here.
-
-/** Unix user names as useradd accepts them (NAME_REGEX), at most 32 characters. */
-const UNIX_NAME = /^[a-z_][a-z0-9_.-]{0,31}\$?$/;
+import { isUnixName } from '../../shared/unix-name.js';
 
 export interface RecipientRules {
   /** Each character starts an extension ("" = none). */
@@ -35,6 +33,6 @@ export function recipientToUser(recipient: string, rules: RecipientRules): Recip
   const domain = at === -1 ? '' : recipient.slice(at + 1).toLowerCase();
   if (rules.domains.size > 0 && !rules.domains.has(domain)) return { ok: false, reason: 'domain is not local' };
   const local = stripExtension((at === -1 ? recipient : recipient.slice(0, at)).toLowerCase(), rules.delimiters);
-  if (!UNIX_NAME.test(local)) return { ok: false, reason: 'local part is not a Unix user name' };
+  if (!isUnixName(local)) return { ok: false, reason: 'local part is not a Unix user name' };
   return { ok: true, user: local };
 }

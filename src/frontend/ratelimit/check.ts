@@ -1,9 +1,9 @@
 // The rate-limit check: request -> verdict, with the store's atomic
 // check-and-record. Needs no root; lives wholly in the front.
 import type { PolicyRequest } from '../protocol/parser.js';
-import type { RateConfig } from '../../shared/config/schema.js';
+import type { RateConfig } from '../../shared/config/rate-schema.js';
 import { subject, type RateRules, type Limit } from './decide.js';
-import { parseNetwork, type Network } from './net.js';
+import { parseNetwork, type Network } from '../../shared/network.js';
 import { StoreError, storedKey, type RateStore } from './store.js';
 import { openStore } from './open-store.js';
 import { addressKey } from '../../shared/address.js';
@@ -19,6 +19,7 @@ export interface RateResult {
 /** After a failed open, wait this long before trying the store again. */
 export const STORE_RETRY_MS = 1000;
 
+/** The config check parsed each of these with this same parseNetwork, so none is undefined. */
 function nets(list: readonly string[]): Network[] {
   return list.map((c) => parseNetwork(c)!);
 }

@@ -2,7 +2,8 @@
 // limits. The window test itself (store.ts breaks()) runs inside each store,
 // atomically with the recording.
 import type { PolicyRequest } from '../protocol/parser.js';
-import { inNetworks, ipGroup, type Network } from './net.js';
+import { inNetworks, ipGroup } from './net.js';
+import type { Network } from '../../shared/network.js';
 import { addressKey } from '../../shared/address.js';
 
 export type Limit = readonly [count: number, seconds: number];

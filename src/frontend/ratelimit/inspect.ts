@@ -2,7 +2,8 @@
 // counter key an admin's id names (the key decide.ts counts under), which
 // windows apply to it, and where each window stands at a given time.
 import type { Limit, RateRules } from './decide.js';
-import { inNetworks, ipGroup, parseIp } from './net.js';
+import { inNetworks, ipGroup } from './net.js';
+import { parseIp } from '../../shared/network.js';
 import { addressKey } from '../../shared/address.js';
 import type { EventRow } from './store.js';
 

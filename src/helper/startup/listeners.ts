@@ -137,7 +137,8 @@ export function serveHere(server: net.Server): net.Server {
 
 function fdOf(server: net.Server): number {
   // Node keeps the listening fd on the handle; it is the only way to pass a socket we bound to a child's stdio.
-  const fd = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  // Undocumented, so typed as unknown and checked before use.
+  const fd = (server as net.Server & { _handle?: { fd?: unknown } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) throw new ListenError('cannot get the listening socket fd');
   return fd;
 }

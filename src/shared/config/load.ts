@@ -2,11 +2,9 @@
 // unknown keys, names the key and line in every error, and freezes the result.
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } from 'yaml';
-import { FIELDS, ACTION_FIELDS, RATE_FIELDS, type Config, type Field } from './schema.js';
+import { FIELDS, ACTION_FIELDS, type Config, type Field, type FieldsOf } from './schema.js';
+import { RATE_FIELDS } from './rate-schema.js';
 import { addressKey } from '../address.js';
-
-/** Sections: keys whose value is a mapping of its own fields. */
-const SECTIONS: Record<string, Record<string, Field>> = { actions: ACTION_FIELDS, rate_limit: RATE_FIELDS };
 
 export const DEFAULT_CONFIG_PATH = '/etc/quotapolicy/quotapolicy.yaml';
 /** A config file is a few KiB; this refuses a wrong file (a log, a binary) early. */
@@ -17,15 +15,28 @@ export class ConfigError extends Error {
   readonly code = 'EQP_CONFIG';
 }
 
-function defaultsOf(fields: Record<string, Field>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(fields).map(([k, f]) => [k, structuredClone(f.default)]));
+function defaultsOf<V>(fields: FieldsOf<V>): V {
+  const entries = Object.entries<Field>(fields).map(([k, f]) => [k, structuredClone(f.default)]);
+  // Sound: every key of the table is set, to its field's default, which
+  // fieldTable() checked is of that field's type.
+  return Object.fromEntries(entries) as V;
 }
 
 export function defaultConfig(): Config {
-  return {
-    ...defaultsOf(FIELDS),
-    ...Object.fromEntries(Object.entries(SECTIONS).map(([k, f]) => [k, defaultsOf(f)])),
-  } as unknown as Config;
+  return { ...defaultsOf(FIELDS), actions: defaultsOf(ACTION_FIELDS), rate_limit: defaultsOf(RATE_FIELDS) };
+}
+
+/** Own keys only: "constructor" or "toString" is an unknown key, not Object's. */
+function isField<V>(fields: FieldsOf<V>, key: string): key is Extract<keyof V, string> {
+  return Object.hasOwn(fields, key);
+}
+
+/** Sets into[key] to value if its field's check accepts it; else returns what is wrong. */
+function setChecked<V, K extends keyof V>(fields: FieldsOf<V>, into: V, key: K, value: unknown): string | undefined {
+  const bad = fields[key].check(value);
+  // Sound: the check accepted value, and fields[key] is a Field<V[K]>, whose check passes only a V[K].
+  if (bad === undefined) into[key] = value as V[K];
+  return bad;
 }
 
 function deepFreeze<T>(o: T): T {
@@ -78,13 +89,16 @@ function unknownHint(key: string, prefix: string, known: string[]): string {
   return closest(key, known);
 }
 
-function applyMap(
+/** Sections: keys whose value is a mapping of its own fields, each read by its own applyMap. */
+type Sections = Readonly<Record<string, (node: Node | null) => void>>;
+
+function applyMap<V>(
   node: Node | null,
-  fields: Record<string, Field>,
-  into: Record<string, unknown>,
+  fields: FieldsOf<V>,
+  into: NoInfer<V>,
   where: (n: Node | null) => string,
   prefix: string,
-  sections: Record<string, Record<string, Field>> = {},
+  sections: Sections = {},
 ): void {
   if (node === null || (isScalar(node) && node.value === null)) return;
   if (!isMap(node)) throw new ConfigError(`${prefix || 'config'}${where(node)}: must be a mapping of keys to values`);
@@ -97,18 +111,16 @@ function applyMap(
     seen.add(key);
     // Own keys only: "constructor" or "toString" is an unknown key, not Object's.
     if (Object.hasOwn(sections, key)) {
-      applyMap(pair.value, sections[key]!, into[key] as Record<string, unknown>, where, `${key}.`);
+      sections[key]!(pair.value);
       continue;
     }
-    const field = Object.hasOwn(fields, key) ? fields[key] : undefined;
-    if (field === undefined) {
+    if (!isField(fields, key)) {
       const known = [...Object.keys(fields), ...Object.keys(sections)];
       throw new ConfigError(`unknown key ${name}${where(keyNode)}${unknownHint(key, prefix, known)}`);
     }
-    const value = pair.value === null ? null : pair.value.toJSON();
-    const bad = field.check(value);
+    const value: unknown = pair.value === null ? null : pair.value.toJSON();
+    const bad = setChecked(fields, into, key, value);
     if (bad !== undefined) throw new ConfigError(`${name}${where(pair.value ?? keyNode)}: ${bad}`);
-    into[key] = value;
   }
 }
 
@@ -123,17 +135,20 @@ export function parseConfig(text: string, source: string, base: Config = default
     throw new ConfigError(
       `${source} line ${lc.linePos(err.pos[0]).line}: YAML syntax error: ${err.message.split('\n')[0]}`,
     );
-  const cfg = structuredClone(base) as unknown as Record<string, unknown>;
-  applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', SECTIONS);
-  crossCheck(cfg as unknown as Config, source);
-  foldIds(cfg as unknown as Config, (k) => {
+  const cfg = structuredClone(base);
+  applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', {
+    actions: (n) => applyMap(n, ACTION_FIELDS, cfg.actions, where, 'actions.'),
+    rate_limit: (n) => applyMap(n, RATE_FIELDS, cfg.rate_limit, where, 'rate_limit.'),
+  });
+  crossCheck(cfg, source);
+  foldIds(cfg, (k) => {
     const map = doc.getIn(['rate_limit', 'limits_by_id'], true);
     const pair = isMap(map)
       ? (map.items as Pair<Node, Node | null>[]).find((p) => isScalar(p.key) && String(p.key.value) === k)
       : undefined;
     return where(pair?.key ?? null);
   });
-  return cfg as unknown as Config;
+  return cfg;
 }
 
 /** Rules that involve several keys. */
@@ -192,15 +207,13 @@ export function applyOverrides(
   overrides: Record<string, unknown>,
   flagOf: (key: string) => string,
 ): Config {
-  const out = structuredClone(cfg) as unknown as Record<string, unknown>;
+  const out = structuredClone(cfg);
   for (const [key, value] of Object.entries(overrides)) {
-    const field = FIELDS[key];
-    if (field === undefined) throw new ConfigError(`internal: no setting ${key}`);
-    const bad = field.check(value);
+    if (!isField(FIELDS, key)) throw new ConfigError(`internal: no setting ${key}`);
+    const bad = setChecked(FIELDS, out, key, value);
     if (bad !== undefined) throw new ConfigError(`${flagOf(key)}: ${bad}`);
-    out[key] = value;
   }
-  return out as unknown as Config;
+  return out;
 }
 
 export interface LoadOptions {

@@ -1,12 +1,13 @@
 // The README's config reference, generated from schema.ts so the two cannot
 // drift: test/config-reference.test.ts compares them, `npm run docs` rewrites it.
-import { FIELDS, ACTION_FIELDS, RATE_FIELDS, type Field } from './schema.js';
+import { FIELDS, ACTION_FIELDS, type Field } from './schema.js';
+import { RATE_FIELDS } from './rate-schema.js';
 
 function cell(v: unknown): string {
   return `\`${JSON.stringify(v)}\``.replace(/\|/g, '\\|');
 }
 
-function rows(fields: Record<string, Field>, prefix: string): string[] {
+function rows(fields: Readonly<Record<string, Field>>, prefix: string): string[] {
   return Object.entries(fields).map(
     ([k, f]) => `| \`${prefix}${k}\` | ${cell(f.default)} | ${f.doc.replace(/\|/g, '\\|')} |`,
   );

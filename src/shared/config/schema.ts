@@ -1,42 +1,72 @@
-// Every setting, its default and its check, in one place. The config reference
-// in README.md is checked against this table by test/config-reference.test.ts.
+// Every setting, its default and its check, in one place: the top-level and
+// actions tables here, rate_limit's in rate-schema.ts. The Config type is
+// derived from the tables' checks, so a setting cannot be added, dropped or
+// retyped in one and not the other. The config reference in README.md is
+// checked against the tables by test/config-reference.test.ts.
 import { isIP } from 'node:net';
 import { HELPER_DEFAULTS } from '../wire.js';
+import { isUnixName } from '../unix-name.js';
+import type { RateConfig } from './rate-schema.js';
 
-export type Check = (v: unknown) => string | undefined;
+declare const accepts: unique symbol;
+/**
+ * A value's check: undefined when v is a T, else what is wrong with it. T
+ * lives in the type only (the property is never set): it is what the check
+ * lets through, and the type a table derives for its field.
+ */
+export type Check<T> = ((v: unknown) => string | undefined) & { readonly [accepts]?: T };
 
-export interface Field {
-  default: unknown;
-  check: Check;
+export interface Field<T = unknown> {
+  default: T;
+  check: Check<T>;
   doc: string;
 }
+/** A table of fields for the values V. */
+export type FieldsOf<V> = { readonly [K in keyof V]: Field<V[K]> };
+/** The values a table's checks let through, key by key. */
+export type ValuesOf<F> = { -readonly [K in keyof F]: F[K] extends Field<infer T> ? T : never };
 
-const CONTROL = /[\0-\x1f\x7f]/;
+/**
+ * A table, each value's type taken from its check; a default the check's
+ * type does not allow fails to compile (NoInfer: the default does not widen it).
+ */
+export const fieldTable = <V>(fields: {
+  [K in keyof V]: { default: NoInfer<V[K]>; check: Check<V[K]>; doc: string };
+}): FieldsOf<V> => fields;
+
+/** c, then `more` on what c let through. */
+export const refine =
+  <T>(c: Check<T>, more: (v: T) => string | undefined): Check<T> =>
+  (v) =>
+    // Sound: c accepted v, so v is a T.
+    c(v) ?? more(v as T);
+
+export const CONTROL = /[\0-\x1f\x7f]/;
 /** Postfix reads a policy reply line up to its line_length_limit (2048); keep actions well inside. */
 export const MAX_ACTION_LENGTH = 512;
 
-export const str: Check = (v) =>
+export const str: Check<string> = (v) =>
   typeof v === 'string' && v !== '' && !CONTROL.test(v)
     ? undefined
     : 'must be a non-empty string without control characters';
-export const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
-export const absPath: Check = (v) => str(v) ?? ((v as string).startsWith('/') ? undefined : 'must be an absolute path');
+export const bool: Check<boolean> = (v) => (typeof v === 'boolean' ? undefined : 'must be true or false');
+export const absPath: Check<string> = refine(str, (v) => (v.startsWith('/') ? undefined : 'must be an absolute path'));
 export const int =
-  (min: number, max: number): Check =>
+  (min: number, max: number): Check<number> =>
   (v) =>
     typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max
       ? undefined
       : `must be an integer from ${min} to ${max}`;
 export const oneOf =
-  (...allowed: string[]): Check =>
+  <const A extends readonly string[]>(...allowed: A): Check<A[number]> =>
   (v) =>
-    typeof v === 'string' && allowed.includes(v) ? undefined : `must be one of ${allowed.join(', ')}`;
+    allowed.some((a) => a === v) ? undefined : `must be one of ${allowed.join(', ')}`;
 export const nullable =
-  (c: Check): Check =>
+  <T>(c: Check<T>): Check<T | null> =>
   (v) =>
     v === null ? undefined : c(v);
 export const listOf =
-  (c: Check, max: number): Check =>
+  <T>(c: Check<T>, max: number): Check<T[]> =>
   (v) => {
     if (!Array.isArray(v)) return 'must be a list';
     if (v.length > max) return `must have at most ${max} entries`;
@@ -64,7 +94,7 @@ export function netOptions(spec: string): { path: string } | { host: string; por
 }
 
 /** unix:/abs/path, or inet:IPV4:PORT / inet:[IPV6]:PORT. */
-export const listenSpec: Check = (v) => {
+export const listenSpec: Check<string> = (v) => {
   if (typeof v !== 'string') return 'must be a string';
   if (v.startsWith('unix:')) return absPath(v.slice(5)) === undefined ? undefined : 'unix: needs an absolute path';
   const m = /^inet:(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(v);
@@ -92,7 +122,7 @@ const ACTION_WORDS = new Set([
   'WARN',
 ]);
 /** An access(5) action: a known word, or "4NN"/"5NN" text with a matching enhanced status. */
-export const action: Check = (v) => {
+export const action: Check<string> = (v) => {
   if (typeof v !== 'string' || v.trim() === '' || CONTROL.test(v))
     return 'must be a non-empty action without control characters';
   if (v.length > MAX_ACTION_LENGTH) return `must be at most ${MAX_ACTION_LENGTH} characters`;
@@ -104,16 +134,16 @@ export const action: Check = (v) => {
   return ACTION_WORDS.has(word) ? undefined : `"${word}" is not a Postfix access(5) action`;
 };
 
-const octalMode: Check = (v) =>
+const octalMode: Check<string> = (v) =>
   typeof v === 'string' && /^0?[0-7]{3}$/.test(v) && (parseInt(v, 8) & 0o7) === 0
     ? undefined
     : 'must be an octal mode like "0660", with no permissions for others';
-const userName: Check = (v) =>
-  typeof v === 'string' && /^[a-z_][a-z0-9_.-]{0,31}\$?$/.test(v) ? undefined : 'must be a Unix user or group name';
-const domainName: Check = (v) =>
+const userName: Check<string> = (v) =>
+  typeof v === 'string' && isUnixName(v) ? undefined : 'must be a Unix user or group name';
+const domainName: Check<string> = (v) =>
   typeof v === 'string' && /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i.test(v) ? undefined : 'must be a domain name';
 
-export const ACTION_FIELDS: Record<string, Field> = {
+export const ACTION_FIELDS = fieldTable({
   over_quota: {
     default: '452 4.2.2 Mailbox full, try again later',
     check: action,
@@ -140,9 +170,9 @@ export const ACTION_FIELDS: Record<string, Field> = {
     check: action,
     doc: 'The quota lookup failed or timed out (fail open). Logged as a warning.',
   },
-};
+});
 
-export const FIELDS: Record<string, Field> = {
+export const FIELDS = fieldTable({
   user: {
     default: 'quotapolicy',
     check: userName,
@@ -192,7 +222,7 @@ export const FIELDS: Record<string, Field> = {
   },
   recipient_delimiter: {
     default: null,
-    check: nullable((v) => (typeof v === 'string' && !CONTROL.test(v) ? undefined : 'must be a string')),
+    check: nullable<string>((v) => (typeof v === 'string' && !CONTROL.test(v) ? undefined : 'must be a string')),
     doc: 'Characters that start an address extension, as in Postfix. null reads `postconf -h recipient_delimiter`, or "+" without Postfix. "" disables.',
   },
   postfix_config_dir: {
@@ -233,16 +263,16 @@ export const FIELDS: Record<string, Field> = {
   log_level: { default: 'info', check: oneOf('debug', 'info', 'warn', 'error'), doc: 'Lowest level logged.' },
   quota_states: {
     default: ['RCPT', 'END-OF-MESSAGE'],
-    check: (v) =>
-      listOf(oneOf('RCPT', 'END-OF-MESSAGE'), 2)(v) ??
-      ((v as string[]).length > 0 ? undefined : 'must name at least one state'),
+    check: refine(listOf(oneOf('RCPT', 'END-OF-MESSAGE'), 2), (v) =>
+      v.length > 0 ? undefined : 'must name at least one state',
+    ),
     doc: 'Protocol states the quota check answers (END-OF-MESSAGE only with exactly one recipient; there the real size is known). Others get DUNNO.',
   },
   checks: {
     default: ['quota'],
-    check: (v) =>
-      listOf(oneOf('quota', 'rate_limit'), 2)(v) ??
-      (new Set(v as string[]).size === (v as string[]).length ? undefined : 'must not repeat a check'),
+    check: refine(listOf(oneOf('quota', 'rate_limit'), 2), (v) =>
+      new Set(v).size === v.length ? undefined : 'must not repeat a check',
+    ),
     doc: 'Checks that run, in order of precedence: when several refuse, the first one listed answers. Leave one out to turn it off.',
   },
   privilege_mode: {
@@ -266,280 +296,10 @@ export const FIELDS: Record<string, Field> = {
     check: listenSpec,
     doc: 'Where /metrics listens (loopback by default; unix:/path also works).',
   },
-};
+});
 
-const limitPair: Check = (v) =>
-  Array.isArray(v) &&
-  v.length === 2 &&
-  Number.isSafeInteger(v[0]) &&
-  v[0] >= 0 &&
-  Number.isSafeInteger(v[1]) &&
-  v[1] >= 1
-    ? undefined
-    : 'must be [count, seconds] with count >= 0 and seconds >= 1';
-/** Windows per id: policyd-rate-limit users list two or three; 16 is plenty. */
-export const MAX_LIMIT_WINDOWS = 16;
-/**
- * A list of windows. One window written without its own brackets
- * ([2, 500] for [[2, 500]]) is the classic slip: said so, with the fix.
- */
-export const limitList: Check = (v) =>
-  Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number')
-    ? `must be a list of [count, seconds] windows: for one window of ${String(v[0])} in ${String(v[1])} s, nest it: [[${String(v[0])}, ${String(v[1])}]]`
-    : listOf(limitPair, MAX_LIMIT_WINDOWS)(v);
-const limitsMap =
-  (what: Check): Check =>
-  (v) => {
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'must be a mapping';
-    for (const [k, l] of Object.entries(v)) {
-      const bad = what(k) ?? limitList(l);
-      if (bad !== undefined) return `${k}: ${bad}`;
-    }
-    return undefined;
-  };
-const anyId: Check = (v) =>
-  typeof v === 'string' && v !== '' && v.length <= 255 && !CONTROL.test(v) ? undefined : 'must be a non-empty id';
-const cidr: Check = (v) =>
-  typeof v === 'string' &&
-  /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(v) &&
-  isIP(v.split('/')[0]!) !== 0 &&
-  (v.split('/')[1] === undefined || Number(v.split('/')[1]) <= (isIP(v.split('/')[0]!) === 4 ? 32 : 128))
-    ? undefined
-    : 'must be an IP network in CIDR notation';
-const email: Check = (v) =>
-  typeof v === 'string' && /^[^\s@<>]+@[^\s@<>]+$/.test(v) ? undefined : 'must be an e-mail address';
-const hostPort: Check = (v) =>
-  Array.isArray(v) &&
-  v.length >= 1 &&
-  v.length <= 2 &&
-  typeof v[0] === 'string' &&
-  v[0] !== '' &&
-  (v[1] === undefined || (Number.isInteger(v[1]) && v[1] >= 1 && v[1] <= 65535))
-    ? undefined
-    : 'must be [host, port]';
-const credentials: Check = (v) =>
-  Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'string' && x !== '')
-    ? undefined
-    : 'must be [user, password]';
-const oneOrMany =
-  (c: Check): Check =>
-  (v) =>
-    Array.isArray(v) ? listOf(c, 100)(v) : c(v);
-
-export type CountModeName = 'rcpt' | 'data_recipients' | 'data_messages';
-/**
- * policyd-rate-limit's count_mode numbers and what each is here. 0 (its
- * default, and how every release before 1.1.0 counted): one per RCPT TO.
- * 1 (1.1.0): the message's recipient_count at DATA. 2 (1.2.0): one per
- * message at DATA. It accepts no other value (any other limits nothing).
- */
-export const POLICYD_COUNT_MODES: Readonly<Record<number, CountModeName>> = {
-  0: 'rcpt',
-  1: 'data_recipients',
-  2: 'data_messages',
-};
-/** policyd-rate-limit's backend numbers. */
-export const POLICYD_BACKENDS: Readonly<Record<number, RateConfig['backend']>> = {
-  0: 'sqlite',
-  1: 'mysql',
-  2: 'postgresql',
-};
-/** A policyd-rate-limit number where we take a name: the hint says which name. */
-const orPolicydNumber =
-  (names: Readonly<Record<number, string>>, c: Check): Check =>
-  (v) =>
-    typeof v === 'number' && Object.hasOwn(names, v)
-      ? `${v} is policyd-rate-limit's numbering; here it is ${JSON.stringify(names[v])}`
-      : c(v);
-
-/** Rate limiting: policyd-rate-limit's settings, same names and meaning, plus ours. */
-export const RATE_FIELDS: Record<string, Field> = {
-  limits: {
-    default: [
-      [10, 60],
-      [150, 86400],
-    ],
-    check: limitList,
-    doc: "Windows [count, seconds]: more than count events in the last seconds refuses (policyd-rate-limit's limits).",
-  },
-  limits_by_id: {
-    default: {},
-    check: limitsMap(anyId),
-    doc: 'Per-id overrides (SASL user, sender, or client IP/group); [] means unlimited. Addresses match in any case (fold_local_part_case).',
-  },
-  sql_limits_by_id: {
-    default: '',
-    check: (v) => (typeof v === 'string' ? undefined : 'must be a string'),
-    doc: 'SQL backends: a query with one placeholder (? for sqlite/mysql, $1 for postgresql) returning "[[count, seconds], ...]" for an id, or no row. An address is asked for in lower case (fold_local_part_case).',
-  },
-  limit_by_sasl: { default: true, check: bool, doc: 'Count by SASL user name when there is one.' },
-  limit_by_sender: { default: false, check: bool, doc: 'Else count by envelope sender.' },
-  limit_by_ip: { default: false, check: bool, doc: 'Else count by client IP, if it is in limited_networks.' },
-  limited_networks: {
-    default: [],
-    check: listOf(cidr, 1000),
-    doc: 'Client networks limited by IP (CIDR, IPv4 and IPv6); empty = none, as in policyd-rate-limit.',
-  },
-  ipv4_prefix: { default: 32, check: int(8, 32), doc: 'IPv4 clients are counted per this prefix.' },
-  ipv6_prefix: {
-    default: 64,
-    check: int(16, 128),
-    doc: 'IPv6 clients are counted per this prefix (one /64 is usually one host).',
-  },
-  count_mode: {
-    default: 'rcpt',
-    check: orPolicydNumber(POLICYD_COUNT_MODES, oneOf('rcpt', 'data_recipients', 'data_messages')),
-    doc: 'rcpt: one per RCPT TO; data_recipients: recipient_count at DATA/BDAT; data_messages: one per message at DATA/BDAT. Postfix must call the policy at that stage.',
-  },
-  success_action: { default: 'DUNNO', check: action, doc: 'Under every limit.' },
-  fail_action: {
-    default: 'DEFER_IF_PERMIT Rate limit reach, retry later',
-    check: action,
-    doc: 'Over a limit (not counted).',
-  },
-  db_error_action: { default: 'DUNNO', check: action, doc: 'The store is unreachable or failed; logged as a warning.' },
-  dry_run: {
-    default: false,
-    check: bool,
-    doc: 'Log what would be refused, answer success_action (and do not count it).',
-  },
-  exempt_ids: {
-    default: [],
-    check: listOf(anyId, 10_000),
-    doc: 'Ids never limited. Addresses match in any case (fold_local_part_case).',
-  },
-  fold_local_part_case: {
-    default: true,
-    check: bool,
-    doc: 'Ids that are mail addresses (they contain @: senders, SASL names like user@example.org) compare as Postfix lookups do: the domain in any case and, when true, the local part too, so Big@Example.org and big@example.org are one id. Applies to counters, limits_by_id and exempt_ids keys, and the id sql_limits_by_id is asked for (lower case). false: local parts compare exactly.',
-  },
-  exempt_networks: { default: [], check: listOf(cidr, 1000), doc: 'Clients never limited, whatever their id.' },
-  limits_by_recipient_domain: {
-    default: {},
-    check: limitsMap(anyId),
-    doc: 'Extra windows per recipient domain (at RCPT, or DATA with one recipient), shared by all senders.',
-  },
-  limits_by_sender_domain: {
-    default: {},
-    check: limitsMap(anyId),
-    doc: 'Extra windows per envelope sender domain, shared by its senders.',
-  },
-  backend: {
-    default: 'sqlite',
-    check: orPolicydNumber(POLICYD_BACKENDS, oneOf('sqlite', 'postgresql', 'mysql', 'redis')),
-    doc: 'Where counts live. sqlite is embedded; the others let several MX hosts share exact limits.',
-  },
-  sqlite_path: {
-    default: '/var/lib/quotapolicy/ratelimit.sqlite3',
-    check: absPath,
-    doc: 'SQLite file (WAL); its directory must be writable by the service user. serve creates a missing directory (service user, 0750) when only root can write its parent; check-config and serve refuse otherwise.',
-  },
-  url: {
-    default: null,
-    check: nullable(str),
-    doc: 'postgresql://..., mysql://... or redis://... for the other backends.',
-  },
-  store_timeout_ms: {
-    default: 1000,
-    check: int(50, 60_000),
-    doc: 'A store call taking longer answers db_error_action.',
-  },
-  report: {
-    default: false,
-    check: bool,
-    doc: 'On `quotapolicy clean`, mail a report of ids that hit report_limits windows.',
-  },
-  report_from: { default: null, check: nullable(email), doc: 'Report sender; required with report.' },
-  report_to: { default: null, check: nullable(oneOrMany(email)), doc: 'One address or a list; required with report.' },
-  report_subject: { default: 'policyd-rate-limit report', check: str, doc: 'Report subject.' },
-  report_limits: {
-    default: [86400],
-    check: listOf(int(1, 100_000_000), 16),
-    doc: 'Window lengths (seconds) whose hits are reported.',
-  },
-  report_only_if_needed: { default: true, check: bool, doc: 'Send nothing when nobody hit a reported window.' },
-  smtp_server: { default: ['localhost', 25], check: hostPort, doc: 'SMTP server for reports, [host, port].' },
-  smtp_starttls: { default: false, check: bool, doc: 'Use STARTTLS (required before smtp_credentials are sent).' },
-  smtp_credentials: { default: null, check: nullable(credentials), doc: '[user, password] for SMTP AUTH, or null.' },
-  smtp_tls_ca_file: {
-    default: null,
-    check: nullable(absPath),
-    doc: "PEM file of the CA(s) that sign the report server's certificate; null uses the system's CAs. The certificate is always verified.",
-  },
-};
-
-export interface RateConfig {
-  limits: [number, number][];
-  limits_by_id: Record<string, [number, number][]>;
-  sql_limits_by_id: string;
-  limit_by_sasl: boolean;
-  limit_by_sender: boolean;
-  limit_by_ip: boolean;
-  limited_networks: string[];
-  ipv4_prefix: number;
-  ipv6_prefix: number;
-  count_mode: CountModeName;
-  success_action: string;
-  fail_action: string;
-  db_error_action: string;
-  dry_run: boolean;
-  exempt_ids: string[];
-  fold_local_part_case: boolean;
-  exempt_networks: string[];
-  limits_by_recipient_domain: Record<string, [number, number][]>;
-  limits_by_sender_domain: Record<string, [number, number][]>;
-  backend: 'sqlite' | 'postgresql' | 'mysql' | 'redis';
-  sqlite_path: string;
-  url: string | null;
-  store_timeout_ms: number;
-  report: boolean;
-  report_from: string | null;
-  report_to: string | string[] | null;
-  report_subject: string;
-  report_limits: number[];
-  report_only_if_needed: boolean;
-  smtp_server: [string, number?];
-  smtp_starttls: boolean;
-  smtp_credentials: [string, string] | null;
-  smtp_tls_ca_file: string | null;
-}
-
-export interface Actions {
-  over_quota: string;
-  too_large: string;
-  does_not_fit: string;
-  grace: string | null;
-  success: string;
-  error: string;
-}
-export interface Config {
-  user: string;
-  listen: string[];
-  socket_owner: string | null;
-  socket_group: string;
-  socket_mode: string;
-  quota_path: string;
-  quota_timeout_ms: number;
-  filesystems: string[];
-  min_uid: number;
-  exempt_users: string[];
-  domains: string[];
-  recipient_delimiter: string | null;
-  postfix_config_dir: string | null;
-  cache_ttl_ms: number;
-  negative_cache_ttl_ms: number;
-  cache_max_entries: number;
-  idle_timeout_ms: number;
-  request_timeout_ms: number;
-  max_connections: number;
-  log_level: 'debug' | 'info' | 'warn' | 'error';
-  privilege_mode: 'root' | 'sudo';
-  sudo_helper: string;
-  pid_file: string | null;
-  metrics: boolean;
-  metrics_listen: string;
-  quota_states: ('RCPT' | 'END-OF-MESSAGE')[];
-  checks: ('quota' | 'rate_limit')[];
+export type Actions = ValuesOf<typeof ACTION_FIELDS>;
+export interface Config extends ValuesOf<typeof FIELDS> {
   actions: Actions;
   rate_limit: RateConfig;
 }

@@ -7,6 +7,7 @@
 // into "?").
 import { createHash } from 'node:crypto';
 import type { RateStore, ConsumeResult } from '../store.js';
+import { storeCall } from './wrap.js';
 import {
   StoreError,
   breaks,
@@ -77,21 +78,16 @@ export async function probeMysql(url: string, timeoutMs: number): Promise<void> 
 }
 
 export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
-  const mysql = (await import('mysql2/promise')) as unknown as { default: { createPool(o: object): Pool } };
-  const pool = mysql.default.createPool({
+  const { default: mysql } = await import('mysql2/promise');
+  // Typed as the calls this file makes; tsc checks mysql2's own types fit them.
+  const pool: Pool = mysql.createPool({
     uri: url,
     connectionLimit: MYSQL_POOL_SIZE,
     connectTimeout: timeoutMs,
     multipleStatements: false,
     supportBigNumbers: true,
   });
-  const wrap = async <T>(f: () => Promise<T>): Promise<T> => {
-    try {
-      return await f();
-    } catch (e) {
-      throw e instanceof StoreError ? e : new StoreError(`mysql: ${(e as Error).message}`);
-    }
-  };
+  const wrap = storeCall('mysql');
   const rows = async (sql: string, values?: unknown[]): Promise<Record<string, unknown>[]> =>
     (await pool.query(sql, values))[0] as Record<string, unknown>[];
   let ready: Promise<void> | undefined;

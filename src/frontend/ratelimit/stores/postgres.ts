@@ -2,6 +2,7 @@
 // transaction-scoped advisory locks, taken in sorted order, make
 // check-and-record atomic across every instance.
 import type { RateStore, ConsumeResult } from '../store.js';
+import { storeCall } from './wrap.js';
 import {
   StoreError,
   breaks,
@@ -85,8 +86,9 @@ export async function probePostgres(url: string, timeoutMs: number): Promise<voi
 }
 
 export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
-  const pg = (await import('pg')) as unknown as { default: { Pool: new (o: object) => Pool } };
-  const pool = new pg.default.Pool({
+  const { default: pg } = await import('pg');
+  // Typed as the calls this file makes; tsc checks pg's own types fit them.
+  const pool: Pool = new pg.Pool({
     connectionString: url,
     max: PG_POOL_SIZE,
     connectionTimeoutMillis: timeoutMs,
@@ -95,13 +97,7 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
   pool.on('error', () => {
     /* a dropped idle connection: the next query reconnects */
   });
-  const wrap = async <T>(f: () => Promise<T>): Promise<T> => {
-    try {
-      return await f();
-    } catch (e) {
-      throw e instanceof StoreError ? e : new StoreError(`postgresql: ${(e as Error).message}`);
-    }
-  };
+  const wrap = storeCall('postgresql');
   /**
    * A checked-out client whose server goes away emits 'error'; unheard, that
    * would kill the process. Hear it, fail the call, and destroy the client.

@@ -6,6 +6,7 @@
 // after their longest window, so nothing needs cleaning.
 import type { RateStore, ConsumeResult, EventRow } from '../store.js';
 import { StoreError, storedKey } from '../store.js';
+import { storeCall } from './wrap.js';
 import { redactUrl } from '../../redact.js';
 
 /** The driver calls this backend makes. */
@@ -126,9 +127,10 @@ export async function probeRedis(url: string, timeoutMs: number): Promise<void> 
 }
 
 async function connect(url: string, timeoutMs: number): Promise<Redis> {
-  const mod = (await import('ioredis')) as unknown as { default: new (url: string, o: object) => Redis };
+  const { default: ioredis } = await import('ioredis');
+  // Typed as the calls this file makes; tsc checks ioredis's own types fit them.
   // No offline queue: while Redis is down, calls fail at once and db_error_action applies.
-  const r = new mod.default(url, {
+  const r: Redis = new ioredis.Redis(url, {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     connectTimeout: timeoutMs,
@@ -156,13 +158,7 @@ async function connect(url: string, timeoutMs: number): Promise<Redis> {
 
 export async function openRedis(url: string, timeoutMs: number): Promise<RateStore> {
   const r = await connect(url, timeoutMs);
-  const wrap = async <T>(f: () => Promise<T>): Promise<T> => {
-    try {
-      return await f();
-    } catch (e) {
-      throw e instanceof StoreError ? e : new StoreError(`redis: ${(e as Error).message}`);
-    }
-  };
+  const wrap = storeCall('redis');
   return {
     name: 'redis',
     consume: (req) =>

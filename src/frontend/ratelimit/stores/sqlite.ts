@@ -15,6 +15,7 @@ import {
   HASHED_KEY_MARK,
 } from '../store.js';
 import type { Limit } from '../decide.js';
+import type BetterSqlite3 from 'better-sqlite3';
 
 /** The driver calls this backend makes. */
 interface Stmt {
@@ -27,7 +28,8 @@ interface Db {
   pragma(s: string): unknown;
   exec(s: string): void;
   prepare(s: string): Stmt;
-  transaction<F extends (...a: never[]) => unknown>(f: F): F & { immediate: F };
+  /** f wrapped in BEGIN ... COMMIT; .immediate begins with BEGIN IMMEDIATE. Generic: the driver's own type. */
+  transaction: BetterSqlite3.Database['transaction'];
   close(): void;
 }
 
@@ -81,11 +83,10 @@ export async function probeSqlite(path: string): Promise<void> {
 }
 
 export async function openSqlite(path: string, sqlLimitsById: string): Promise<RateStore> {
-  const { default: Database } = (await import('better-sqlite3')) as unknown as {
-    default: new (p: string, o: object) => Db;
-  };
+  const { default: Database } = await import('better-sqlite3');
   let db: Db;
   try {
+    // Typed as the calls this file makes; tsc checks better-sqlite3's own types fit them.
     db = new Database(path, { timeout: SQLITE_BUSY_TIMEOUT_MS });
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
