@@ -15,7 +15,7 @@ class Counter {
   constructor(private readonly names: readonly [string] | readonly [string, string]) {}
   inc(a: string, b = ''): void {
     let inner = this.values.get(a);
-    if (inner === undefined) this.values.set(a, (inner = new Map()));
+    if (inner === undefined) this.values.set(a, (inner = new Map<string, number>()));
     inner.set(b, (inner.get(b) ?? 0) + 1);
   }
   *series(): Iterable<[string, number]> {

@@ -201,7 +201,7 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
         try {
           keys = req.buckets.map((b) => storedKey(b.key));
         } catch (e) {
-          reject(e);
+          reject(e instanceof Error ? e : new Error(String(e)));
           return;
         }
         waiting.push({ req, keys, resolve, reject });
