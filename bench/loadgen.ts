@@ -1,6 +1,7 @@
 // Policy-protocol load generator: N connections, requests one after another
 // on each (as smtpd sends them) or pipelined, attribute templates giving
 // distinct users/ids/IPs per request. Reports req/s, p50/p99/max latency, errors.
+import { encodeRequest } from '../src/frontend/protocol/request.js';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -35,10 +36,7 @@ export interface LoadResult {
   maxMs: number;
 }
 
-export const encode = (a: Record<string, string>): string =>
-  Object.entries(a)
-    .map(([k, v]) => `${k}=${v}\n`)
-    .join('') + '\n';
+export const encode = (a: Record<string, string>): string => encodeRequest(a);
 
 /** A RCPT request as Postfix 3.7 sends it (29 attributes, captured: test/fixtures/postfix-request.txt). */
 const CAPTURED = Object.fromEntries(

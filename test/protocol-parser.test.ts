@@ -11,6 +11,7 @@ import {
   FIRST_PARTIAL_BYTES,
 } from '../src/frontend/protocol/parser.js';
 import { formatReply } from '../src/frontend/protocol/reply.js';
+import { encodeRequest } from '../src/frontend/protocol/request.js';
 
 const toObj = (reqs: Attributes[]): Record<string, string>[] => reqs.map((r) => Object.fromEntries(r.entries()));
 
@@ -20,16 +21,9 @@ function parseAll(chunks: Buffer[]): Record<string, string>[] {
 }
 
 const attrName = fc.stringMatching(/^[a-z_]{1,20}$/);
-const attrValue = fc.string({ maxLength: 40 }).filter((s) => !s.includes('\n'));
+// What Postfix can send in a value: no line break, no NUL (encodeRequest refuses those).
+const attrValue = fc.string({ maxLength: 40 }).filter((s) => !/[\n\r\0]/.test(s));
 const requestArb = fc.dictionary(attrName, attrValue, { minKeys: 1, maxKeys: 12 });
-
-function encodeRequest(r: Record<string, string>): string {
-  return (
-    Object.entries(r)
-      .map(([k, v]) => `${k}=${v}\n`)
-      .join('') + '\n'
-  );
-}
 
 test('any split of the byte stream yields the same requests', () => {
   fc.assert(
@@ -194,4 +188,26 @@ test('next() takes one request at a time; unread is what is left of the read; mo
 test('replies are exactly action=TEXT and an empty line, CR/LF removed', () => {
   assert.equal(formatReply('DUNNO'), 'action=DUNNO\n\n');
   assert.equal(formatReply('452 4.2.2 a\r\nb\nc'), 'action=452 4.2.2 a b c\n\n');
+});
+
+test('encodeRequest refuses what would change the request the server reads', () => {
+  assert.equal(
+    encodeRequest([
+      ['request', 'smtpd_access_policy'],
+      ['size', '0'],
+    ]),
+    'request=smtpd_access_policy\nsize=0\n\n',
+  );
+  assert.equal(encodeRequest({ a: 'x=y' }), 'a=x=y\n\n', 'an = in a value is data');
+  const bads: Record<string, string>[] = [
+    { 'a=b': 'x' },
+    { '': 'x' },
+    { 'a\nb': 'x' },
+    { a: 'x\nrecipient=evil' },
+    { a: 'x\r' },
+    { a: 'x\0' },
+  ];
+  for (const bad of bads) {
+    assert.throws(() => encodeRequest(bad), RangeError, JSON.stringify(bad));
+  }
 });

@@ -3,6 +3,7 @@
 // default a dry query (QUERY_ATTRIBUTE), which counts against no limit and
 // comes back with which check answered and why; --count sends exactly what
 // smtpd sends, and is counted.
+import { encodeRequest } from '../frontend/protocol/request.js';
 import net from 'node:net';
 import { loadConfig } from '../shared/config/load.js';
 import { listenSpec, netOptions } from '../shared/config/schema.js';
@@ -55,7 +56,7 @@ export function buildRequest(
     attrs.set(a.slice(0, eq), a.slice(eq + 1));
   }
   if (dry) attrs.set(QUERY_ATTRIBUTE, QUERY_DRY);
-  return [...attrs].map(([k, v]) => `${k}=${v}\n`).join('') + '\n';
+  return encodeRequest(attrs);
 }
 
 export async function query(cl: CommandLine, out: (s: string) => void): Promise<number> {

@@ -1,14 +1,16 @@
 // A minimal policy-protocol client for tests: send bytes, collect replies.
+import { encodeRequest } from '../../src/frontend/protocol/request.js';
 import net from 'node:net';
 
 export type Address = { path: string } | { host: string; port: number };
 
 export function request(attrs: Record<string, string>): string {
-  return (
-    Object.entries(attrs)
-      .map(([k, v]) => `${k}=${v}\n`)
-      .join('') + '\n'
-  );
+  return encodeRequest(attrs);
+}
+
+/** Hostile input the real encoder refuses (NUL, CR in values): written exactly as given. */
+export function uncheckedRcpt(recipient: string): string {
+  return `request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=${recipient}\n\n`;
 }
 
 export function rcpt(recipient: string, extra: Record<string, string> = {}): string {
