@@ -46,7 +46,8 @@ install: $(USER_STEP)
 	install -d -o root -g root -m 0755 $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/dist $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
 	cp -R dist/src $(DESTDIR)$(LIBDIR)/dist/
 	cp package.json README.md $(DESTDIR)$(LIBDIR)/
-	cp -R node_modules $(DESTDIR)$(LIBDIR)/
+# -H: a checkout whose node_modules is a link (a git worktree's) installs the code, not a link into the checkout.
+	cp -RH node_modules $(DESTDIR)$(LIBDIR)/
 	cd $(DESTDIR)$(LIBDIR) && npm prune --omit=dev --no-audit --no-fund >/dev/null
 	install -o root -g root -m 0755 bin/quotapolicy.js $(DESTDIR)$(LIBDIR)/bin/quotapolicy.js
 	printf '#!/bin/sh\n# The root helper for sudo mode: no arguments, built-in settings.\nexec %s %s/dist/src/helper/main.js\n' "$(NODE)" "$(LIBDIR)" > $(DESTDIR)$(LIBDIR)/quotapolicy-helper
