@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -24,6 +24,13 @@ function rootDir(label: string): string {
   chmodSync(dir, 0o755);
   return dir;
 }
+
+test("the README shows migrate's stderr for the example config as it is", () => {
+  const mig = cli('migrate', '--from', 'policyd-rate-limit', EXAMPLE);
+  assert.equal(mig.status, 0, mig.stderr);
+  const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
+  assert.ok(readme.includes('```\n' + mig.stderr + '```\n'), `README's migrate output is stale; now:\n${mig.stderr}`);
+});
 
 test("policyd-rate-limit's example config migrates, passes check-config as it is, and serve limits with it as policyd-rate-limit would", async () => {
   const mig = cli('migrate', '--from', 'policyd-rate-limit', EXAMPLE);
