@@ -9,7 +9,7 @@ import { FIELDS, ACTION_FIELDS, fieldTable, oneOf, str, type Config } from '../s
 import { RATE_FIELDS } from '../src/shared/config/rate-schema.js';
 import { rulesFrom } from '../src/frontend/ratelimit/check.js';
 import { inNetworks } from '../src/frontend/ratelimit/net.js';
-import { recipientToUser } from '../src/frontend/policy/recipient.js';
+import { recipientToUser } from '../src/frontend/quota/recipient.js';
 
 const err = (text: string): string => {
   try {

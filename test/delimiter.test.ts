@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveDelimiters, FALLBACK_DELIMITER } from '../src/frontend/policy/delimiter.js';
+import { resolveDelimiters, FALLBACK_DELIMITER } from '../src/frontend/quota/delimiter.js';
 
 function fakePostconf(dir: string, body: string): string {
   const p = join(dir, 'postconf');

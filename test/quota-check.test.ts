@@ -2,7 +2,7 @@
 // cached, exemptions and the helper's min_uid.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QuotaCheck } from '../src/frontend/policy/quota-check.js';
+import { QuotaCheck } from '../src/frontend/quota/quota-check.js';
 import { parseConfig } from '../src/shared/config/load.js';
 import { QuotaStatus, type UserQuota } from '../src/shared/wire.js';
 

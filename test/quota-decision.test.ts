@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decideQuota } from '../src/frontend/policy/quota-decision.js';
+import { decideQuota } from '../src/frontend/quota/quota-decision.js';
 import type { FsQuota } from '../src/shared/wire.js';
 
 const NOW = 1_800_000_000;

@@ -13,7 +13,7 @@ import {
   STORE_KEY_PREFIX_BYTES,
   HASHED_KEY_MARK,
 } from '../src/frontend/ratelimit/store.js';
-import { reportText, shownKey } from '../src/frontend/ratelimit/report.js';
+import { reportText, shownKey } from '../src/cli/report/report.js';
 
 const bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
 

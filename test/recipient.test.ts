@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { recipientToUser, stripExtension } from '../src/frontend/policy/recipient.js';
+import { recipientToUser, stripExtension } from '../src/frontend/quota/recipient.js';
 
 const rules = (delimiters = '+', domains: string[] = []) => ({ delimiters, domains: new Set(domains) });
 

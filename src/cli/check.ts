@@ -8,8 +8,8 @@ import { loadConfig, DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { HelperClient } from '../frontend/quota/helper-client.js';
 import { PolicyService } from '../frontend/policy/service.js';
-import { NO_QUOTA_FS } from '../frontend/policy/quota-check.js';
-import { delimitersFor } from '../frontend/policy/delimiter.js';
+import { NO_QUOTA_FS } from '../frontend/quota/quota-check.js';
+import { delimitersFor } from '../frontend/quota/delimiter.js';
 import { makeLogger } from '../frontend/log.js';
 
 export const HELPER_MAIN = fileURLToPath(new URL('../helper/main.js', import.meta.url));

@@ -10,7 +10,7 @@ import { dropToServiceUser } from './service-user.js';
 import { openStore } from '../frontend/ratelimit/open-store.js';
 import { rulesFrom } from '../frontend/ratelimit/check.js';
 import { longestWindow, type Limit } from '../frontend/ratelimit/decide.js';
-import { sendReport } from '../frontend/ratelimit/report.js';
+import { sendReport } from './report/report.js';
 import { parseTarget, applying, windowStates, KeyIdError, KEY_KINDS } from '../frontend/ratelimit/inspect.js';
 import { storedKey, STORE_KEY_MAX_BYTES, type RateStore } from '../frontend/ratelimit/store.js';
 

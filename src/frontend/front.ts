@@ -10,7 +10,7 @@ import { loadConfig, ConfigError } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import { HelperClient } from './quota/helper-client.js';
 import { PolicyService } from './policy/service.js';
-import { delimitersFor } from './policy/delimiter.js';
+import { delimitersFor } from './quota/delimiter.js';
 import { serveConnection, type Connection } from './server/connection.js';
 import { admit, type Idle } from './server/admission.js';
 import { Metrics } from './metrics.js';

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import userid from 'userid';
 import type { PolicyRequest } from '../protocol/parser.js';
 import type { Config } from '../../shared/config/schema.js';
-import { QuotaCheck, type UserEntry } from './quota-check.js';
+import { QuotaCheck, type UserEntry } from '../quota/quota-check.js';
 import { RateLimitCheck } from '../ratelimit/check.js';
 import type { RateStore } from '../ratelimit/store.js';
 import type { UserQuota } from '../../shared/wire.js';

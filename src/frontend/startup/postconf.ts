@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { POSTCONF_TIMEOUT_MS } from '../policy/delimiter.js';
+import { POSTCONF_TIMEOUT_MS } from '../quota/delimiter.js';
 import { CLASS_NAME, MAX_CLASSES, POSTCONF_PARAMS, parsePostconf } from './postfix-stages.js';
 
 /** Postfix's own configuration directory, where postconf looks without -c. */

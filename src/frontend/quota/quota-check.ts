@@ -4,7 +4,7 @@
 import { QuotaStatus, QUOTA_STATUS_NAMES, type UserQuota } from '../../shared/wire.js';
 import type { PolicyRequest } from '../protocol/parser.js';
 import type { Config } from '../../shared/config/schema.js';
-import { TtlCache } from '../quota/cache.js';
+import { TtlCache } from './cache.js';
 import { recipientToUser, type RecipientRules } from './recipient.js';
 import { decideQuota, type QuotaVerdict } from './quota-decision.js';
 

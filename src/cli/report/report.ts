@@ -1,6 +1,6 @@
 // The rate-limit report (policyd-rate-limit's `report`): who hit a reported
 // window since the last clean, as a table, mailed on `quotapolicy clean`.
-import type { HitRow } from './store.js';
+import type { HitRow } from '../../frontend/ratelimit/store.js';
 import type { RateConfig } from '../../shared/config/rate-schema.js';
 import { readFileSync } from 'node:fs';
 import { sendMail } from './smtp.js';
