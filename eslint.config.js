@@ -4,6 +4,19 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** Rooms: who may import whom (README, Development). The helper's own build also
+ * refuses any file outside src/helper and src/shared (tsconfig.helper.json). */
+const ROOMS = [
+  [
+    'src/shared/**',
+    ['**/frontend/**', '**/helper/**', '**/cli/**'],
+    'shared code is loaded by root and front alike: it imports only shared code',
+  ],
+  ['src/helper/**', ['**/frontend/**', '**/cli/**'], 'root code imports only src/helper and src/shared'],
+  ['src/frontend/**', ['**/helper/**', '**/cli/**'], 'the front reaches root only over the channel, never by import'],
+  ['src/cli/**', ['**/helper/*.js'], 'commands may use root start-up code (helper/startup), never the helper runtime'],
+];
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'test/fixtures/**'] },
   js.configs.recommended,
@@ -31,6 +44,10 @@ export default tseslint.config(
       '@typescript-eslint/require-await': 'off',
     },
   },
+  ...ROOMS.map(([files, patterns, message]) => ({
+    files: [files],
+    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: patterns, message }] }] },
+  })),
   {
     // Tests read parsed YAML and SQL rows as loose objects; a type for each would only restate the assertion.
     files: ['test/**/*.ts'],

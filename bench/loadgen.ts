@@ -5,7 +5,7 @@ import { encodeRequest } from '../src/frontend/protocol/request.js';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { netOptions } from '../src/shared/config/schema.js';
+import { netOptions } from '../src/shared/config/checks.js';
 
 export interface LoadOptions {
   to: string;

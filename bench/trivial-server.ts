@@ -1,7 +1,7 @@
 // Scenario (d): the ceiling of the harness itself, a Node server that answers
 // DUNNO to every request. Usage: node dist/bench/trivial-server.js unix:/path|inet:HOST:PORT
 import net from 'node:net';
-import { netOptions } from '../src/shared/config/schema.js';
+import { netOptions } from '../src/shared/config/checks.js';
 
 const where = netOptions(process.argv[2] ?? 'inet:127.0.0.1:10099');
 net

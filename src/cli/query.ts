@@ -6,7 +6,7 @@
 import { encodeRequest } from '../frontend/protocol/request.js';
 import net from 'node:net';
 import { loadConfig } from '../shared/config/load.js';
-import { listenSpec, netOptions } from '../shared/config/schema.js';
+import { listenSpec, netOptions } from '../shared/config/checks.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { QUERY_ATTRIBUTE, QUERY_DRY, POSTFIX_ATTRIBUTE } from '../frontend/protocol/dry-query.js';
 import { decodeReplyValue } from '../frontend/protocol/reply.js';

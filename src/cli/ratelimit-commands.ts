@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, stringify, isMap, isScalar, type Node, type Pair } from 'yaml';
 import { loadConfig, parseConfig, ConfigError } from '../shared/config/load.js';
-import { FIELDS, listenSpec, type Field } from '../shared/config/schema.js';
+import { FIELDS } from '../shared/config/schema.js';
+import { listenSpec, type Field } from '../shared/config/checks.js';
 import { RATE_FIELDS, POLICYD_BACKENDS, POLICYD_COUNT_MODES } from '../shared/config/rate-schema.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { dropToServiceUser } from './service-user.js';

@@ -2,7 +2,7 @@
 // /metrics when `metrics: true`. No client library: five metric families do
 // not need one.
 import http from 'node:http';
-import { netOptions } from '../shared/config/schema.js';
+import { netOptions } from '../shared/config/checks.js';
 
 /** Helper round-trip buckets, seconds: cache-miss lookups take ~2-80 ms, NFS up to the timeout. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

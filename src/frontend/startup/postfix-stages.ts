@@ -6,7 +6,7 @@
 // nothing, and every message passes every limit.
 import { posix } from 'node:path';
 import { isIP } from 'node:net';
-import { socketAddress } from '../../shared/config/schema.js';
+import { socketAddress } from '../../shared/config/checks.js';
 
 /** The parameters read for each stage, and what Postfix's chroot and paths need. */
 export const RCPT_LISTS = ['smtpd_relay_restrictions', 'smtpd_recipient_restrictions'] as const;

@@ -33,7 +33,7 @@ import {
   unlinkSync,
 } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { socketAddress, type SocketAddress } from '../../shared/config/schema.js';
+import { socketAddress, type SocketAddress } from '../../shared/config/checks.js';
 import { checkTrustedDirectory, TrustError } from './trust.js';
 
 /** First fd systemd passes (SD_LISTEN_FDS_START). */

@@ -2,7 +2,8 @@
 // unknown keys, names the key and line in every error, and freezes the result.
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } from 'yaml';
-import { FIELDS, ACTION_FIELDS, type Config, type Field, type FieldsOf } from './schema.js';
+import { FIELDS, ACTION_FIELDS, type Config } from './schema.js';
+import type { Field, FieldsOf } from './checks.js';
 import { RATE_FIELDS } from './rate-schema.js';
 import { addressKey } from '../address.js';
 

@@ -15,7 +15,7 @@ import {
   str,
   type Check,
   type ValuesOf,
-} from './schema.js';
+} from './checks.js';
 
 const limitPair: Check<[number, number]> = (v) =>
   Array.isArray(v) &&

@@ -1,6 +1,7 @@
 // The README's config reference, generated from schema.ts so the two cannot
 // drift: test/config-reference.test.ts compares them, `npm run docs` rewrites it.
-import { FIELDS, ACTION_FIELDS, type Field } from './schema.js';
+import { FIELDS, ACTION_FIELDS } from './schema.js';
+import type { Field } from './checks.js';
 import { RATE_FIELDS } from './rate-schema.js';
 
 function cell(v: unknown): string {
