@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { open, STORE_URLS, uniq } from './support/stores.js';
 import { storedKey, STORE_KEY_MAX_BYTES, type RateStore, type ConsumeResult } from '../src/frontend/ratelimit/store.js';
 import { PREVIOUS_RELEASE_CONSUME } from './support/redis-previous-release.js';
+import { rng, modelUsed } from './support/window-model.js';
 
 const T = 1_800_000_000;
 let s: RateStore;
@@ -169,23 +170,7 @@ test('a day of busy seconds: the first check builds the totals, later ones read 
   assert.deepEqual(await s.consume(probe), { ok: false, key, limit: [1, 86400], used: 86_400 + 999 });
 });
 
-/** A tiny deterministic PRNG (mulberry32): the same sequence on every run. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 type Lim = readonly [number, number];
-/** The exact sliding window: events at now - seconds or later. */
-function modelUsed(events: Map<number, number>, now: number, seconds: number): number {
-  let c = 0;
-  for (const [at, n] of events) if (at >= now - seconds) c += n;
-  return c;
-}
 
 test('random sequences, clocks up to 3 s apart, windows asked or not: every answer is the exact sliding-window count', async () => {
   const next = rng(13);
