@@ -164,7 +164,11 @@ for k = 1, buckets do
   if exists and (low > oldLow or (oldLow == math.huge and all ~= nil)) then
     local stale = {}
     if all ~= nil then
-      for _, fl in ipairs(scan()) do if fl[1] < low then stale[#stale + 1] = fl[3] end end
+      local kept = {}
+      for _, fl in ipairs(all) do
+        if fl[1] < low then stale[#stale + 1] = fl[3] else kept[#kept + 1] = fl end
+      end
+      all = kept
     else
       for x = oldLow, low - 1 do stale[#stale + 1] = x end
     end
