@@ -228,7 +228,10 @@ test('postgresql: version 2 tables get running totals; with a version 2 process 
         used: 86_400 + 600,
       },
     );
-    assert.equal((await c.query('SELECT version FROM qp_schema')).rows[0].version, PG_SCHEMA_VERSION);
+    assert.equal(
+      (await c.query<{ version: number }>('SELECT version FROM qp_schema')).rows[0]!.version,
+      PG_SCHEMA_VERSION,
+    );
     assert.deepEqual(
       (
         await c.query(
@@ -254,11 +257,11 @@ test('postgresql: version 2 tables get running totals; with a version 2 process 
       for (const limit of limits) {
         const used = Number(
           (
-            await c.query(
+            await c.query<{ used: string }>(
               'SELECT COALESCE(SUM(n), 0)::bigint AS used FROM qp_rate_events WHERE key = $1 AND at >= $2',
               [key, now - limit[1]],
             )
-          ).rows[0].used,
+          ).rows[0]!.used,
         );
         if (used + n > limit[0]) {
           await c.query('ROLLBACK');
