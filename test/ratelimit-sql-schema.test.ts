@@ -10,7 +10,9 @@ import pg from 'pg';
 import mysql from 'mysql2/promise';
 import { STORE_URLS } from './support/stores.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
-import { storedKey, SCHEMA_VERSION, type RateStore } from '../src/frontend/ratelimit/store.js';
+import { storedKey, SCHEMA_VERSION, type RateStore, type ConsumeResult } from '../src/frontend/ratelimit/store.js';
+import { PG_SCHEMA_VERSION } from '../src/frontend/ratelimit/stores/postgres.js';
+import { rng, modelUsed } from './support/window-model.js';
 
 const T = 1_800_000_000;
 const scratch = `qp_schema_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
@@ -94,7 +96,7 @@ test('postgresql: version 1 tables are converted: long and marked keys move to t
   } finally {
     await s.close();
   }
-  assert.equal((await c.query('SELECT version FROM qp_schema')).rows[0].version, SCHEMA_VERSION);
+  assert.equal((await c.query('SELECT version FROM qp_schema')).rows[0].version, PG_SCHEMA_VERSION);
   const held = (await c.query('SELECT DISTINCT key FROM qp_rate_events')).rows.map((r) => r.key as string).sort();
   assert.deepEqual(held, Object.keys(keys).map(storedKey).sort());
   await c.end();
@@ -194,5 +196,141 @@ test('mysql: keys are compared as bytes whatever the connection character set (c
     assert.deepEqual(await s.hits(), [{ key: 'sender:\u65e5', seconds: 60, hits: 1 }]);
   } finally {
     await s.close();
+  }
+});
+
+test('postgresql: version 2 tables get running totals; with a version 2 process writing beside, clocks apart and clean, every answer is exact', async () => {
+  const url = await pgDatabase(`${scratch}_pg2`);
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  // Exactly what version 2 created, with a day of events for one key (10 a second in its last minute).
+  await c.query(`CREATE TABLE qp_schema (version INTEGER NOT NULL); INSERT INTO qp_schema VALUES (2);
+    CREATE TABLE qp_rate_events (key TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL);
+    CREATE INDEX qp_rate_events_key_at ON qp_rate_events (key, at);
+    CREATE TABLE qp_rate_hits (key TEXT NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (key, seconds))`);
+  await c.query('INSERT INTO qp_rate_events SELECT $1, $2 + g, 1 FROM generate_series(0, 86399) g', [
+    'sasl:news',
+    T - 86400,
+  ]);
+  await c.query('INSERT INTO qp_rate_events SELECT $1, $2 + g / 10, 1 FROM generate_series(0, 599) g', [
+    'sasl:news',
+    T - 60,
+  ]);
+  const s = await open('postgresql', url);
+  try {
+    const day = [[86_400 + 600, 86400] as const, [660, 60] as const];
+    assert.deepEqual(
+      await s.consume({ buckets: [{ key: 'sasl:news', limits: day }], n: 1, nowSec: T, commit: false }),
+      {
+        ok: false,
+        key: 'sasl:news',
+        limit: [86_400 + 600, 86400],
+        used: 86_400 + 600,
+      },
+    );
+    assert.equal(
+      (await c.query<{ version: number }>('SELECT version FROM qp_schema')).rows[0]!.version,
+      PG_SCHEMA_VERSION,
+    );
+    assert.deepEqual(
+      (
+        await c.query(
+          'SELECT seconds::int, edge::bigint - $1 AS edge, total::int FROM qp_rate_totals ORDER BY seconds',
+          [T],
+        )
+      ).rows,
+      [
+        { seconds: 60, edge: '-60', total: 660 },
+        { seconds: 86400, edge: '-86400', total: 86_400 + 600 },
+      ],
+    );
+    // A version 2 process's check: its sums, its insert, under the same per-key lock.
+    const old = async (
+      key: string,
+      limits: readonly (readonly [number, number])[],
+      n: number,
+      now: number,
+      commit: boolean,
+    ): Promise<ConsumeResult> => {
+      await c.query('BEGIN');
+      await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [key]);
+      for (const limit of limits) {
+        const used = Number(
+          (
+            await c.query<{ used: string }>(
+              'SELECT COALESCE(SUM(n), 0)::bigint AS used FROM qp_rate_events WHERE key = $1 AND at >= $2',
+              [key, now - limit[1]],
+            )
+          ).rows[0]!.used,
+        );
+        if (used + n > limit[0]) {
+          await c.query('ROLLBACK');
+          return { ok: false, key, limit, used };
+        }
+      }
+      if (commit) await c.query('INSERT INTO qp_rate_events (key, at, n) VALUES ($1, $2, $3)', [key, now, n]);
+      await c.query('COMMIT');
+      return { ok: true };
+    };
+    const next = rng(11);
+    const WINDOWS = [2, 10, 30];
+    const every = new Map<string, Map<number, number>>();
+    for (let round = 0; round < 4; round++) {
+      const key = `sasl:model-${round}`;
+      const events = new Map<number, number>();
+      every.set(key, events);
+      let maxNow = T;
+      for (let step = 0; step < 150; step++) {
+        maxNow += next() < 0.5 ? 0 : Math.floor(next() * 4);
+        const now = maxNow - Math.floor(next() * 4);
+        const limits = WINDOWS.filter(() => next() < 0.6).map((w) => [Math.floor(next() * 40), w] as const);
+        if (limits.length === 0) limits.push([Math.floor(next() * 40), WINDOWS[0]!]);
+        const n = 1 + Math.floor(next() * 3);
+        const commit = next() < 0.8;
+        let want: ConsumeResult = { ok: true };
+        for (const l of limits) {
+          const used = modelUsed(events, now, l[1]);
+          if (used + n > l[0]) {
+            want = { ok: false, key, limit: l, used };
+            break;
+          }
+        }
+        if (want.ok && commit) events.set(now, (events.get(now) ?? 0) + n);
+        const got =
+          next() < 0.3
+            ? await old(key, limits, n, now, commit)
+            : await s.consume({ buckets: [{ key, limits }], n, nowSec: now, commit });
+        assert.deepEqual(got, want, `round ${round} step ${step}: now ${now - T}, ${JSON.stringify(limits)}, n ${n}`);
+      }
+      if (round % 2 === 1) {
+        // clean keeps the totals true as well (it counts rows: one per event recorded here).
+        const cut = maxNow - 15;
+        await s.clean(cut);
+        for (const ev of every.values()) for (const at of [...ev.keys()]) if (at < cut) ev.delete(at);
+        for (const l of [[0, 30] as const, [0, 10] as const])
+          assert.deepEqual(await s.consume({ buckets: [{ key, limits: [l] }], n: 1, nowSec: maxNow, commit: false }), {
+            ok: false,
+            key,
+            limit: l,
+            used: modelUsed(events, maxNow, l[1]),
+          });
+      }
+    }
+    assert.equal(
+      await s.reset('sasl:model-0'),
+      [...every.get('sasl:model-0')!.values()].reduce((a, b) => a + b, 0),
+    );
+    assert.deepEqual(
+      await s.consume({
+        buckets: [{ key: 'sasl:model-0', limits: [[0, 30]] }],
+        n: 1,
+        nowSec: T + 10_000,
+        commit: false,
+      }),
+      { ok: false, key: 'sasl:model-0', limit: [0, 30], used: 0 },
+    );
+  } finally {
+    await s.close();
+    await c.end();
   }
 });

@@ -1,12 +1,17 @@
 // PostgreSQL (pg): for several MX hosts sharing exact limits. Per-key
 // transaction-scoped advisory locks, taken in sorted order, make
-// check-and-record atomic across every instance.
+// check-and-record atomic across every instance. Events are rows; beside
+// them, running totals per key and window length (qp_rate_totals, kept by a
+// trigger on every write to the events, whichever process or release makes
+// it): a check moves a window's start to now - seconds and subtracts only
+// the events it passes, so a key with a day of events costs what a fresh
+// one does.
 import type { RateStore, ConsumeResult } from '../store.js';
 import { storeCall } from './wrap.js';
+import type { Limit } from '../decide.js';
 import {
   StoreError,
   breaks,
-  SCHEMA_VERSION,
   parseLimitsText,
   lockOrder,
   storedKey,
@@ -29,6 +34,16 @@ interface Pool {
   end(): Promise<void>;
   on(ev: 'error', f: (e: Error) => void): void;
 }
+
+/**
+ * Version of the PostgreSQL tables (MariaDB/MySQL: SCHEMA_VERSION). 1 and 2
+ * as SCHEMA_VERSION says; 3: running totals (qp_rate_totals: per key and
+ * window length, the window's start and the events from it on), kept by a
+ * trigger on qp_rate_events. A version 2 process still running when the
+ * tables are converted stays exact (the trigger keeps the totals whoever
+ * writes the events); one started afterwards refuses the newer tables.
+ */
+export const PG_SCHEMA_VERSION = 3;
 
 /** Connections per daemon: the front runs one store call at a time per key, so a few suffice. */
 export const PG_POOL_SIZE = 8;
@@ -75,7 +90,7 @@ export async function probePostgres(url: string, timeoutMs: number): Promise<voi
     checkEncoding(String(r.enc));
     if (r.t === true) {
       const v = (await c.query('SELECT max(version) AS v FROM qp_schema')).rows[0]!.v;
-      if (v !== null && Number(v) > SCHEMA_VERSION)
+      if (v !== null && Number(v) > PG_SCHEMA_VERSION)
         throw new StoreError(`postgresql: schema version ${Number(v)} is newer than this quotapolicy`);
     }
   } catch (e) {
@@ -131,10 +146,10 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
         CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (key, seconds))`);
         checkEncoding(String((await c.query("SELECT current_setting('server_encoding') AS enc")).rows[0]!.enc));
         const v = await c.query('SELECT version FROM qp_schema');
-        if (v.rows.length === 0) await c.query('INSERT INTO qp_schema (version) VALUES ($1)', [SCHEMA_VERSION]);
-        else if (Number(v.rows[0]!.version) > SCHEMA_VERSION)
+        const version = v.rows.length === 0 ? undefined : Number(v.rows[0]!.version);
+        if (version !== undefined && version > PG_SCHEMA_VERSION)
           throw new StoreError(`schema version ${String(v.rows[0]!.version)} is newer than this quotapolicy`);
-        else if (Number(v.rows[0]!.version) < SCHEMA_VERSION) {
+        if (version !== undefined && version < 2) {
           // 1 -> 2, in one transaction: only keys storedKey() changes (long, or containing its mark) move; every other keeps its rows.
           await c.query('BEGIN');
           const long = 'octet_length(key) > $1 OR strpos(key, $2) > 0';
@@ -146,7 +161,42 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
             await c.query('UPDATE qp_rate_events SET key = $1 WHERE key = $2', [to, from]);
             await c.query('UPDATE qp_rate_hits SET key = $1 WHERE key = $2', [to, from]);
           }
-          await c.query('UPDATE qp_schema SET version = $1', [SCHEMA_VERSION]);
+          await c.query('UPDATE qp_schema SET version = 2');
+          await c.query('COMMIT');
+        }
+        if (version === undefined || version < 3) {
+          // 2 -> 3 (and new tables), in one transaction, so no write to the events goes by without the trigger.
+          // The totals start empty; each is built from the events when a check first asks for its window.
+          // Invariant, per row: total = the key's events from the second edge on. The triggers run once per
+          // statement with the rows it changed (a clean deleting a million events runs one UPDATE, not a million).
+          await c.query('BEGIN');
+          await c.query(`CREATE TABLE IF NOT EXISTS qp_rate_totals (key TEXT NOT NULL, seconds BIGINT NOT NULL, edge BIGINT NOT NULL, total BIGINT NOT NULL, PRIMARY KEY (key, seconds));
+          ${['add', 'sub']
+            .map(
+              (f) => `CREATE OR REPLACE FUNCTION qp_rate_totals_${f}() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN
+            UPDATE qp_rate_totals t SET total = t.total ${f === 'add' ? '+' : '-'} d.n
+              FROM (SELECT w.key, w.seconds, SUM(e.n) AS n FROM qp_rate_totals w JOIN changed e ON e.key = w.key AND e.at >= w.edge
+                    GROUP BY w.key, w.seconds) d
+              WHERE t.key = d.key AND t.seconds = d.seconds;
+            RETURN NULL;
+          END $$;`,
+            )
+            .join('\n')}
+          DROP TRIGGER IF EXISTS qp_rate_events_added ON qp_rate_events;
+          DROP TRIGGER IF EXISTS qp_rate_events_removed ON qp_rate_events;
+          DROP TRIGGER IF EXISTS qp_rate_events_updated_old ON qp_rate_events;
+          DROP TRIGGER IF EXISTS qp_rate_events_updated_new ON qp_rate_events;
+          CREATE TRIGGER qp_rate_events_added AFTER INSERT ON qp_rate_events
+            REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_add();
+          CREATE TRIGGER qp_rate_events_removed AFTER DELETE ON qp_rate_events
+            REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_sub();
+          CREATE TRIGGER qp_rate_events_updated_old AFTER UPDATE ON qp_rate_events
+            REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_sub();
+          CREATE TRIGGER qp_rate_events_updated_new AFTER UPDATE ON qp_rate_events
+            REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_add();`);
+          if (version === undefined) await c.query('INSERT INTO qp_schema (version) VALUES ($1)', [PG_SCHEMA_VERSION]);
+          else await c.query('UPDATE qp_schema SET version = $1', [PG_SCHEMA_VERSION]);
           await c.query('COMMIT');
         }
         // Unlocked by ending the session if anything above failed (the client is destroyed).
@@ -157,6 +207,50 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
       throw e;
     }));
   await migrate();
+  const sum = async (c: Client, key: string, from: number, before?: number): Promise<number> =>
+    Number(
+      (
+        await c.query(
+          before === undefined
+            ? 'SELECT COALESCE(SUM(n), 0)::bigint AS n FROM qp_rate_events WHERE key = $1 AND at >= $2'
+            : 'SELECT COALESCE(SUM(n), 0)::bigint AS n FROM qp_rate_events WHERE key = $1 AND at >= $2 AND at < $3',
+          before === undefined ? [key, from] : [key, from, before],
+        )
+      ).rows[0]!.n,
+    );
+  /**
+   * The events of each window of a key at now, inside the caller's
+   * transaction and under the key's lock. A window's start only moves
+   * forward: a check from a clock behind the last one adds the events between
+   * its own start and the stored one. FOR UPDATE: a clean or reset running
+   * meanwhile (their trigger updates) waits for this transaction, then
+   * applies its change to the moved start.
+   */
+  const windowSums = async (c: Client, key: string, limits: readonly Limit[], now: number): Promise<number[]> => {
+    const held = new Map<number, [number, number]>();
+    for (const r of (await c.query('SELECT seconds, edge, total FROM qp_rate_totals WHERE key = $1 FOR UPDATE', [key]))
+      .rows)
+      held.set(Number(r.seconds), [Number(r.edge), Number(r.total)]);
+    const out: number[] = [];
+    for (const [, seconds] of limits) {
+      const start = now - seconds;
+      const row = held.get(seconds);
+      let next: [number, number];
+      if (row === undefined) next = [start, await sum(c, key, start)];
+      else if (row[0] < start) next = [start, row[1] - (await sum(c, key, row[0], start))];
+      else {
+        out.push(row[1] + (row[0] > start ? await sum(c, key, start, row[0]) : 0));
+        continue;
+      }
+      await c.query(
+        'INSERT INTO qp_rate_totals (key, seconds, edge, total) VALUES ($1, $2, $3, $4) ON CONFLICT (key, seconds) DO UPDATE SET edge = EXCLUDED.edge, total = EXCLUDED.total',
+        [key, seconds, next[0], next[1]],
+      );
+      held.set(seconds, next);
+      out.push(next[1]);
+    }
+    return out;
+  };
   return {
     name: 'postgresql',
     consume: (req) =>
@@ -168,15 +262,12 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
           for (const key of lockOrder(req.buckets))
             await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [keys.get(key)]);
           for (const b of req.buckets) {
-            for (const limit of b.limits) {
-              const r = await c.query(
-                'SELECT COALESCE(SUM(n), 0)::bigint AS used FROM qp_rate_events WHERE key = $1 AND at >= $2',
-                [keys.get(b.key), req.nowSec - limit[1]],
-              );
-              const used = Number(r.rows[0]!.used);
-              if (breaks(used, req.n, limit)) {
-                await c.query('ROLLBACK');
-                return { ok: false, key: b.key, limit, used };
+            const used = await windowSums(c, keys.get(b.key)!, b.limits, req.nowSec);
+            for (const [i, limit] of b.limits.entries()) {
+              if (breaks(used[i]!, req.n, limit)) {
+                // Commit: nothing is recorded, but the moved starts are kept (a refused key checked again costs no more).
+                await c.query('COMMIT');
+                return { ok: false, key: b.key, limit, used: used[i]! };
               }
             }
           }
@@ -213,6 +304,8 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
           'WITH gone AS (DELETE FROM qp_rate_events WHERE key = $1 RETURNING n) SELECT COALESCE(SUM(n), 0)::bigint AS n FROM gone',
           [storedKey(key)],
         );
+        // The trigger has brought them to 0; the rows go too.
+        await pool.query('DELETE FROM qp_rate_totals WHERE key = $1', [storedKey(key)]);
         return Number(r.rows[0]!.n);
       }),
     recordHit: (key, seconds) =>
@@ -237,6 +330,8 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
     clean: (olderThan) =>
       wrap(async () => {
         const r = await pool.query('DELETE FROM qp_rate_events WHERE at < $1', [olderThan]);
+        // Totals of windows not checked since (or no longer configured): rebuilt from the events if asked again.
+        await pool.query('DELETE FROM qp_rate_totals WHERE edge < $1', [olderThan]);
         await pool.query('VACUUM qp_rate_events');
         return r.rowCount ?? 0;
       }),

@@ -1,9 +1,13 @@
 // Redis (ioredis): one Lua script per request, so check-and-record is atomic
 // for every instance sharing the server. Each key is a hash of counts per
-// second (field: the second, value: events in it), so a check reads at most
-// one field per second of its longest window, however busy the key is; fields
-// older than that window are dropped as the key is counted, and keys expire
-// after their longest window, so nothing needs cleaning.
+// second (field: the second, value: events in it), and beside it a hash of
+// running totals, one per window length the key is checked against: the
+// window's start and the events from that second on. A check moves each
+// start to now - seconds and subtracts only the seconds it passes, so it
+// costs the seconds elapsed since the key's last check, not the seconds of
+// history it holds (a key with a day of busy seconds costs what a fresh one
+// does). Seconds behind every start are dropped as they are passed, and keys
+// expire after their longest window, so nothing needs cleaning.
 import type { RateStore, ConsumeResult, EventRow } from '../store.js';
 import { StoreError, storedKey } from '../store.js';
 import { storeCall } from './wrap.js';
@@ -26,9 +30,26 @@ interface Redis {
  * Counts per second (hashes), under this prefix and the key's storedKey()
  * (as are version 1 sets): at most STORE_KEY_MAX_BYTES however long the key.
  * Before storedKey(), a longer key was held as it came; such a hash or set is
- * no longer read and expires after its longest window.
+ * no longer read and expires after its longest window. The layout is the one
+ * quotapolicy has written since version 2 (plus SENTINEL), so an instance of
+ * the previous release sharing the server during a rolling upgrade reads
+ * every event this one records, and this one every event it records.
  */
 const PREFIX = 'qp:rl2:';
+/**
+ * Running totals of a PREFIX hash, under this prefix and the same stored key:
+ * field "e<seconds>" the first second of that window as last moved, field
+ * "t<seconds>" the events the PREFIX hash holds from that second on.
+ */
+const TOTALS_PREFIX = 'qp:rl2w:';
+/**
+ * A field of every PREFIX hash whose totals are kept, second 0 with 0 events
+ * (counted in no window). An instance of the previous release drops it as a
+ * stale second whenever it records for the key, and its reset deletes the
+ * hash: either way the totals no longer match, and the next check rebuilds
+ * them from the hash (as costly, once, as that release's every check).
+ */
+const SENTINEL = '0';
 /**
  * Version 1 kept a sorted set of events per key under this prefix. Such a key
  * is still read until it expires (after its longest window), so an upgrade
@@ -36,55 +57,145 @@ const PREFIX = 'qp:rl2:';
  */
 const V1_PREFIX = 'qp:rl:';
 const HITS = 'qp:rl-hits';
-/** Fields per HDEL call: Lua's unpack() has a stack limit of a few thousand values. */
-const HDEL_CHUNK = 1000;
+/** Fields per HMGET/HDEL call: Lua's unpack() has a stack limit of a few thousand values. */
+const FIELD_CHUNK = 1000;
 /**
- * KEYS: every bucket's hash, then every bucket's version-1 sorted set.
- * ARGV: now, n, commit, then per bucket: window count, then count/seconds pairs.
- * A window [count, seconds] holds the events of seconds now - seconds .. now.
+ * KEYS: every bucket's hash, then every bucket's version-1 sorted set, then
+ * every bucket's totals. ARGV: now, n, commit, then per bucket: window count,
+ * then count/seconds pairs. A window [count, seconds] holds the events of
+ * seconds now - seconds .. now (and any later: a clock ahead of this one).
  * Returns {} when accepted, else {bucket index, count, seconds, used}.
+ *
+ * Invariant, per tracked window s: t<s> = sum of the hash's fields >= e<s>.
+ * Moving e<s> forward subtracts the seconds it passes; recording n at now
+ * adds n to every total whose start is <= now. A range of seconds is read
+ * field by field (HMGET) unless it is longer than the hash, then the hash is
+ * read whole once (HGETALL): so a check costs at most what reading the whole
+ * hash did before, and one second per window when the key is checked every
+ * second.
  */
 const CONSUME = `
 local now, n, commit = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
-local buckets = #KEYS / 2
-local a, longest, stale = 4, {}, {}
-for k = 1, buckets do
-  local w = {}
-  longest[k] = 0
-  for i = 1, tonumber(ARGV[a]) do
-    w[i] = {tonumber(ARGV[a + 2 * i - 1]), tonumber(ARGV[a + 2 * i]), 0}
-    if w[i][2] > longest[k] then longest[k] = w[i][2] end
+local buckets = #KEYS / 3
+local chunk = ${FIELD_CHUNK}
+local a, st = 4, {}
+-- Writes a bucket's moved starts and totals (plus n recorded at now, when record).
+local function save(b, record)
+  if record then
+    redis.call('HINCRBY', b.H, ARGV[1], n)
+    for _, s in ipairs(b.lens) do
+      if b.win[s][1] <= now then b.win[s][2] = b.win[s][2] + n end
+    end
+    b.changed = true
   end
+  if b.changed and (b.exists or record) then
+    local out = {}
+    for _, s in ipairs(b.lens) do
+      out[#out + 1] = 'e' .. s; out[#out + 1] = b.win[s][1]; out[#out + 1] = 't' .. s; out[#out + 1] = b.win[s][2]
+    end
+    redis.call('HSET', b.T, unpack(out))
+    redis.call('HSET', b.H, '${SENTINEL}', 0)
+    redis.call('EXPIRE', b.T, b.longest + 1)
+    if record then redis.call('EXPIRE', b.H, b.longest + 1) end
+  end
+end
+for k = 1, buckets do
+  local H, V1, T = KEYS[k], KEYS[buckets + k], KEYS[2 * buckets + k]
+  local w = {}
+  for i = 1, tonumber(ARGV[a]) do w[i] = {tonumber(ARGV[a + 2 * i - 1]), tonumber(ARGV[a + 2 * i])} end
   a = a + 1 + 2 * #w
-  local counts, old = redis.call('HGETALL', KEYS[k]), {}
-  for i = 1, #counts, 2 do
-    local sec, c = tonumber(counts[i]), tonumber(counts[i + 1])
-    if sec < now - longest[k] then old[#old + 1] = counts[i] end
-    for _, lim in ipairs(w) do
-      if sec >= now - lim[2] then lim[3] = lim[3] + c end
+  local exists = redis.call('EXISTS', H) == 1
+  if not (exists and redis.call('HEXISTS', H, '${SENTINEL}') == 1) then redis.call('DEL', T) end
+  local all
+  -- The whole hash, read once: {second, events, field}.
+  local function scan()
+    if all == nil then
+      all = {}
+      local f = redis.call('HGETALL', H)
+      for i = 1, #f, 2 do
+        if f[i] ~= '${SENTINEL}' then all[#all + 1] = {tonumber(f[i]), tonumber(f[i + 1]), f[i]} end
+      end
+    end
+    return all
+  end
+  -- Events in seconds lo .. hi.
+  local function sum(lo, hi)
+    if hi < lo or not exists then return 0 end
+    local c = 0
+    if all ~= nil or hi - lo + 1 > redis.call('HLEN', H) then
+      for _, f in ipairs(scan()) do if f[1] >= lo and f[1] <= hi then c = c + f[2] end end
+      return c
+    end
+    for s = lo, hi, chunk do
+      local names = {}
+      for x = s, math.min(s + chunk - 1, hi) do names[#names + 1] = x end
+      for _, v in ipairs(redis.call('HMGET', H, unpack(names))) do if v then c = c + tonumber(v) end end
+    end
+    return c
+  end
+  -- Tracked windows: seconds -> {start, total}.
+  local win, lens, f = {}, {}, redis.call('HGETALL', T)
+  for i = 1, #f, 2 do
+    local s = tonumber(string.sub(f[i], 2))
+    if win[s] == nil then win[s] = {0, 0}; lens[#lens + 1] = s end
+    win[s][string.sub(f[i], 1, 1) == 'e' and 1 or 2] = tonumber(f[i + 1])
+  end
+  local oldLow = math.huge
+  for _, s in ipairs(lens) do oldLow = math.min(oldLow, win[s][1]) end
+  local changed = false
+  for _, lim in ipairs(w) do
+    local s = lim[2]
+    if win[s] == nil then
+      local c = 0
+      if exists then for _, fl in ipairs(scan()) do if fl[1] >= now - s then c = c + fl[2] end end end
+      win[s] = {now - s, c}; lens[#lens + 1] = s; changed = true
     end
   end
-  stale[k] = old
-  if redis.call('EXISTS', KEYS[buckets + k]) == 1 then
-    for _, lim in ipairs(w) do
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[buckets + k], now - lim[2], '+inf')) do
-        lim[3] = lim[3] + tonumber(string.match(m, '^(%d+):'))
+  local longest, low = 0, math.huge
+  for _, s in ipairs(lens) do
+    local e = win[s][1]
+    if e < now - s then
+      win[s] = {now - s, win[s][2] - sum(e, now - s - 1)}; changed = true
+    end
+    longest = math.max(longest, s)
+    low = math.min(low, win[s][1])
+  end
+  -- Seconds behind every start are in no total: dropped.
+  if exists and (low > oldLow or (oldLow == math.huge and all ~= nil)) then
+    local stale = {}
+    if all ~= nil then
+      local kept = {}
+      for _, fl in ipairs(all) do
+        if fl[1] < low then stale[#stale + 1] = fl[3] else kept[#kept + 1] = fl end
+      end
+      all = kept
+    else
+      for x = oldLow, low - 1 do stale[#stale + 1] = x end
+    end
+    for i = 1, #stale, chunk do redis.call('HDEL', H, unpack(stale, i, math.min(i + chunk - 1, #stale))) end
+  end
+  local b = {H = H, T = T, win = win, lens = lens, longest = longest, exists = exists, changed = changed}
+  st[k] = b
+  local used = {}
+  for i, lim in ipairs(w) do
+    local ws = win[lim[2]]
+    used[i] = ws[2] + sum(now - lim[2], ws[1] - 1)
+  end
+  if redis.call('EXISTS', V1) == 1 then
+    for i, lim in ipairs(w) do
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', V1, now - lim[2], '+inf')) do
+        used[i] = used[i] + tonumber(string.match(m, '^(%d+):'))
       end
     end
   end
-  for _, lim in ipairs(w) do
-    if lim[3] + n > lim[1] then return {k, lim[1], lim[2], lim[3]} end
-  end
-end
-if commit then
-  for k = 1, buckets do
-    redis.call('HINCRBY', KEYS[k], ARGV[1], n)
-    for i = 1, #stale[k], ${HDEL_CHUNK} do
-      redis.call('HDEL', KEYS[k], unpack(stale[k], i, math.min(i + ${HDEL_CHUNK} - 1, #stale[k])))
+  for i, lim in ipairs(w) do
+    if used[i] + n > lim[1] then
+      for j = 1, k do save(st[j], false) end
+      return {k, lim[1], lim[2], used[i]}
     end
-    redis.call('EXPIRE', KEYS[k], longest[k] + 1)
   end
 end
+for k = 1, buckets do save(st[k], commit) end
 return {}
 `;
 
@@ -96,7 +207,9 @@ const EVENTS = `
 local since, out = tonumber(ARGV[1]), {}
 local counts = redis.call('HGETALL', KEYS[1])
 for i = 1, #counts, 2 do
-  if tonumber(counts[i]) >= since then out[#out + 1] = tonumber(counts[i]); out[#out + 1] = tonumber(counts[i + 1]) end
+  if counts[i] ~= '${SENTINEL}' and tonumber(counts[i]) >= since then
+    out[#out + 1] = tonumber(counts[i]); out[#out + 1] = tonumber(counts[i + 1])
+  end
 end
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], since, '+inf', 'WITHSCORES')
 for i = 1, #old, 2 do
@@ -105,12 +218,12 @@ end
 return out
 `;
 
-/** KEYS: the hash, the version-1 sorted set. Deletes both; returns the events they held. */
+/** KEYS: the hash, the version-1 sorted set, the totals. Deletes them; returns the events they held. */
 const RESET = `
 local n = 0
 for _, c in ipairs(redis.call('HVALS', KEYS[1])) do n = n + tonumber(c) end
 for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do n = n + tonumber(string.match(m, '^(%d+):')) end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return n
 `;
 
@@ -166,7 +279,11 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
         const args: (string | number)[] = [req.nowSec, req.n, req.commit ? '1' : '0'];
         for (const b of req.buckets) args.push(b.limits.length, ...b.limits.flat());
         const stored = req.buckets.map((b) => storedKey(b.key));
-        const keys = [...stored.map((k) => PREFIX + k), ...stored.map((k) => V1_PREFIX + k)];
+        const keys = [
+          ...stored.map((k) => PREFIX + k),
+          ...stored.map((k) => V1_PREFIX + k),
+          ...stored.map((k) => TOTALS_PREFIX + k),
+        ];
         const out = (await r.eval(CONSUME, keys.length, ...keys, ...args)) as number[];
         if (out.length === 0) return { ok: true };
         return { ok: false, key: req.buckets[out[0]! - 1]!.key, limit: [out[1]!, out[2]!], used: out[3]! };
@@ -182,7 +299,7 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
     reset: (key) =>
       wrap(async () => {
         const k = storedKey(key);
-        return Number(await r.eval(RESET, 2, PREFIX + k, V1_PREFIX + k));
+        return Number(await r.eval(RESET, 3, PREFIX + k, V1_PREFIX + k, TOTALS_PREFIX + k));
       }),
     limitsFor: async () => undefined,
     recordHit: (key, seconds) =>

@@ -4,6 +4,11 @@
 // of the event loop) are checked and recorded one after another inside one
 // transaction, so each still sees the ones before it, and the commit, the
 // costly part, is paid once per group. A reply waits for its group's commit.
+// Counts are held per key and second, with running totals per key and window
+// length beside them (qp_rate_totals, kept by triggers on every write to the
+// counts, whichever process or release makes it): a check moves a window's
+// start to now - seconds and subtracts only the seconds it passes, so a key
+// with a day of busy seconds costs what a fresh one does.
 import type { RateStore, ConsumeRequest, ConsumeResult, HitRow, EventRow } from '../store.js';
 import {
   StoreError,
@@ -46,10 +51,16 @@ export const SQLITE_CACHE_KIB = 2048;
  * check summed every event in its longest window and slowed as history grew.
  * 2: one row per key and second (qp_rate_counts), counts added in place; the
  * same sums, at most one row per second of a window. 3: keys held as
- * storedKey() makes them (long ones hashed, as on every backend). Older files
- * are converted when opened.
+ * storedKey() makes them (long ones hashed, as on every backend). 4: running
+ * totals (qp_rate_totals: per key and window length, the window's start and
+ * the events from it on), kept by triggers on qp_rate_counts, so a check
+ * reads the seconds its windows moved past, not every second of its longest
+ * window. Older files are converted when opened. A process of the version 3
+ * release still running on a converted file stays exact (the triggers keep
+ * the totals whoever writes the counts); one started on it refuses to open it
+ * (a newer schema), so old and new never disagree on a count.
  */
-export const SQLITE_SCHEMA_VERSION = 3;
+export const SQLITE_SCHEMA_VERSION = 4;
 /** Requests in one transaction at most: bounds how long the write lock is held (~10 us each). */
 export const SQLITE_GROUP_MAX = 256;
 
@@ -122,20 +133,50 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
         }
         db.prepare('UPDATE qp_schema SET version = ?').run(SQLITE_SCHEMA_VERSION);
       }
+      // 3 -> 4: the totals start empty; each is built from the counts when a check first asks for its window.
+      // Invariant, per row: total = the key's events from the second edge on. The triggers keep it on every
+      // write to the counts (a check's, clean's, reset's, or a version 3 process's still running).
+      db.exec(`CREATE TABLE IF NOT EXISTS qp_rate_totals (key TEXT NOT NULL, seconds INTEGER NOT NULL, edge INTEGER NOT NULL, total INTEGER NOT NULL, PRIMARY KEY (key, seconds)) WITHOUT ROWID;
+        CREATE TRIGGER IF NOT EXISTS qp_rate_counts_insert AFTER INSERT ON qp_rate_counts BEGIN
+          UPDATE qp_rate_totals SET total = total + NEW.n WHERE key = NEW.key AND edge <= NEW.at;
+        END;
+        CREATE TRIGGER IF NOT EXISTS qp_rate_counts_update AFTER UPDATE ON qp_rate_counts BEGIN
+          UPDATE qp_rate_totals SET total = total - OLD.n WHERE key = OLD.key AND edge <= OLD.at;
+          UPDATE qp_rate_totals SET total = total + NEW.n WHERE key = NEW.key AND edge <= NEW.at;
+        END;
+        CREATE TRIGGER IF NOT EXISTS qp_rate_counts_delete AFTER DELETE ON qp_rate_counts BEGIN
+          UPDATE qp_rate_totals SET total = total - OLD.n WHERE key = OLD.key AND edge <= OLD.at;
+        END;`);
     }).immediate();
   } catch (e) {
     throw e instanceof StoreError ? e : new StoreError(`sqlite ${path}: ${(e as Error).message}`);
   }
-  // One query per bucket sums every window: [start of window 1, ..., key, start of the longest].
-  const sums = new Map<number, Stmt>();
-  const sumFor = (windows: number): Stmt => {
-    let st = sums.get(windows);
-    if (st === undefined) {
-      const cols = Array.from({ length: windows }, () => `COALESCE(SUM(CASE WHEN at >= ? THEN n END), 0)`).join(', ');
-      st = db.prepare(`SELECT ${cols} FROM qp_rate_counts WHERE key = ? AND at >= ?`).raw(true);
-      sums.set(windows, st);
-    }
-    return st;
+  const totalsOf = db.prepare('SELECT seconds, edge, total FROM qp_rate_totals WHERE key = ?').raw(true);
+  const sumFrom = db.prepare('SELECT COALESCE(SUM(n), 0) FROM qp_rate_counts WHERE key = ? AND at >= ?').raw(true);
+  const sumRange = db
+    .prepare('SELECT COALESCE(SUM(n), 0) FROM qp_rate_counts WHERE key = ? AND at >= ? AND at < ?')
+    .raw(true);
+  const setTotal = db.prepare(
+    'INSERT INTO qp_rate_totals (key, seconds, edge, total) VALUES (?, ?, ?, ?) ON CONFLICT (key, seconds) DO UPDATE SET edge = excluded.edge, total = excluded.total',
+  );
+  /**
+   * The events of each window of a key at now. A window's start only moves
+   * forward: a check from a clock behind the last one adds the seconds
+   * between its own start and the stored one.
+   */
+  const windowSums = (key: string, limits: readonly Limit[], now: number): number[] => {
+    const held = new Map((totalsOf.all(key) as [number, number, number][]).map(([s, e, t]) => [s, [e, t] as const]));
+    return limits.map(([, seconds]) => {
+      const start = now - seconds;
+      const row = held.get(seconds);
+      let edge: number, total: number;
+      if (row === undefined) [edge, total] = [start, (sumFrom.get(key, start) as [number])[0]];
+      else if (row[0] < start) [edge, total] = [start, row[1] - (sumRange.get(key, row[0], start) as [number])[0]];
+      else return row[1] + (row[0] > start ? (sumRange.get(key, start, row[0]) as [number])[0] : 0);
+      setTotal.run(key, seconds, edge, total);
+      held.set(seconds, [edge, total]);
+      return total;
+    });
   };
   const add = db.prepare(
     'INSERT INTO qp_rate_counts (key, at, n) VALUES (?, ?, ?) ON CONFLICT (key, at) DO UPDATE SET n = n + excluded.n',
@@ -147,17 +188,18 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
   const eventsOf = db.prepare('SELECT at, n FROM qp_rate_counts WHERE key = ? AND at >= ? ORDER BY at');
   const countOf = db.prepare('SELECT COALESCE(SUM(n), 0) AS n FROM qp_rate_counts WHERE key = ?');
   const deleteKey = db.prepare('DELETE FROM qp_rate_counts WHERE key = ?');
+  const deleteTotals = db.prepare('DELETE FROM qp_rate_totals WHERE key = ?');
   const resetKey = db.transaction((key: string): number => {
     const n = (countOf.get(key) as { n: number }).n;
     deleteKey.run(key);
+    deleteTotals.run(key);
     return n;
   });
   /** keys: each bucket's storedKey(). */
   const one = ({ req, keys }: { req: ConsumeRequest; keys: string[] }): ConsumeResult => {
     for (const [j, b] of req.buckets.entries()) {
       if (b.limits.length === 0) continue;
-      const starts = b.limits.map((l) => req.nowSec - l[1]);
-      const used = sumFor(starts.length).get(...starts, keys[j], Math.min(...starts)) as number[];
+      const used = windowSums(keys[j]!, b.limits, req.nowSec);
       for (let i = 0; i < b.limits.length; i++) {
         if (breaks(used[i]!, req.n, b.limits[i]!))
           return { ok: false, key: b.key, limit: b.limits[i]!, used: used[i]! };
@@ -231,6 +273,8 @@ export async function openSqlite(path: string, sqlLimitsById: string): Promise<R
           db.prepare('SELECT COALESCE(SUM(n), 0) AS n FROM qp_rate_counts WHERE at < ?').get(olderThan) as { n: number }
         ).n;
         db.prepare('DELETE FROM qp_rate_counts WHERE at < ?').run(olderThan);
+        // Totals of windows not checked since (or no longer configured): rebuilt from the counts if asked again.
+        db.prepare('DELETE FROM qp_rate_totals WHERE edge < ?').run(olderThan);
         db.pragma('wal_checkpoint(TRUNCATE)');
         db.exec('VACUUM');
         return events;
