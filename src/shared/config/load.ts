@@ -5,14 +5,17 @@ import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } fro
 import { FIELDS, ACTION_FIELDS, type Config, type Field, type FieldsOf } from './schema.js';
 import { RATE_FIELDS } from './rate-schema.js';
 import { addressKey } from '../address.js';
+import { QpError } from '../errors.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/quotapolicy/quotapolicy.yaml';
 /** A config file is a few KiB; this refuses a wrong file (a log, a binary) early. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 
-export class ConfigError extends Error {
+export class ConfigError extends QpError {
   override name = 'ConfigError';
-  readonly code = 'EQP_CONFIG';
+  constructor(message: string) {
+    super('QP_CONFIG', message);
+  }
 }
 
 function defaultsOf<V>(fields: FieldsOf<V>): V {
