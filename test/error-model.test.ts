@@ -1,20 +1,27 @@
 // One error model (src/shared/errors.ts): every error code has an exit
 // status, every status a line in --help, every command maps errors with
-// exitFor() alone, and no process exits with a bare number.
+// exitFor() alone, and no process exits with a bare number. Failed decisions
+// carry their cause as a code (Fault) to the metrics and the log line, not
+// as prose parsed back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { EXIT, ERROR_EXIT, QpError, exitFor, type ErrorCode } from '../src/shared/errors.js';
 import { PROCESS_EXIT } from '../src/shared/exit.js';
 import { EXIT_HELP, USAGE } from '../src/cli/main.js';
-import { ConfigError } from '../src/shared/config/load.js';
+import { ConfigError, parseConfig } from '../src/shared/config/load.js';
 import { UsageError } from '../src/shared/options.js';
 import { TrustError } from '../src/helper/startup/trust.js';
 import { PidFileError } from '../src/helper/startup/pidfile.js';
 import { ListenError } from '../src/helper/startup/listeners.js';
 import { StoreError } from '../src/frontend/ratelimit/store.js';
 import { KeyIdError } from '../src/frontend/ratelimit/inspect.js';
+import { PolicyService } from '../src/frontend/policy/service.js';
+import { Metrics } from '../src/frontend/metrics.js';
+import { QuotaStatus, QUOTA_STATUS_NAMES } from '../src/shared/wire.js';
 import { REPO } from './support/daemon.js';
 
 const exitSection = (): string => {
@@ -127,4 +134,110 @@ test('no process exits with a bare number, and no command maps errors by class o
       `${f} maps errors with exitFor() alone`,
     );
   }
+});
+
+function capture(): { log: pino.Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(JSON.parse(String(chunk)) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { log: pino({ level: 'info' }, sink), lines };
+}
+
+const rcpt = (user: string) =>
+  new Map(
+    Object.entries({
+      request: 'smtpd_access_policy',
+      protocol_state: 'RCPT',
+      recipient: `${user}@example.org`,
+      sasl_username: user,
+    }),
+  );
+
+const counted = (m: Metrics): Record<string, number> =>
+  Object.fromEntries([...m.errors.series()].map(([labels, n]) => [labels, n]));
+
+const flush = () => new Promise((r) => setImmediate(r));
+
+test('a failed quota lookup travels as its status code to the metric label and the log line', async () => {
+  const failing = [
+    QuotaStatus.Timeout,
+    QuotaStatus.ExecFailed,
+    QuotaStatus.Unparsable,
+    QuotaStatus.OutputTooLarge,
+    QuotaStatus.Complained,
+  ];
+  const { log, lines } = capture();
+  const metrics = new Metrics();
+  const uids = new Map(failing.map((_, i) => [`u${i}`, 2000 + i]));
+  const svc = new PolicyService(
+    parseConfig('checks: [quota]\n', 't'),
+    '+',
+    1000,
+    {
+      lookupUser: (n) => (uids.has(n) ? { uid: uids.get(n)! } : undefined),
+      queryQuota: (uid) => Promise.resolve({ uid, status: failing[uid - 2000]!, fs: [] }),
+      metrics,
+    },
+    log,
+  );
+  for (const user of uids.keys()) await svc.answer(rcpt(user));
+  await flush();
+  const names = failing.map((s) => QUOTA_STATUS_NAMES[s]);
+  assert.deepEqual(counted(metrics), Object.fromEntries(names.map((n) => [`kind="quota_${n}"`, 1])));
+  const decisions = lines.filter((l) => l.msg === 'decision');
+  assert.deepEqual(
+    decisions.map((l) => l.error_kind),
+    names.map((n) => [`quota_${n}`]),
+  );
+  // The prose stays for humans, unchanged.
+  assert.deepEqual(
+    decisions.map((l) => l.reason),
+    names.map((n) => `quota lookup failed: ${n}`),
+  );
+});
+
+test('a store failure is "store", an exception is "internal"; a clean decision has no error_kind', async () => {
+  const { log, lines } = capture();
+  const metrics = new Metrics();
+  const svc = new PolicyService(
+    parseConfig('checks: [quota, rate_limit]\nrate_limit:\n  limits: [[5, 60]]\n', 't'),
+    '+',
+    1000,
+    {
+      lookupUser: (n) => {
+        if (n === 'nss') throw new Error('NSS is down: see how the reason reads');
+        return n === 'ok' ? { uid: 2000 } : undefined;
+      },
+      queryQuota: (uid) => Promise.resolve({ uid, status: QuotaStatus.NoData, fs: [] }),
+      openStore: () => Promise.reject(new StoreError('connection refused')),
+      metrics,
+    },
+    log,
+  );
+  await svc.answer(rcpt('ok'));
+  await svc.answer(rcpt('nss'));
+  await flush();
+  assert.deepEqual(counted(metrics), { 'kind="store"': 1, 'kind="internal"': 1 });
+  const decisions = lines.filter((l) => l.msg === 'decision');
+  assert.deepEqual(
+    decisions.map((l) => l.error_kind),
+    [['store'], ['internal']],
+  );
+
+  const quiet = capture();
+  const fine = new PolicyService(
+    parseConfig('checks: [quota]\n', 't'),
+    '+',
+    1000,
+    { lookupUser: () => undefined, queryQuota: (uid) => Promise.resolve({ uid, status: QuotaStatus.NoData, fs: [] }) },
+    quiet.log,
+  );
+  await fine.answer(rcpt('nobody'));
+  await flush();
+  const line = quiet.lines.find((l) => l.msg === 'decision');
+  assert.ok(line && !('error_kind' in line), JSON.stringify(line));
 });
