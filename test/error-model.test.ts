@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { EXIT, ERROR_EXIT, QpError, exitFor, type ErrorCode } from '../src/shared/errors.js';
 import { PROCESS_EXIT } from '../src/shared/exit.js';
 import { EXIT_HELP, USAGE } from '../src/cli/main.js';
-import { ConfigError, parseConfig } from '../src/shared/config/load.js';
+import { ConfigError, loadConfig, parseConfig } from '../src/shared/config/load.js';
 import { UsageError } from '../src/shared/options.js';
 import { TrustError } from '../src/helper/startup/trust.js';
 import { PidFileError } from '../src/helper/startup/pidfile.js';
@@ -103,6 +103,31 @@ test('each error class carries its code and status; exitFor() prints one line an
     EXIT.SOFTWARE,
   );
   assert.equal(said, 'quotapolicy: unexpected error: a string\n');
+});
+
+test("a QpError is never taken for an errno: loadConfig passes the reader's own refusal through unchanged", () => {
+  const refusal = new TrustError('config file /x: it is writable by group or others');
+  assert.throws(
+    () =>
+      loadConfig({
+        path: '/x',
+        read: () => {
+          throw refusal;
+        },
+      }),
+    (e: unknown) => e === refusal,
+  );
+  // An errno is still the config's error, naming the code.
+  assert.throws(
+    () =>
+      loadConfig({
+        path: '/x',
+        read: () => {
+          throw Object.assign(new Error('denied'), { code: 'EACCES' });
+        },
+      }),
+    (e: unknown) => e instanceof ConfigError && e.message === 'cannot read config /x: EACCES',
+  );
 });
 
 function sources(dir: string): string[] {

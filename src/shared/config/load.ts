@@ -237,8 +237,9 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
   try {
     text = (opts.read ?? ((p: string) => readFileSync(p, 'utf8')))(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === undefined) throw e; // a refusal of the reader's own (root's trust checks)
+    // A QpError's code is no errno: it is a refusal of the reader's own (root's trust checks), as is no code at all.
+    const code = e instanceof QpError ? undefined : (e as NodeJS.ErrnoException).code;
+    if (code === undefined) throw e;
     if (!(code === 'ENOENT' && opts.path === undefined)) throw new ConfigError(`cannot read config ${path}: ${code}`);
   }
   if (text !== undefined && Buffer.byteLength(text) > MAX_CONFIG_BYTES)
