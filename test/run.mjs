@@ -15,6 +15,7 @@ const UNIT = [
   'config-reference',
   'connection',
   'delimiter',
+  'error-model',
   'helper-backpressure',
   'helper-client',
   'helper-dedupe',

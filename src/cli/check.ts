@@ -6,6 +6,7 @@ import { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
+import { EXIT } from '../shared/errors.js';
 import { HelperClient } from '../frontend/quota/helper-client.js';
 import { PolicyService } from '../frontend/policy/service.js';
 import { NO_QUOTA_FS } from '../frontend/quota/quota-check.js';
@@ -66,7 +67,7 @@ export async function check(cl: CommandLine, out: (s: string) => void): Promise<
         `note: quota checks refuse no one on this host until quotas are on: mount with usrquota and run quotaon (check with: ${config.quota_path} -v), or leave quota out of checks\n`,
       );
     }
-    return 0;
+    return EXIT.OK;
   } finally {
     helper.close('done');
     child.kill();

@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { UsageError, type CommandLine } from '../shared/options.js';
 import { readPidFile } from '../helper/startup/pidfile.js';
 import { checkTrustedPath } from '../helper/startup/trust.js';
+import { EXIT } from '../shared/errors.js';
 
 /** Long enough for start-up checks, the front's start and sudo; a daemon not up by then is stopped, not left behind. */
 export const READY_TIMEOUT_MS = 30_000;
@@ -32,7 +33,8 @@ export const LOG_NAME = 'quotapolicy.log';
 /** A failed start's own error is at the end of the log; more than this is not it. */
 const MAX_RELAY_BYTES = 64 * 1024;
 const BIN = fileURLToPath(new URL('../../../bin/quotapolicy.js', import.meta.url));
-const EX_SOFTWARE = 70;
+/** A child killed by a signal is reported as the shell reports it: 128 + the signal's number. */
+const SIGNALLED_BASE = 128;
 
 function canConnect(path: string): Promise<boolean> {
   return new Promise((done) => {
@@ -108,14 +110,14 @@ export async function detach(
   });
   closeSync(fd);
   let ended: number | undefined;
-  child.on('exit', (code, signal) => (ended = code ?? 128 + (signal ? osc.signals[signal] : 0)));
+  child.on('exit', (code, signal) => (ended = code ?? SIGNALLED_BASE + (signal ? osc.signals[signal] : 0)));
   child.on('error', (e) => err(`quotapolicy: cannot start ${process.execPath}: ${e.message}\n`));
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
     await new Promise((r) => setTimeout(r, POLL_MS));
     if (ended !== undefined) {
       err(relay(log, from) || `quotapolicy: the daemon exited with status ${ended} while starting: see ${log}\n`);
-      return ended === 0 ? EX_SOFTWARE : ended;
+      return ended === 0 ? EXIT.SOFTWARE : ended;
     }
     let pid: number | undefined;
     try {
@@ -126,12 +128,12 @@ export async function detach(
     if (pid === child.pid && (await canConnect(socket))) {
       child.unref();
       out(`quotapolicy: running, pid ${pid}; log: ${log}\n`);
-      return 0;
+      return EXIT.OK;
     }
     if (Date.now() > deadline) {
       child.kill('SIGTERM');
       err(`quotapolicy: not ready within ${READY_TIMEOUT_MS / 1000} s (pid file and socket): stopped it; see ${log}\n`);
-      return EX_SOFTWARE;
+      return EXIT.SOFTWARE;
     }
   }
 }

@@ -2,17 +2,30 @@
 // sysexits-style status, never a stack trace.
 import { readFileSync } from 'node:fs';
 import { parseCommandLine, UsageError } from '../shared/options.js';
-import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
+import { loadConfig, DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
 import { flagOf } from '../shared/options.js';
-import { ListenError } from '../helper/startup/listeners.js';
-import { PidFileError } from '../helper/startup/pidfile.js';
-import { TrustError } from '../helper/startup/trust.js';
-import { query, QueryError } from './query.js';
-import { StoreError } from '../frontend/ratelimit/store.js';
+import { EXIT, exitFor, KEEPS_RUNNING, type ExitStatus } from '../shared/errors.js';
+import { query } from './query.js';
 
-export const EX_USAGE = 64;
-export const EX_CONFIG = 78;
-export const EX_SOFTWARE = 70;
+/** What each exit status means, for --help (and so the README); the type makes every status have a line. */
+export const EXIT_HELP: Record<ExitStatus, string> = {
+  [EXIT.OK]: 'done (check and query: whatever the action)',
+  [EXIT.FAILURE]:
+    'serve: the daemon failed after start-up (the front or helper died, a listener failed); systemd restarts it',
+  [EXIT.VIOLATION]: 'quotapolicy-helper: the front broke the channel protocol',
+  [EXIT.USAGE]: 'bad command line (EX_USAGE)',
+  [EXIT.NOINPUT]: 'ratelimit reset: nothing held under that key (EX_NOINPUT)',
+  [EXIT.UNAVAILABLE]: 'the rate-limit store, or (query) the daemon, cannot be reached (EX_UNAVAILABLE)',
+  [EXIT.SOFTWARE]:
+    "unexpected internal error: a bug; or, started the original's way, the daemon was not ready in time (EX_SOFTWARE)",
+  [EXIT.TEMPFAIL]: 'query: no reply in time, or none at all (EX_TEMPFAIL)',
+  [EXIT.CONFIG]: 'bad configuration, or a start-up check failed (EX_CONFIG)',
+};
+
+const exitLines = (): string =>
+  Object.entries(EXIT_HELP)
+    .map(([status, meaning]) => `  ${status.padEnd(4)} ${meaning}`)
+    .join('\n');
 
 export const USAGE = `usage: quotapolicy COMMAND [options]
 
@@ -61,6 +74,9 @@ Flags of the original quotapolicy, same meaning:
   With these flags and no command, quotapolicy serves and detaches as the original did:
   it returns 0 once the pid file names the daemon and its socket answers; log in the
   pid file's directory (quotapolicy.log). Started unprivileged, that is sudo mode.
+
+Exit status:
+${exitLines()}
 `;
 
 function version(): string {
@@ -73,9 +89,9 @@ function version(): string {
 export async function run(argv: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
   try {
     const cl = parseCommandLine(argv);
-    if (cl.version) return (out(`quotapolicy ${version()}\n`), 0);
+    if (cl.version) return (out(`quotapolicy ${version()}\n`), EXIT.OK);
     const command = cl.positionals[0];
-    if (cl.help || command === 'help') return (out(USAGE), 0);
+    if (cl.help || command === 'help') return (out(USAGE), EXIT.OK);
     switch (command) {
       case 'serve':
         if (cl.positionals.length > 1) throw new UsageError(`serve takes no arguments, got "${cl.positionals[1]}"`);
@@ -83,7 +99,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         // As root, bin/quotapolicy.js runs src/helper/startup/serve.ts instead:
         // root loads no CLI code. Here: sudo mode, or a clear refusal.
         await (await import('./serve-sudo.js')).serveSudo(cl);
-        return -1;
+        return KEEPS_RUNNING;
       case 'check':
         return await (await import('./check.js')).check(cl, out);
       case 'query':
@@ -110,7 +126,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         // What the front would warn about at start, tried as it would: as the service user.
         for (const line of await (await import('./startup-check.js')).checkStartup(config)) err(line);
         out(`config OK (${source})\n`);
-        return 0;
+        return EXIT.OK;
       }
       case undefined:
         throw new UsageError('no command given (try quotapolicy --help)');
@@ -118,17 +134,6 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         throw new UsageError(`unknown command "${command}" (try quotapolicy --help)`);
     }
   } catch (e) {
-    if (e instanceof UsageError) return (err(`quotapolicy: ${e.message}\n`), EX_USAGE);
-    if (e instanceof ConfigError) return (err(`quotapolicy: ${e.message}\n`), EX_CONFIG);
-    if (e instanceof StoreError) return (err(`quotapolicy: ${e.message}\n`), 69);
-    if (e instanceof QueryError) return (err(`quotapolicy: ${e.message}\n`), e.exitCode);
-    if (
-      e instanceof ListenError ||
-      e instanceof PidFileError ||
-      e instanceof TrustError ||
-      (e instanceof Error && e.name === 'StartError')
-    )
-      return (err(`quotapolicy: ${e.message}\n`), EX_CONFIG);
-    return (err(`quotapolicy: unexpected error: ${e instanceof Error ? e.message : String(e)}\n`), EX_SOFTWARE);
+    return exitFor(e, err);
   }
 }

@@ -8,22 +8,12 @@ import net from 'node:net';
 import { loadConfig } from '../shared/config/load.js';
 import { listenSpec, netOptions } from '../shared/config/checks.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
+import { EXIT, QpError } from '../shared/errors.js';
 import { QUERY_ATTRIBUTE, QUERY_DRY, POSTFIX_ATTRIBUTE } from '../frontend/protocol/dry-query.js';
 import { decodeReplyValue } from '../frontend/protocol/reply.js';
 
 /** A daemon answers in milliseconds; a cache miss on a hung NFS takes quota_timeout_ms. */
 export const QUERY_TIMEOUT_MS = 15_000;
-export const EX_UNAVAILABLE = 69;
-export const EX_TEMPFAIL = 75;
-
-export class QueryError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number,
-  ) {
-    super(message);
-  }
-}
 
 export function buildRequest(
   recipient: string,
@@ -78,7 +68,7 @@ export async function query(cl: CommandLine, out: (s: string) => void): Promise<
     let buf = '';
     const timer = setTimeout(() => {
       s.destroy();
-      reject(new QueryError(`no reply from ${to} within ${QUERY_TIMEOUT_MS} ms`, EX_TEMPFAIL));
+      reject(new QpError('QP_NO_REPLY', `no reply from ${to} within ${QUERY_TIMEOUT_MS} ms`));
     }, QUERY_TIMEOUT_MS);
     s.on('connect', () => s.write(req));
     s.on('data', (d) => {
@@ -91,15 +81,15 @@ export async function query(cl: CommandLine, out: (s: string) => void): Promise<
     });
     s.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(new QueryError(`cannot reach ${to}: ${e.code ?? e.message}`, EX_UNAVAILABLE));
+      reject(new QpError('QP_UNREACHABLE', `cannot reach ${to}: ${e.code ?? e.message}`));
     });
     s.on('close', () => {
       clearTimeout(timer);
-      reject(new QueryError(`${to} closed the connection without a reply`, EX_TEMPFAIL));
+      reject(new QpError('QP_NO_REPLY', `${to} closed the connection without a reply`));
     });
   });
   out(cl.count ? `${reply}\n` : explain(reply));
-  return 0;
+  return EXIT.OK;
 }
 
 const DETAIL_PREFIX = 'quotapolicy_';

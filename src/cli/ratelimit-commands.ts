@@ -8,6 +8,7 @@ import { listenSpec, type Field } from '../shared/config/checks.js';
 import { RATE_FIELDS, POLICYD_BACKENDS, POLICYD_COUNT_MODES } from '../shared/config/rate-schema.js';
 import { flagOf, UsageError, type CommandLine } from '../shared/options.js';
 import { dropToServiceUser } from './service-user.js';
+import { EXIT } from '../shared/errors.js';
 import { openStore } from '../frontend/ratelimit/open-store.js';
 import { rulesFrom } from '../frontend/ratelimit/check.js';
 import { longestWindow, type Limit } from '../frontend/ratelimit/decide.js';
@@ -29,14 +30,12 @@ export async function clean(cl: CommandLine, out: (s: string) => void): Promise<
       await store.clearHits();
       out(sent ? `report sent to ${[rl.report_to].flat().join(', ')}\n` : 'no report needed\n');
     }
-    return 0;
+    return EXIT.OK;
   } finally {
     await store.close();
   }
 }
 
-/** sysexits EX_NOINPUT: `ratelimit reset` found nothing held under the key (a mistyped id would otherwise pass for done). */
-export const EX_NOINPUT = 66;
 const RATELIMIT_USAGE = `usage: quotapolicy ratelimit show|reset KIND:ID (kinds: ${KEY_KINDS.join(', ')}; e.g. sender:bob@example.org, ip:192.0.2.7)`;
 
 const when = (sec: number, nowSec: number): string =>
@@ -76,10 +75,11 @@ export async function ratelimit(cl: CommandLine, out: (s: string) => void, err: 
         err(
           `quotapolicy: ratelimit reset: nothing is held under ${shownKey} in ${store.name}: nothing to reset (is the id spelled as it is counted? \`quotapolicy ratelimit show\` tells)\n`,
         );
-        return EX_NOINPUT;
+        // A mistyped id would otherwise pass for done.
+        return EXIT.NOINPUT;
       }
       out(`reset ${shownKey}: ${n} events deleted from ${store.name}; its next request is counted from nothing\n`);
-      return 0;
+      return EXIT.OK;
     }
     return await show(
       store,
@@ -116,7 +116,7 @@ async function show(
     let held = 0;
     for (const e of await store.events(target.key, 0)) held += e.n;
     out(`held: ${held} events\n`);
-    return 0;
+    return EXIT.OK;
   }
   out(`limits: ${limitsText(a.limits)} (${a.source})\n`);
   const longest = Math.max(...a.limits.map(([, s]) => s));
@@ -134,7 +134,7 @@ async function show(
     if (target.id.includes('@') && rules.limitsBySenderDomain.has(domain))
       out(`also counted: sender_domain:${domain} (limits_by_sender_domain; show and reset it on its own)\n`);
   }
-  return 0;
+  return EXIT.OK;
 }
 
 export function getConfig(cl: CommandLine, out: (s: string) => void): number {
@@ -142,7 +142,7 @@ export function getConfig(cl: CommandLine, out: (s: string) => void): number {
   const key = cl.positionals[1];
   if (key === undefined) {
     out(`# effective configuration (${source})\n${stringify(config)}`);
-    return 0;
+    return EXIT.OK;
   }
   let v: unknown = config;
   for (const part of key.split('.')) {
@@ -150,7 +150,7 @@ export function getConfig(cl: CommandLine, out: (s: string) => void): number {
     v = (v as Record<string, unknown>)[part];
   }
   out(typeof v === 'string' ? `${v}\n` : `${JSON.stringify(v)}\n`);
-  return 0;
+  return EXIT.OK;
 }
 
 const enc = encodeURIComponent;
@@ -398,5 +398,5 @@ export function migrate(cl: CommandLine, out: (s: string) => void, err: (s: stri
   out(`# quotapolicy configuration migrated from ${path} (policyd-rate-limit): rate limiting only\n${r.yaml}`);
   for (const k of r.notCarried) err(`quotapolicy migrate: not carried over: ${k}\n`);
   for (const n of r.notes) err(`quotapolicy migrate: note: ${n}\n`);
-  return 0;
+  return EXIT.OK;
 }

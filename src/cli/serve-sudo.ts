@@ -12,27 +12,26 @@ import { flagOf, type CommandLine } from '../shared/options.js';
 import { preflight, bind, serveHere, type Listener } from '../helper/startup/listeners.js';
 import { claimPidFile } from '../helper/startup/pidfile.js';
 import { HELPER_DEFAULTS } from '../shared/wire.js';
+import { EXIT, QpError } from '../shared/errors.js';
 
 /** Where `make install SUDOERS=yes` puts the drop-in (named in the error when sudo refuses). */
 export const SUDOERS_DROP_IN = '/etc/sudoers.d/quotapolicy';
 /** `sudo -n -l` answers at once; a hang (a broken NSS or LDAP) must not hang start-up. */
 const SUDO_CHECK_TIMEOUT_MS = 10_000;
 
-export class StartError extends Error {
-  override name = 'StartError';
-}
-
 export async function serveSudo(cl: CommandLine): Promise<void> {
   const { config } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
   // The original's flags, started unprivileged (its init script's --chuid): it ran sudo, so sudo mode.
   if (config.privilege_mode !== 'sudo' && !cl.legacy) {
-    throw new StartError(
+    throw new QpError(
+      'QP_START',
       'serve must be started as root (it keeps a root helper for quota and runs the front as the service user); or set privilege_mode: sudo',
     );
   }
   // The drop-in pins the helper to no arguments: it runs its built-in quota(1), nothing else.
   if (config.quota_path !== HELPER_DEFAULTS.quotaPath) {
-    throw new StartError(
+    throw new QpError(
+      'QP_START',
       `sudo mode runs ${HELPER_DEFAULTS.quotaPath}, the helper's built-in (the sudoers drop-in allows it no arguments): ${flagOf('quota_path')} ${config.quota_path} needs root mode (start serve as root)`,
     );
   }
@@ -46,11 +45,12 @@ export async function serveSudo(cl: CommandLine): Promise<void> {
     try {
       gid = userid.gid(config.socket_group);
     } catch {
-      throw new StartError(`group ${config.socket_group} does not exist (create it, or set socket_group)`);
+      throw new QpError('QP_START', `group ${config.socket_group} does not exist (create it, or set socket_group)`);
     }
     // Giving the socket to a group needs membership; the kernel's EPERM alone would not say so.
     if (gid !== me.gid && !(process.getgroups?.() ?? []).includes(gid))
-      throw new StartError(
+      throw new QpError(
+        'QP_START',
         `sudo mode: the socket goes to group ${config.socket_group} (socket_group) and ${whoami()} is not in it: adduser ${whoami()} ${config.socket_group}, or set socket_group`,
       );
   }
@@ -68,7 +68,7 @@ export async function serveSudo(cl: CommandLine): Promise<void> {
   const helper = spawn(sudo, ['-n', config.sudo_helper], { stdio: ['pipe', 'pipe', 'inherit'] });
   helper.on('error', (e) => {
     log.fatal({ err: e.message }, 'cannot run sudo');
-    process.exit(1);
+    process.exit(EXIT.FAILURE);
   });
   helper.on('exit', (code, signal) => log.warn({ code, signal }, 'sudo helper exited'));
   await runFront({
@@ -82,25 +82,28 @@ export async function serveSudo(cl: CommandLine): Promise<void> {
 
 /** --sudopath (the original's flag): the front runs it, so it must be root's, not anyone's. */
 export function checkSudoPath(path: string): string {
-  if (!path.startsWith('/')) throw new StartError(`--sudopath ${path}: not an absolute path`);
+  if (!path.startsWith('/')) throw new QpError('QP_START', `--sudopath ${path}: not an absolute path`);
   let st;
   try {
     st = statSync(path);
   } catch (e) {
-    throw new StartError(`--sudopath ${path}: ${(e as NodeJS.ErrnoException).code}`);
+    throw new QpError('QP_START', `--sudopath ${path}: ${(e as NodeJS.ErrnoException).code}`);
   }
-  if (!st.isFile()) throw new StartError(`--sudopath ${path}: not a regular file`);
-  if (st.uid !== 0) throw new StartError(`--sudopath ${path}: not owned by root`);
-  if (st.mode & (fsc.S_IWGRP | fsc.S_IWOTH)) throw new StartError(`--sudopath ${path}: writable by group or others`);
+  if (!st.isFile()) throw new QpError('QP_START', `--sudopath ${path}: not a regular file`);
+  if (st.uid !== 0) throw new QpError('QP_START', `--sudopath ${path}: not owned by root`);
+  if (st.mode & (fsc.S_IWGRP | fsc.S_IWOTH))
+    throw new QpError('QP_START', `--sudopath ${path}: writable by group or others`);
   return path;
 }
 
 /** Refuses to start (one line, naming the drop-in) unless sudo lets this user run the helper without a password. */
 function checkSudoAllowed(sudo: string, helper: string): void {
   const r = spawnSync(sudo, ['-n', '-l', helper], { stdio: 'ignore', timeout: SUDO_CHECK_TIMEOUT_MS });
-  if (r.error) throw new StartError(`sudo mode: cannot run ${sudo}: ${(r.error as NodeJS.ErrnoException).code}`);
+  if (r.error)
+    throw new QpError('QP_START', `sudo mode: cannot run ${sudo}: ${(r.error as NodeJS.ErrnoException).code}`);
   if (r.status !== 0) {
-    throw new StartError(
+    throw new QpError(
+      'QP_START',
       `sudo mode: sudo -n does not let ${whoami()} run ${helper}: install the drop-in as ${SUDOERS_DROP_IN} (make install SUDOERS=yes, or install -m 0440 sudoers.d/quotapolicy ${SUDOERS_DROP_IN})`,
     );
   }

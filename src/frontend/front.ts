@@ -16,6 +16,7 @@ import { admit, type Idle } from './server/admission.js';
 import { Metrics } from './metrics.js';
 import { redactConfig } from './redact.js';
 import { startupFindings } from './startup/warnings.js';
+import { EXIT, type ExitStatus } from '../shared/errors.js';
 
 /** After SIGTERM, open requests get this long to be answered. */
 export const DRAIN_TIMEOUT_MS = 10_000;
@@ -46,7 +47,7 @@ export interface FrontOptions {
 
 export async function runFront(o: FrontOptions): Promise<void> {
   const { config, log } = o;
-  const exit = (code: number): never => process.exit(code);
+  const exit = (code: ExitStatus): never => process.exit(code);
   const helper = new HelperClient(o.channel, config.quota_timeout_ms);
   // Postfix's recipient_delimiter is read while the helper answers the handshake.
   const delimiters = delimitersFor(config);
@@ -55,7 +56,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
     helperMinUid = await helper.hello();
   } catch (e) {
     log.fatal({ err: (e as Error).message }, 'helper handshake failed');
-    return exit(1);
+    return exit(EXIT.FAILURE);
   }
   const delim = await delimiters;
   log.debug({ config: redactConfig(config) }, 'effective config');
@@ -129,7 +130,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
     });
     server.on('error', (e) => {
       log.fatal({ err: e.message, listener: 'fd' in l ? l.fd : l.name }, 'listener failed');
-      exit(1);
+      exit(EXIT.FAILURE);
     });
     if ('fd' in l) server.listen({ fd: l.fd });
     servers.push(server);
@@ -161,12 +162,12 @@ export async function runFront(o: FrontOptions): Promise<void> {
       log.info({ metrics_listen: config.metrics_listen }, 'metrics at /metrics');
     } catch (e) {
       log.fatal({ err: (e as Error).message, metrics_listen: config.metrics_listen }, 'cannot listen for metrics');
-      return exit(1);
+      return exit(EXIT.FAILURE);
     }
   }
 
   let stopping = false;
-  const stop = (code: number, why: string): void => {
+  const stop = (code: ExitStatus, why: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ open_connections: sockets.size }, why);
@@ -188,8 +189,8 @@ export async function runFront(o: FrontOptions): Promise<void> {
       exit(code);
     }, DRAIN_TIMEOUT_MS).unref();
   };
-  process.on('SIGTERM', () => stop(0, 'SIGTERM: draining'));
-  process.on('SIGINT', () => stop(0, 'SIGINT: draining'));
+  process.on('SIGTERM', () => stop(EXIT.OK, 'SIGTERM: draining'));
+  process.on('SIGINT', () => stop(EXIT.OK, 'SIGINT: draining'));
   // Reloads run one after another, in the order the signals came.
   let reloading = Promise.resolve();
   process.on('SIGHUP', () => {
@@ -197,7 +198,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
   });
   helper.on('closed', (reason: string) => {
     log.fatal({ reason }, 'helper channel closed');
-    stop(1, 'helper gone: stopping');
+    stop(EXIT.FAILURE, 'helper gone: stopping');
   });
 }
 

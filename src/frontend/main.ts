@@ -7,13 +7,14 @@ import { loadConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import { makeLogger } from './log.js';
 import { runFront } from './front.js';
+import { EXIT } from '../shared/errors.js';
 
 /** Channel fd in the front, set by the root's spawn stdio layout. */
 export const CHANNEL_FD = 3;
 
 function fail(msg: string): never {
   process.stderr.write(`quotapolicy front: ${msg}\n`);
-  process.exit(78);
+  process.exit(EXIT.CONFIG);
 }
 
 process.title = 'quotapolicy: front';

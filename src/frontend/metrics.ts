@@ -3,6 +3,16 @@
 // not need one.
 import http from 'node:http';
 import { netOptions } from '../shared/config/checks.js';
+import type { QuotaStatusName } from './quota/quota-check.js';
+
+/**
+ * Why a decision fell back to an error action, as a code: the helper's
+ * QuotaStatus for a failed quota lookup, the rate-limit store, or a bug. The
+ * reason beside it is prose for humans; labels and log fields use this.
+ */
+export type Fault = `quota_${Exclude<QuotaStatusName, 'ok' | 'no_data'>}` | 'store' | 'internal';
+/** Every kind quotapolicy_errors_total counts: a closed set, so no label is ever made from prose. */
+export type ErrorKind = Fault | 'protocol' | 'connection_limit' | 'connection_limit_idle_closed';
 
 /** Helper round-trip buckets, seconds: cache-miss lookups take ~2-80 ms, NFS up to the timeout. */
 export const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -42,7 +52,7 @@ export class Metrics {
   cacheLookup(cache: 'quota' | 'user', hit: boolean): void {
     this.cache.inc(cache, hit ? 'hit' : 'miss');
   }
-  error(kind: string): void {
+  error(kind: ErrorKind): void {
     this.errors.inc(kind);
   }
   helperLatency(seconds: number): void {

@@ -7,6 +7,7 @@ import { HELPER_DEFAULTS, MAX_UID } from '../shared/wire.js';
 import { serveChannel } from './channel.js';
 import { makeQuotaRunner } from './quota-run.js';
 import { log } from './log.js';
+import { EXIT } from '../shared/errors.js';
 
 export function parseHelperArgs(argv: readonly string[]): typeof HELPER_DEFAULTS | string {
   const opts = { ...HELPER_DEFAULTS };
@@ -32,7 +33,7 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
     process.stderr.write(
       `quotapolicy-helper: ${o}\nusage: quotapolicy-helper [--quota-path ABS_PATH] [--timeout-ms N] [--min-uid N]\n`,
     );
-    process.exit(64);
+    process.exit(EXIT.USAGE);
   }
   process.title = 'quotapolicy: helper (root)';
   log('info', 'helper ready', {
@@ -45,5 +46,5 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
     runQuota: makeQuotaRunner(o.quotaPath, o.timeoutMs),
     minUid: o.minUid,
   });
-  process.exit(end.kind === 'closed' ? 0 : 2); // without waiting for quota runs still going
+  process.exit(end.kind === 'closed' ? EXIT.OK : EXIT.VIOLATION); // without waiting for quota runs still going
 }

@@ -17,6 +17,7 @@ import { Transform, type Duplex, type Readable, type Writable } from 'node:strea
 import { serveChannel } from './channel.js';
 import type { QuotaRunner } from './quota-run.js';
 import { log } from './log.js';
+import { PROCESS_EXIT } from '../shared/exit.js';
 
 export interface FrontSpec {
   execPath: string;
@@ -73,7 +74,7 @@ export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: n
     log('fatal', child.pid === undefined ? 'cannot start the front process' : 'cannot signal the front', {
       error: e.message,
     });
-    process.exit(1); // the front sees the channel close and stops by itself
+    process.exit(PROCESS_EXIT.FAILURE); // the front sees the channel close and stops by itself
   });
   const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
     const clean = stopping && code === 0;
@@ -81,7 +82,7 @@ export function superviseFront(spec: FrontSpec, runQuota: QuotaRunner, minUid: n
       code,
       signal,
     });
-    process.exit(clean ? 0 : 1);
+    process.exit(clean ? PROCESS_EXIT.OK : PROCESS_EXIT.FAILURE);
   };
   // 'close' comes once the front's log pipes are drained too.
   child.on('exit', (code, signal) => setTimeout(() => finish(code, signal), LOG_FLUSH_GRACE_MS));

@@ -1,6 +1,7 @@
 // Command-line flags shared by `quotapolicy serve` (root), the front process
 // and `quotapolicy check`. A flag overrides the config key of the same name.
 import { parseArgs } from 'node:util';
+import { QpError } from './errors.js';
 
 export const FLAG_TO_KEY = {
   user: 'user',
@@ -71,8 +72,11 @@ export interface CommandLine {
   version: boolean;
 }
 
-export class UsageError extends Error {
+export class UsageError extends QpError {
   override name = 'UsageError';
+  constructor(message: string) {
+    super('QP_USAGE', message);
+  }
 }
 
 export function flagOf(key: string): string {

@@ -10,7 +10,7 @@ import { QuotaCheck, type UserEntry } from '../quota/quota-check.js';
 import { RateLimitCheck } from '../ratelimit/check.js';
 import type { RateStore } from '../ratelimit/store.js';
 import type { UserQuota } from '../../shared/wire.js';
-import type { Metrics } from '../metrics.js';
+import type { Fault, Metrics } from '../metrics.js';
 import type { Reply, DetailedReply } from '../protocol/reply.js';
 import { QUERY_ATTRIBUTE, QUERY_DRY, queryKind } from '../protocol/dry-query.js';
 
@@ -35,6 +35,8 @@ export interface Outcome {
   action: string;
   user?: string;
   id?: string;
+  /** With verdict error: which failure, as a code (the reason is prose for humans). */
+  fault?: Fault;
 }
 export interface Decision extends Outcome {
   check: CheckName | 'none';
@@ -49,11 +51,12 @@ const decision = (check: CheckName, r: Outcome, results: Partial<Record<CheckNam
   action: r.action,
   user: r.user,
   id: r.id,
+  fault: r.fault,
   results,
 });
 
 export interface ServiceDeps {
-  queryQuota(uid: number): Promise<UserQuota>;
+  queryQuota: (uid: number) => Promise<UserQuota>;
   metrics?: Metrics;
   lookupUser?: (name: string) => UserEntry | undefined;
   openStore?: () => Promise<RateStore>;
@@ -175,6 +178,7 @@ export class PolicyService {
       verdict: 'error',
       reason: `internal error: ${(e as Error).message}`,
       action: this.cfg.actions.error,
+      fault: 'internal',
       results,
     };
   }
@@ -263,17 +267,11 @@ export class PolicyService {
     const m = query ? undefined : this.deps.metrics;
     if (q) m?.decision('quota', q.verdict);
     if (rl) m?.decision('rate_limit', rl.verdict);
-    const errors: Outcome[] = [];
-    if (q?.verdict === 'error') errors.push(q);
-    if (rl?.verdict === 'error') errors.push(rl);
-    if (d.check === 'none' && d.verdict === 'error') errors.push(d);
-    for (const e of errors)
-      m?.error(
-        e === rl
-          ? 'store'
-          : e.reason.replace(/^quota lookup failed: /, 'quota_').replace(/^internal error: .*/, 'internal'),
-      );
-    const warn = errors.length > 0 || rl?.verdict === 'would_limit';
+    const faults: Fault[] = [];
+    for (const o of [q, rl, d.check === 'none' ? d : undefined])
+      if (o?.verdict === 'error') faults.push(o.fault ?? 'internal');
+    for (const f of faults) m?.error(f);
+    const warn = faults.length > 0 || rl?.verdict === 'would_limit';
     // The log line is built only when it will be written: this runs for every request.
     if (warn || this.log.isLevelEnabled('info')) {
       const line = {
@@ -288,6 +286,7 @@ export class PolicyService {
         quota_verdict: q?.verdict,
         rate_verdict: rl?.verdict,
         rate_id: rl?.id,
+        error_kind: faults.length > 0 ? faults : undefined,
         query: query ? QUERY_DRY : undefined,
         latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
       };

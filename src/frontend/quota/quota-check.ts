@@ -7,6 +7,10 @@ import type { Config } from '../../shared/config/schema.js';
 import { TtlCache } from './cache.js';
 import { recipientToUser, type RecipientRules } from './recipient.js';
 import { decideQuota, type QuotaVerdict } from './quota-decision.js';
+import type { Fault } from '../metrics.js';
+
+/** The helper's per-user status as the front names it (wire.ts holds it as a number). */
+export type QuotaStatusName = (typeof QUOTA_STATUS_NAMES)[number];
 
 /**
  * The reason when quota(1) reports no file system with quotas on (no output,
@@ -21,6 +25,8 @@ export interface CheckResult {
   reason: string;
   action: string;
   user?: string;
+  /** With verdict error: which failure, as a code. */
+  fault?: Fault;
 }
 
 export interface UserEntry {
@@ -30,7 +36,7 @@ export interface QuotaCheckDeps {
   /** getpwnam(): the user's uid, or undefined when there is no such user. */
   lookupUser(name: string): UserEntry | undefined;
   /** The helper's numbers for one uid; never rejects. */
-  queryQuota(uid: number): Promise<UserQuota>;
+  queryQuota: (uid: number) => Promise<UserQuota>;
   /** Told of every cache lookup (for metrics). */
   onCacheLookup?(cache: 'quota' | 'user', hit: boolean): void;
 }
@@ -107,11 +113,13 @@ export class QuotaCheck {
   private judge(q: UserQuota, name: string, size: number, nowMs: number): CheckResult {
     if (q.status === QuotaStatus.NoData) return this.skip(NO_QUOTA_FS, name);
     if (q.status !== QuotaStatus.Ok) {
+      const status = QUOTA_STATUS_NAMES[q.status];
       return {
         verdict: 'error',
-        reason: `quota lookup failed: ${QUOTA_STATUS_NAMES[q.status]}`,
+        reason: `quota lookup failed: ${status}`,
         action: this.cfg.actions.error,
         user: name,
+        fault: `quota_${status}`,
       };
     }
     const d = decideQuota(q.fs, size, Math.floor(nowMs / 1000), this.cfg.filesystems);

@@ -7,6 +7,7 @@ import { parseNetwork, type Network } from '../../shared/network.js';
 import { StoreError, storedKey, type RateStore } from './store.js';
 import { openStore } from './open-store.js';
 import { addressKey } from '../../shared/address.js';
+import type { Fault } from '../metrics.js';
 
 export type RateVerdict = 'pass' | 'rate_limited' | 'would_limit' | 'skip' | 'error';
 export interface RateResult {
@@ -14,6 +15,8 @@ export interface RateResult {
   reason: string;
   action: string;
   id?: string;
+  /** With verdict error: always the store. */
+  fault?: Extract<Fault, 'store'>;
 }
 
 /** After a failed open, wait this long before trying the store again. */
@@ -133,7 +136,7 @@ export class RateLimitCheck {
     } catch (e) {
       // Pools and ioredis reconnect by themselves; a failed open is retried by getStore().
       if (!(e instanceof StoreError)) throw e;
-      return { verdict: 'error', reason: e.message, action: c.db_error_action, id };
+      return { verdict: 'error', reason: e.message, action: c.db_error_action, id, fault: 'store' };
     }
   }
 

@@ -6,13 +6,17 @@ import { inNetworks, ipGroup } from './net.js';
 import { parseIp } from '../../shared/network.js';
 import { addressKey } from '../../shared/address.js';
 import type { EventRow } from './store.js';
+import { QpError } from '../../shared/errors.js';
 
 /** The kinds of counter keys decide.ts makes ("KIND:ID"). */
 export const KEY_KINDS = ['sasl', 'sender', 'ip', 'rcpt_domain', 'sender_domain'] as const;
 export type KeyKind = (typeof KEY_KINDS)[number];
 
-export class KeyIdError extends Error {
+export class KeyIdError extends QpError {
   override name = 'KeyIdError';
+  constructor(message: string) {
+    super('QP_USAGE', message);
+  }
 }
 
 export interface Target {

@@ -3,6 +3,7 @@
 // and its driver is loaded only when configured.
 import { createHash } from 'node:crypto';
 import type { Bucket, Limit } from './decide.js';
+import { QpError } from '../../shared/errors.js';
 
 export interface ConsumeRequest {
   buckets: readonly Bucket[];
@@ -58,8 +59,11 @@ export interface RateStore {
   close(): Promise<void>;
 }
 
-export class StoreError extends Error {
+export class StoreError extends QpError {
   override name = 'StoreError';
+  constructor(message: string) {
+    super('QP_STORE', message);
+  }
 }
 
 /**

@@ -35,6 +35,7 @@ import {
 import { basename, dirname } from 'node:path';
 import { socketAddress, type SocketAddress } from '../../shared/config/checks.js';
 import { checkTrustedDirectory, TrustError } from './trust.js';
+import { QpError } from '../../shared/errors.js';
 
 /** First fd systemd passes (SD_LISTEN_FDS_START). */
 export const SD_LISTEN_FDS_START = 3;
@@ -51,8 +52,11 @@ export interface Listener {
   removeSocket?: () => void;
 }
 
-export class ListenError extends Error {
+export class ListenError extends QpError {
   override name = 'ListenError';
+  constructor(message: string) {
+    super('QP_LISTEN', message);
+  }
 }
 
 /** systemd socket activation, if these fds are meant for this process. */

@@ -20,9 +20,13 @@ import {
 } from 'node:fs';
 import { dirname } from 'node:path';
 import { checkTrustedPath, TrustError } from './trust.js';
+import { QpError } from '../../shared/errors.js';
 
-export class PidFileError extends Error {
+export class PidFileError extends QpError {
   override name = 'PidFileError';
+  constructor(message: string) {
+    super('QP_PID_FILE', message);
+  }
 }
 
 /** "4194304\n" is 8 bytes; anything much larger is not our pid file. */

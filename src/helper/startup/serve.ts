@@ -9,10 +9,11 @@ import { closeSync, constants as fsc, existsSync, fstatSync, openSync, readFileS
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import userid from 'userid';
-import { loadConfig, ConfigError, DEFAULT_CONFIG_PATH, MAX_CONFIG_BYTES } from '../../shared/config/load.js';
+import { loadConfig, DEFAULT_CONFIG_PATH, MAX_CONFIG_BYTES } from '../../shared/config/load.js';
 import type { Config } from '../../shared/config/schema.js';
-import { flagOf, toArgv, UsageError, type CommandLine } from '../../shared/options.js';
-import { systemdFds, preflight, bind, ListenError, type Listener } from './listeners.js';
+import { exitFor, KEEPS_RUNNING, QpError } from '../../shared/errors.js';
+import { flagOf, toArgv, type CommandLine } from '../../shared/options.js';
+import { systemdFds, preflight, bind, type Listener } from './listeners.js';
 import { superviseFront } from '../supervise.js';
 import { makeQuotaRunner } from '../quota-run.js';
 import { log as helperLog } from '../log.js';
@@ -20,10 +21,6 @@ import { claimPidFile, PidFileError } from './pidfile.js';
 import { closeInheritedFds, systemdFdRange } from './fds.js';
 import { checkTrustedPath, TrustError } from './trust.js';
 import { blocked, createStoreDir, preflight as pathPreflight, type Preflight, type ServiceUser } from './preflight.js';
-
-export class StartError extends Error {
-  override name = 'StartError';
-}
 
 export const FRONT_MAIN = fileURLToPath(new URL('../../frontend/main.js', import.meta.url));
 /** The installed tree (or checkout) the front loads its code and packages from. */
@@ -43,10 +40,11 @@ export function checkFrontReadable(svc: { uid: number; gid: number }, user: stri
     try {
       why = blocked(path, svc, bits);
     } catch (e) {
-      throw new StartError(`${path}: ${(e as NodeJS.ErrnoException).code} (run npm ci and npm run build)`);
+      throw new QpError('QP_START', `${path}: ${(e as NodeJS.ErrnoException).code} (run npm ci and npm run build)`);
     }
     if (why) {
-      throw new StartError(
+      throw new QpError(
+        'QP_START',
         `the front runs as ${user} and ${why}: ` +
           'install a copy it can read (sudo make install, then sudo /usr/sbin/quotapolicy serve), or clone into a directory others can enter',
       );
@@ -56,16 +54,12 @@ export function checkFrontReadable(svc: { uid: number; gid: number }, user: stri
 /** The front's whole environment: nothing of root's leaks through. */
 export const FRONT_PATH = '/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-/** sysexits(3), as the rest of the CLI uses them. */
-const EX_USAGE = 64;
-const EX_SOFTWARE = 70;
-const EX_CONFIG = 78;
-
 function lookup(kind: 'user' | 'group', name: string): { uid: number; gid: number } {
   try {
     return kind === 'user' ? userid.ids(name) : { uid: -1, gid: userid.gid(name) };
   } catch {
-    throw new StartError(
+    throw new QpError(
+      'QP_START',
       `${kind} ${name} does not exist (create it, or set ${kind === 'user' ? 'user / --user' : 'socket_group'})`,
     );
   }
@@ -78,12 +72,13 @@ export function checkQuotaBinary(path: string): void {
     st = statSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new StartError(`quota_path ${path}: ${code} (install the "quota" package, or set quota_path)`);
+    throw new QpError('QP_START', `quota_path ${path}: ${code} (install the "quota" package, or set quota_path)`);
   }
-  if (!st.isFile()) throw new StartError(`quota_path ${path}: not a regular file`);
-  if ((st.mode & 0o111) === 0) throw new StartError(`quota_path ${path}: not executable`);
-  if (st.uid !== 0) throw new StartError(`quota_path ${path}: not owned by root`);
-  if (st.mode & (fsc.S_IWGRP | fsc.S_IWOTH)) throw new StartError(`quota_path ${path}: writable by group or others`);
+  if (!st.isFile()) throw new QpError('QP_START', `quota_path ${path}: not a regular file`);
+  if ((st.mode & 0o111) === 0) throw new QpError('QP_START', `quota_path ${path}: not executable`);
+  if (st.uid !== 0) throw new QpError('QP_START', `quota_path ${path}: not owned by root`);
+  if (st.mode & (fsc.S_IWGRP | fsc.S_IWOTH))
+    throw new QpError('QP_START', `quota_path ${path}: writable by group or others`);
   checkTrustedPath(path, 'quota_path', 0, 'root runs it: keep it and its directories writable only by root');
 }
 
@@ -139,17 +134,17 @@ export function checkRootPaths(configPath: string, config: Config): string[] {
 /**
  * Everything serve checks once the config is read, in serve's order: the
  * service user, quota(1), the front's code, the preflight (its errors as one
- * StartError, one "quotapolicy: " line each, as main prints them).
+ * QP_START error, one "quotapolicy: " line each, as main prints them).
  */
 function startChecks(configPath: string, config: Config, sockets: boolean): { svc: ServiceUser; preflight: Preflight } {
   const svc = { name: config.user, ...lookup('user', config.user) };
   if (svc.uid === 0 || svc.gid === 0) {
-    throw new StartError(`user ${config.user} has uid or gid 0: the front must not run as root`);
+    throw new QpError('QP_START', `user ${config.user} has uid or gid 0: the front must not run as root`);
   }
   checkQuotaBinary(config.quota_path);
   checkFrontReadable(svc, config.user);
   const preflight = pathPreflight(existsSync(configPath) ? configPath : undefined, config, svc, { sockets });
-  if (preflight.errors.length > 0) throw new StartError(preflight.errors.join('\nquotapolicy: '));
+  if (preflight.errors.length > 0) throw new QpError('QP_START', preflight.errors.join('\nquotapolicy: '));
   return { svc, preflight };
 }
 /** What a root helper trusts: the config it was started from and the quota(1) it runs (`quotapolicy check` too). */
@@ -186,7 +181,7 @@ async function listeners(cfg: Config, svc: { uid: number; gid: number }): Promis
 export async function serve(cl: CommandLine): Promise<void> {
   // Before anything else: nothing root inherited may reach the front.
   closeInheritedFds(systemdFdRange(process.env, process.pid));
-  if (process.getuid?.() !== 0) throw new StartError('serve must be started as root here');
+  if (process.getuid?.() !== 0) throw new QpError('QP_START', 'serve must be started as root here');
   // The front runs with cwd /: it gets the config's absolute path.
   if (cl.configPath !== undefined) cl.configPath = resolve(cl.configPath);
   const configPath = cl.configPath ?? DEFAULT_CONFIG_PATH;
@@ -197,7 +192,7 @@ export async function serve(cl: CommandLine): Promise<void> {
     read: readTrustedConfig,
   });
   if (config.privilege_mode === 'sudo') {
-    throw new StartError('privilege_mode sudo: start serve as the service user, not as root');
+    throw new QpError('QP_START', 'privilege_mode sudo: start serve as the service user, not as root');
   }
   // systemd's sockets need no directory here.
   const { svc, preflight: pre } = startChecks(configPath, config, systemdFds(process.env, process.pid) === undefined);
@@ -248,12 +243,8 @@ export async function serve(cl: CommandLine): Promise<void> {
 export async function main(cl: CommandLine, err: (s: string) => void): Promise<number> {
   try {
     await serve(cl);
-    return -1; // keeps running
+    return KEEPS_RUNNING;
   } catch (e) {
-    const msg = e instanceof Error ? e.message : String(e);
-    if (e instanceof UsageError) return (err(`quotapolicy: ${msg}\n`), EX_USAGE);
-    const known = [ConfigError, StartError, ListenError, PidFileError, TrustError];
-    if (known.some((k) => e instanceof k)) return (err(`quotapolicy: ${msg}\n`), EX_CONFIG);
-    return (err(`quotapolicy: unexpected error: ${msg}\n`), EX_SOFTWARE);
+    return exitFor(e, err);
   }
 }

@@ -8,9 +8,13 @@
 // Symbolic links along the way are resolved and the real path is checked too.
 import { existsSync, lstatSync, realpathSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, sep } from 'node:path';
+import { QpError } from '../../shared/errors.js';
 
-export class TrustError extends Error {
+export class TrustError extends QpError {
   override name = 'TrustError';
+  constructor(message: string) {
+    super('QP_TRUST', message);
+  }
 }
 
 const S_IWGRP = 0o020;

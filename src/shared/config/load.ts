@@ -6,14 +6,17 @@ import { FIELDS, ACTION_FIELDS, type Config } from './schema.js';
 import type { Field, FieldsOf } from './checks.js';
 import { RATE_FIELDS } from './rate-schema.js';
 import { addressKey } from '../address.js';
+import { QpError } from '../errors.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/quotapolicy/quotapolicy.yaml';
 /** A config file is a few KiB; this refuses a wrong file (a log, a binary) early. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 
-export class ConfigError extends Error {
+export class ConfigError extends QpError {
   override name = 'ConfigError';
-  readonly code = 'EQP_CONFIG';
+  constructor(message: string) {
+    super('QP_CONFIG', message);
+  }
 }
 
 function defaultsOf<V>(fields: FieldsOf<V>): V {
@@ -235,8 +238,9 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
   try {
     text = (opts.read ?? ((p: string) => readFileSync(p, 'utf8')))(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === undefined) throw e; // a refusal of the reader's own (root's trust checks)
+    // A QpError's code is no errno: it is a refusal of the reader's own (root's trust checks), as is no code at all.
+    const code = e instanceof QpError ? undefined : (e as NodeJS.ErrnoException).code;
+    if (code === undefined) throw e;
     if (!(code === 'ENOENT' && opts.path === undefined)) throw new ConfigError(`cannot read config ${path}: ${code}`);
   }
   if (text !== undefined && Buffer.byteLength(text) > MAX_CONFIG_BYTES)
