@@ -1,9 +1,8 @@
 // The `quotapolicy` command. Every failure ends in one line on stderr and a
 // sysexits-style status, never a stack trace.
 import { readFileSync } from 'node:fs';
-import { parseCommandLine, UsageError } from '../shared/options.js';
+import { flagOf, parseCommandLine, UsageError } from '../shared/options.js';
 import { loadConfig, DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
-import { flagOf } from '../shared/options.js';
 import { EXIT, exitFor, KEEPS_RUNNING, type ExitStatus } from '../shared/errors.js';
 import { query } from './query.js';
 

@@ -65,7 +65,7 @@ function checkEncoding(enc: string): void {
 
 /** One connection that reads, never writes: what check-config and the start-up warning try (see startup/store-probe.ts). */
 interface ProbeClient {
-  connect(): Promise<void>;
+  connect(): Promise<unknown>;
   query: Client['query'];
   end(): Promise<void>;
   on(ev: 'error', f: (e: Error) => void): void;
@@ -73,8 +73,9 @@ interface ProbeClient {
 
 /** Connects, and checks the encoding and that the tables (if any) are not newer than this version. */
 export async function probePostgres(url: string, timeoutMs: number): Promise<void> {
-  const pg = (await import('pg')) as unknown as { default: { Client: new (o: object) => ProbeClient } };
-  const c = new pg.default.Client({
+  const { default: pg } = await import('pg');
+  // Typed as the calls the probe makes; tsc checks pg's own Client fits them.
+  const c: ProbeClient = new pg.Client({
     connectionString: url,
     connectionTimeoutMillis: timeoutMs,
     query_timeout: timeoutMs,

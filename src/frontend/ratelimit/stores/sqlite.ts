@@ -70,9 +70,7 @@ export const SQLITE_GROUP_MAX = 256;
  * start-up warning try (see startup/store-probe.ts).
  */
 export async function probeSqlite(path: string): Promise<void> {
-  const { default: Database } = (await import('better-sqlite3')) as unknown as {
-    default: new (p: string, o: object) => Db;
-  };
+  const { default: Database } = await import('better-sqlite3');
   let db: Db | undefined;
   try {
     db = new Database(path, { readonly: true, fileMustExist: true, timeout: SQLITE_BUSY_TIMEOUT_MS });
