@@ -48,6 +48,11 @@ export interface FrontOptions {
 export async function runFront(o: FrontOptions): Promise<void> {
   const { config, log } = o;
   const exit = (code: ExitStatus): never => process.exit(code);
+  // Signals are caught from the start: before the front serves there is nothing to drain, so a
+  // stop then exits at once, through the 'exit' handlers that remove the sockets.
+  let onStop = (code: ExitStatus, _why: string): void => void exit(code);
+  process.on('SIGTERM', () => onStop(EXIT.OK, 'SIGTERM: draining'));
+  process.on('SIGINT', () => onStop(EXIT.OK, 'SIGINT: draining'));
   const helper = new HelperClient(o.channel, config.quota_timeout_ms);
   // Postfix's recipient_delimiter is read while the helper answers the handshake.
   const delimiters = delimitersFor(config);
@@ -189,8 +194,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
       exit(code);
     }, DRAIN_TIMEOUT_MS).unref();
   };
-  process.on('SIGTERM', () => stop(EXIT.OK, 'SIGTERM: draining'));
-  process.on('SIGINT', () => stop(EXIT.OK, 'SIGINT: draining'));
+  onStop = stop;
   // Reloads run one after another, in the order the signals came.
   let reloading = Promise.resolve();
   process.on('SIGHUP', () => {
