@@ -1,0 +1,192 @@
+// The man pages quotapolicy(8) and quotapolicy.yaml(5), generated from the
+// tables that also make --help (USAGE) and the README's config reference
+// (the schema's FIELDS), so the three cannot drift: test/man-pages.test.ts
+// compares man/*.[58] with this output, `npm run docs` rewrites them.
+import { USAGE, EX_USAGE, EX_CONFIG, EX_SOFTWARE } from './main.js';
+import { EX_UNAVAILABLE, EX_TEMPFAIL } from './query.js';
+import { EX_NOINPUT } from './ratelimit-commands.js';
+import { DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
+import { FIELDS, ACTION_FIELDS, type Field } from '../shared/config/schema.js';
+import { RATE_FIELDS } from '../shared/config/rate-schema.js';
+
+/**
+ * Every status `quotapolicy` exits with, and when. Until one error model lists
+ * them in --help, this table is what quotapolicy(8) says; the constants are
+ * the ones the commands return.
+ */
+export const EXIT_STATUSES: readonly (readonly [number, string])[] = [
+  [0, 'Success; for serve, a clean stop (SIGTERM or SIGINT, open requests answered).'],
+  [1, 'serve: the daemon stopped because its front or its root helper failed.'],
+  [EX_USAGE, 'A bad command line: unknown command or option, missing or malformed argument.'],
+  [EX_NOINPUT, 'ratelimit reset: nothing was held under that key.'],
+  [EX_UNAVAILABLE, 'query: the daemon cannot be reached; clean, ratelimit: the rate-limit store cannot be reached.'],
+  [EX_SOFTWARE, 'An internal error (a bug): the message says what failed.'],
+  [EX_TEMPFAIL, 'query: the daemon accepted the request but sent no reply in time.'],
+  [
+    EX_CONFIG,
+    'A bad configuration: the config file, a listen socket, the pid file, or a file root would trust is refused.',
+  ],
+];
+
+/** The signals `serve` acts on (the main process passes them to the front). */
+export const SIGNALS: readonly (readonly [string, string])[] = [
+  ['SIGTERM, SIGINT', 'Stop accepting connections, answer the requests already begun, remove the sockets, exit 0.'],
+  [
+    'SIGHUP',
+    'Reload the configuration file; settings that need a restart (listen sockets, users, the helper) are kept and logged as ignored. A bad file keeps the running configuration and is logged.',
+  ],
+];
+
+interface Entry {
+  term: string;
+  text: string[];
+}
+interface Section {
+  title: string;
+  entries: Entry[];
+  prose: string[];
+}
+
+/**
+ * Reads USAGE into its sections: an entry starts at column 2, or at column 6
+ * for a long-only option (term, then two or more spaces, then its text),
+ * deeper lines continue the last entry, and
+ * in an options section a column-2 line not starting with "-" is prose.
+ * Anything else is a line the man page would lose: an error.
+ */
+export function usageSections(usage: string = USAGE): { synopsis: string; sections: Section[] } {
+  const lines = usage.replace(/\n$/, '').split('\n');
+  const synopsis = /^usage: (.*)$/.exec(lines[0] ?? '')?.[1];
+  if (synopsis === undefined) throw new Error('USAGE must start with "usage: "');
+  const sections: Section[] = [];
+  for (const line of lines.slice(1)) {
+    const current = sections.at(-1);
+    if (line === '') continue;
+    const heading = /^(\S.*):$/.exec(line);
+    if (heading) {
+      sections.push({ title: heading[1]!, entries: [], prose: [] });
+      continue;
+    }
+    if (current === undefined) throw new Error(`USAGE line outside a section: ${line}`);
+    // Long-only options are indented to line up with the long half of "-c, --config".
+    const entry = /^(?: {2}| {6}(?=--))(\S.*?)(?: {2,}(\S.*))?$/.exec(line);
+    const optionsSection = current.title !== 'Commands';
+    if (entry && !(optionsSection && !entry[1]!.startsWith('-'))) {
+      current.entries.push({ term: entry[1]!, text: entry[2] === undefined ? [] : [entry[2]] });
+    } else if (entry) {
+      current.prose.push(line.trim());
+    } else if (/^ {3,}\S/.test(line) && current.entries.length > 0) {
+      current.entries.at(-1)!.text.push(line.trim());
+    } else {
+      throw new Error(`USAGE line the man page cannot place: ${line}`);
+    }
+  }
+  return { synopsis, sections };
+}
+
+/**
+ * Text for roff: backslashes escaped, non-ASCII as \[uXXXX], `code` in bold,
+ * hyphens that start an option as \- (a minus, so it can be copied), and a
+ * line starting with a control character made safe with \&.
+ */
+export function roff(s: string): string {
+  const escaped = s
+    .replace(/\\/g, '\\e')
+    .replace(/[^\x20-\x7e]/gu, (c) => `\\[u${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}]`)
+    .replace(/(^|[\s(["=,])(-+)(?=[A-Za-z])/g, (_m, pre: string, dashes: string) => pre + dashes.replace(/-/g, '\\-'))
+    .replace(/`([^`]+)`/g, '\\fB$1\\fR');
+  return /^[.']/.test(escaped) ? `\\&${escaped}` : escaped;
+}
+
+const bold = (s: string): string => `\\fB${roff(s)}\\fR`;
+
+function header(name: string, section: number, version: string, manual: string): string[] {
+  return [
+    `.\\" Generated by \`npm run docs\` from src/cli/manual.ts: edit that, not this file.`,
+    `.TH ${name.toUpperCase()} ${section} "" "quotapolicy ${version}" "${manual}"`,
+  ];
+}
+
+function definitions(entries: readonly { term: string; text: readonly string[] }[]): string[] {
+  return entries.flatMap((e) => ['.TP', bold(e.term), ...e.text.map(roff)]);
+}
+
+export function quotapolicyPage(version: string): string {
+  const { synopsis, sections } = usageSections();
+  const body: string[] = [
+    ...header('quotapolicy', 8, version, 'System Administration'),
+    '.SH NAME',
+    'quotapolicy \\- Postfix SMTP access\\-policy daemon that refuses mail for users over their file system quota',
+    '.SH SYNOPSIS',
+    roff(synopsis),
+    '.SH DESCRIPTION',
+    "quotapolicy answers Postfix's \\fBcheck_policy_service\\fR requests: it refuses a recipient whose quota is full, or a message that would not fit, during the SMTP transaction, and optionally limits senders' rates.",
+    'Started as root, \\fBserve\\fR keeps a small root helper that alone runs \\fBquota\\fR(1), and runs the policy front as the unprivileged service user.',
+    `Settings come from ${bold(DEFAULT_CONFIG_PATH)} (see \\fBquotapolicy.yaml\\fR(5)), then from the options below.`,
+  ];
+  for (const s of sections) {
+    body.push(`.SH ${roff(s.title.toUpperCase())}`, ...definitions(s.entries));
+    if (s.prose.length > 0) body.push('.PP', ...s.prose.map(roff));
+  }
+  body.push(
+    '.SH SIGNALS',
+    ...definitions(SIGNALS.map(([sig, what]) => ({ term: sig, text: [what] }))),
+    '.SH EXIT STATUS',
+    ...definitions(EXIT_STATUSES.map(([code, what]) => ({ term: String(code), text: [what] }))),
+    '.SH FILES',
+    ...definitions([
+      { term: DEFAULT_CONFIG_PATH, text: ['The configuration; absent, the built-in defaults apply.'] },
+      {
+        term: String(FIELDS.listen.default[0]).replace(/^unix:/, ''),
+        text: ["The default policy socket, in Postfix's chroot: unix:private/quotapolicy in main.cf."],
+      },
+      { term: RATE_FIELDS.sqlite_path.default, text: ['The default rate-limit store (sqlite backend).'] },
+      { term: '/usr/lib/quotapolicy', text: ['The code, root-owned.'] },
+      {
+        term: '/lib/systemd/system/quotapolicy.socket, quotapolicy.service',
+        text: ['The units of the Debian package (make install puts them in /etc/systemd/system).'],
+      },
+    ]),
+    '.SH SEE ALSO',
+    '\\fBquotapolicy.yaml\\fR(5), \\fBquota\\fR(1), \\fBsetquota\\fR(8), \\fBpostconf\\fR(5), \\fBsmtpd\\fR(8)',
+  );
+  return body.join('\n') + '\n';
+}
+
+function keys(fields: Readonly<Record<string, Field>>, prefix: string): string[] {
+  return Object.entries(fields).flatMap(([k, f]) => [
+    '.TP',
+    bold(prefix + k),
+    `Default: ${bold(JSON.stringify(f.default))}.`,
+    '.br',
+    roff(f.doc),
+  ]);
+}
+
+export function configPage(version: string): string {
+  return (
+    [
+      ...header('quotapolicy.yaml', 5, version, 'File Formats'),
+      '.SH NAME',
+      'quotapolicy.yaml \\- configuration of the quotapolicy Postfix policy daemon',
+      '.SH SYNOPSIS',
+      bold(DEFAULT_CONFIG_PATH),
+      '.SH DESCRIPTION',
+      'A YAML mapping of the keys below; each one left out takes its default, and a missing file means every default.',
+      'An unknown key, or a value of the wrong kind, is refused with a message naming it: \\fBquotapolicy check\\-config\\fR checks a file.',
+      '\\fBactions\\fR and \\fBrate_limit\\fR are mappings of their own; their keys are listed here as \\fBactions.\\fIkey\\fR and \\fBrate_limit.\\fIkey\\fR.',
+      'Command\\-line options of \\fBquotapolicy\\fR(8) override the file. SIGHUP reloads it.',
+      '.SH SETTINGS',
+      ...keys(FIELDS, ''),
+      '.SH ACTIONS',
+      'What the daemon answers Postfix in each case: an access(5) action such as \\fBDUNNO\\fR, \\fBREJECT\\fR text, or a reply code with text.',
+      ...keys(ACTION_FIELDS, 'actions.'),
+      '.SH RATE LIMITING',
+      ...keys(RATE_FIELDS, 'rate_limit.'),
+      '.SH FILES',
+      ...definitions([{ term: DEFAULT_CONFIG_PATH, text: ['The configuration file read by default.'] }]),
+      '.SH SEE ALSO',
+      '\\fBquotapolicy\\fR(8), \\fBaccess\\fR(5), \\fBpostconf\\fR(5)',
+    ].join('\n') + '\n'
+  );
+}
