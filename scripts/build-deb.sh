@@ -30,6 +30,18 @@ stage=$work/root
 # helper's node is the packaged one, whatever this machine's PATH says.
 make install DESTDIR="$stage" UNITDIR=/lib/systemd/system NODE=/usr/bin/node >"$work/install.log" 2>&1 ||
   { cat "$work/install.log" >&2; exit 1; }
+# The modules as npm unpacked them, tidied as Debian's helpers would: their
+# authors' tool dotfiles and pino's documentation web page are not used at
+# run time; the addons stripped and not executable (dh_strip, dh_fixperms);
+# nothing else executable that is not a script (node loads them all).
+nm=$stage/usr/lib/quotapolicy/node_modules
+find "$nm" -depth -name '.*' ! -name .package-lock.json -exec rm -rf {} +
+rm -f "$nm/pino/index.html"
+find "$nm" -name '*.node' -type f -exec strip --strip-unneeded --remove-section=.comment --remove-section=.note {} + \
+  -exec chmod 0644 {} +
+find "$nm" -type f -perm /111 ! -name '*.node' | while read -r f; do
+  [ "$(head -c 2 "$f")" = '#!' ] || chmod a-x "$f"
+done
 # Policy 10.5: a link within one top-level directory is relative.
 ln -sfr "$stage/usr/lib/quotapolicy/bin/quotapolicy.js" "$stage/usr/sbin/quotapolicy"
 # The sudoers drop-in ships inactive: sudo reads /etc/sudoers.d only.
