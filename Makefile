@@ -10,6 +10,8 @@
 #                                owned by root (the package's postinst sets
 #                                the group), so the build host is not changed
 # Only dist/src is installed: tests and benchmarks stay in the checkout.
+#   make deb                     the Debian package, from this same layout
+#                                (scripts/build-deb.sh; DEB_OUT, DEB_VERSION)
 DESTDIR ?=
 PREFIX ?= /usr
 LIBDIR ?= $(PREFIX)/lib/quotapolicy
@@ -31,7 +33,7 @@ STATE_OWNER := root
 USER_STEP :=
 endif
 
-.PHONY: all build install uninstall createuser
+.PHONY: all build install uninstall createuser deb
 all: build
 
 build:
@@ -46,9 +48,16 @@ install: $(USER_STEP)
 	install -d -o root -g root -m 0755 $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/dist $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
 	cp -R dist/src $(DESTDIR)$(LIBDIR)/dist/
 	cp package.json README.md $(DESTDIR)$(LIBDIR)/
-# -H: a checkout whose node_modules is a link (a git worktree's) installs the code, not a link into the checkout.
-	cp -RH node_modules $(DESTDIR)$(LIBDIR)/
+	# node_modules/. copies the tree even where node_modules is a link (a git
+	# worktree's): a copied link would let npm prune the checkout's own modules.
+	cp -R node_modules/. $(DESTDIR)$(LIBDIR)/node_modules
 	cd $(DESTDIR)$(LIBDIR) && npm prune --omit=dev --no-audit --no-fund >/dev/null
+	# Native addons: only the built .node file is loaded (through `bindings`);
+	# compiler intermediates, C sources and better-sqlite3's test addon are not installed.
+	cd $(DESTDIR)$(LIBDIR)/node_modules && for m in $$(find . -path '*/build/Release/*.node' | sed 's,/build/Release/.*,,' | sort -u); do \
+	  find $$m/build -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} + && \
+	  find $$m/build/Release -mindepth 1 -maxdepth 1 ! -name '*.node' -exec rm -rf {} + && \
+	  rm -rf $$m/build/Release/test_extension.node $$m/deps $$m/src; done
 	install -o root -g root -m 0755 bin/quotapolicy.js $(DESTDIR)$(LIBDIR)/bin/quotapolicy.js
 	printf '#!/bin/sh\n# The root helper for sudo mode: no arguments, built-in settings.\nexec %s %s/dist/src/helper/main.js\n' "$(NODE)" "$(LIBDIR)" > $(DESTDIR)$(LIBDIR)/quotapolicy-helper
 	chmod 0755 $(DESTDIR)$(LIBDIR)/quotapolicy-helper
@@ -70,3 +79,6 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/quotapolicy $(DESTDIR)$(UNITDIR)/quotapolicy.socket $(DESTDIR)$(UNITDIR)/quotapolicy.service \
 	  $(DESTDIR)$(UNITDIR)/quotapolicy-clean.service $(DESTDIR)$(UNITDIR)/quotapolicy-clean.timer $(DESTDIR)$(SUDOERSDIR)/quotapolicy
 	if [ "$(PURGE)" = yes ]; then rm -rf $(DESTDIR)$(CONFDIR) $(DESTDIR)/var/lib/quotapolicy; userdel $(SERVICE_USER) 2>/dev/null || true; fi
+
+deb:
+	scripts/build-deb.sh

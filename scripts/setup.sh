@@ -1,7 +1,8 @@
 #!/bin/sh
 # One-step set-up on a fresh Debian machine (as root):
 #   scripts/setup.sh          what the daemon needs: Node.js (if missing), quota,
-#                             Postfix, build tools; npm ci; build; service user
+#                             Postfix, build tools (dpkg-dev for make deb);
+#                             npm ci; build; service user
 #   scripts/setup.sh --test   the same, plus what the test suite needs:
 #                             user-mode-linux (real kernel quotas; gcc builds its
 #                             ptrace shim, test/uml/xstate-shim.c), kmod, iproute2,
@@ -11,7 +12,9 @@
 #                             PostgreSQL, MariaDB, Redis (rate-limit store tests,
 #                             started by scripts/start-test-services.sh) and
 #                             policyd-rate-limit (the differential test),
-#                             dovecot-core and postfwd (benchmark comparators)
+#                             dovecot-core and postfwd (benchmark comparators),
+#                             lintian, man-db and groff-base (the package and
+#                             man-page checks)
 # Safe to run again. Postfix is installed unconfigured ("No configuration").
 set -eu
 cd "$(dirname "$0")/.."
@@ -19,11 +22,11 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 SERVICE_USER=quotapolicy
 
-pkgs="quota postfix ca-certificates make g++ python3"
+pkgs="quota postfix ca-certificates make g++ python3 dpkg-dev"
 [ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux gcc kmod iproute2 e2fsprogs util-linux sudo systemd \
   strace procps bsdutils \
   postgresql mariadb-server redis-server redis-tools policyd-rate-limit openssl \
-  dovecot-core postfwd"
+  dovecot-core postfwd lintian man-db groff-base"
 # Debian 13 ships Node 20.19; an existing node (>= 20.19) is kept as it is.
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"
 
