@@ -39,7 +39,7 @@ export class Metrics {
   decision(check: string, verdict: string): void {
     this.decisions.inc(check, verdict);
   }
-  cacheLookup(cache: 'quota' | 'user', hit: boolean): void {
+  cacheLookup(cache: 'quota' | 'user' | 'alias', hit: boolean): void {
     this.cache.inc(cache, hit ? 'hit' : 'miss');
   }
   error(kind: string): void {

@@ -12,6 +12,7 @@ import type { RateStore } from '../ratelimit/store.js';
 import type { UserQuota } from '../../shared/wire.js';
 import type { Metrics } from '../metrics.js';
 import type { Reply, DetailedReply } from '../protocol/reply.js';
+import type { MapReader } from '../quota/aliases.js';
 import { QUERY_ATTRIBUTE, QUERY_DRY, queryKind } from '../protocol/dry-query.js';
 
 /** getpwnam() through NSS (userid's native binding); undefined when there is no such user. */
@@ -22,6 +23,13 @@ export function lookupUnixUser(name: string): UserEntry | undefined {
     if (e instanceof Error && /not found/.test(e.message)) return undefined;
     throw e;
   }
+}
+
+/** A metrics label for an error (a bounded set: never the reason's free text). */
+function errorKind(reason: string): string {
+  const quota = /quota lookup failed: ([a-z_]+)/.exec(reason);
+  if (quota) return `quota_${quota[1]!}`;
+  return reason.startsWith('alias expansion failed') ? 'alias' : 'internal';
 }
 
 /** Actions that refuse the mail now or later: a refused request is never counted. */
@@ -58,6 +66,8 @@ export interface ServiceDeps {
   lookupUser?: (name: string) => UserEntry | undefined;
   openStore?: () => Promise<RateStore>;
   now?: () => number;
+  /** Postfix's alias tables (expand_aliases); replaced on reload. */
+  aliases?: MapReader | undefined;
 }
 
 /** Characters of an unknown quotapolicy_query value echoed in the reply and the log: enough to recognise it, not a whole 8 KiB line. */
@@ -94,6 +104,7 @@ export class PolicyService {
               return q;
             },
       onCacheLookup: m === undefined ? undefined : (cache, hit) => m.cacheLookup(cache, hit),
+      aliases: this.deps.aliases,
     });
   }
 
@@ -102,10 +113,11 @@ export class PolicyService {
   }
 
   /** Swaps in a new config (SIGHUP); caches start empty, the store is reopened. */
-  reconfigure(cfg: Config, delimiters: string): void {
+  reconfigure(cfg: Config, delimiters: string, aliases?: MapReader): void {
     const oldRate = this.rate;
     this.cfg = cfg;
     this.delimiters = delimiters;
+    this.deps.aliases = aliases;
     this.quota = this.buildQuota(cfg);
     this.rate = this.buildRate(cfg);
     if (oldRate) setTimeout(() => void oldRate.close().catch(() => {}), OLD_STORE_CLOSE_DELAY_MS).unref();
@@ -267,12 +279,7 @@ export class PolicyService {
     if (q?.verdict === 'error') errors.push(q);
     if (rl?.verdict === 'error') errors.push(rl);
     if (d.check === 'none' && d.verdict === 'error') errors.push(d);
-    for (const e of errors)
-      m?.error(
-        e === rl
-          ? 'store'
-          : e.reason.replace(/^quota lookup failed: /, 'quota_').replace(/^internal error: .*/, 'internal'),
-      );
+    for (const e of errors) m?.error(e === rl ? 'store' : errorKind(e.reason));
     const warn = errors.length > 0 || rl?.verdict === 'would_limit';
     // The log line is built only when it will be written: this runs for every request.
     if (warn || this.log.isLevelEnabled('info')) {
