@@ -29,6 +29,7 @@ function harness(yaml: string, aliases: Record<string, string>, virtual: Record<
   const calls = { maps: 0, quota: [] as number[] };
   let fail: string | undefined;
   let status = QuotaStatus.Ok;
+  let failing: number | undefined;
   const reader: MapReader = {
     lookup: (kind: MapKind, keys) => {
       calls.maps++;
@@ -42,7 +43,7 @@ function harness(yaml: string, aliases: Record<string, string>, virtual: Record<
     lookupUser: (n) => (USERS[n] === undefined ? undefined : { uid: USERS[n] }),
     queryQuota: (uid): Promise<UserQuota> => {
       calls.quota.push(uid);
-      return Promise.resolve({ uid, status, fs: [QUOTA[uid]!] });
+      return Promise.resolve({ uid, status: failing === uid ? QuotaStatus.Timeout : status, fs: [QUOTA[uid]!] });
     },
     aliases: reader,
   });
@@ -58,6 +59,8 @@ function harness(yaml: string, aliases: Record<string, string>, virtual: Record<
     calls,
     failMaps: (why: string | undefined) => (fail = why),
     setStatus: (s: QuotaStatus) => (status = s),
+    /** Only this uid's lookups time out. */
+    failFor: (uid: number) => (failing = uid),
   };
 }
 
@@ -110,6 +113,20 @@ test('any_full: one full user refuses the whole recipient, with the worst refusa
   assert.match(r.reason, /; any_full: /);
   const ok = harness('alias_refuse_when: any_full\n', { team: 'alice, carol' });
   assert.equal((await ok.ask('team@example.org')).verdict, 'grace');
+});
+
+test("one user's quota lookup failing: any_full answers the error action, all_full the others' answer", async () => {
+  const h = harness('alias_refuse_when: any_full\nactions:\n  error: "DEFER_IF_PERMIT try later"\n', {
+    team: 'alice, carol',
+  });
+  h.failFor(USERS.carol!);
+  const all = harness('', { team: 'alice, carol' });
+  all.failFor(USERS.carol!);
+  assert.equal((await all.ask('team@example.org')).verdict, 'pass');
+  assert.deepEqual((({ verdict, action }) => [verdict, action])(await h.ask('team@example.org')), [
+    'error',
+    'DEFER_IF_PERMIT try later',
+  ]);
 });
 
 test('an alias target that is no Unix user, a system user or exempt counts as taking the message', async () => {

@@ -156,7 +156,8 @@ export class QuotaCheck {
    * An alias's answer from its users' (README, "Aliases"). Not refused: the
    * worst answer among those that can take the message (a grace warning over a
    * pass). all_full refuses only when no address can take it, with the most
-   * hopeful refusal (452 before 552); any_full with the worst refusal of any.
+   * hopeful refusal (452 before 552); any_full with the worst refusal of any,
+   * and with the error action when a user's quota could not be read.
    */
   private combine(x: Extract<Expansion, { alias: true }>, rs: CheckResult[], recipient: string): CheckResult {
     const byRank = [...rs].sort((a, b) => RANK[a.verdict] - RANK[b.verdict]);
@@ -165,7 +166,7 @@ export class QuotaCheck {
     const error = byRank.find((r) => r.verdict === 'error');
     const elsewhere = x.remote + x.unchecked.length;
     let pick: CheckResult | undefined;
-    if (this.cfg.alias_refuse_when === 'any_full' && refused.length > 0) pick = refused[0];
+    if (this.cfg.alias_refuse_when === 'any_full') pick = refused[0] ?? error ?? taking[0];
     else if (taking.length > 0) pick = taking[0];
     else if (elsewhere > 0) pick = undefined;
     else pick = error ?? refused.at(-1);
