@@ -10,6 +10,7 @@ const root = new URL('../dist/test/', import.meta.url).pathname;
 // nobody: setpriv --reuid=65534 --regid=65534 --clear-groups node --test FILE).
 const UNIT = [
   'admission',
+  'aliases',
   'bench-loadgen',
   'config',
   'config-reference',
@@ -23,6 +24,7 @@ const UNIT = [
   'protocol-parser',
   'query-dry',
   'quota-check',
+  'quota-check-aliases',
   'quota-decision',
   'quota-output',
   'ratelimit-check',

@@ -12,6 +12,8 @@ import { PolicyService } from '../frontend/policy/service.js';
 import { NO_QUOTA_FS } from '../frontend/quota/quota-check.js';
 import { delimitersFor } from '../frontend/quota/delimiter.js';
 import { makeLogger } from '../frontend/log.js';
+import { aliasSetupFor } from '../frontend/quota/postfix-maps.js';
+import { serviceUserIds } from './service-user.js';
 
 export const HELPER_MAIN = fileURLToPath(new URL('../helper/main.js', import.meta.url));
 
@@ -44,11 +46,14 @@ export async function check(cl: CommandLine, out: (s: string) => void): Promise<
   try {
     const minUid = await helper.hello();
     const log = makeLogger('cli', 'silent');
+    // Postfix's maps are read as the service user, as the daemon reads them: never as root.
+    const aliases = await aliasSetupFor(config, config.expand_aliases ? serviceUserIds(config) : undefined);
+    if (aliases.warning !== undefined) out(`warning: ${aliases.warning}\n`);
     const service = new PolicyService(
       config,
       (await delimitersFor(config)).delimiters,
       minUid,
-      { queryQuota: (uid) => helper.query(uid) },
+      { queryQuota: (uid) => helper.query(uid), aliases: aliases.reader },
       log,
     );
     const req = new Map([

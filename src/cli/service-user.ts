@@ -3,6 +3,7 @@
 // front's and what they find is what the front would find.
 import userid from 'userid';
 import type { Config } from '../shared/config/schema.js';
+import { ConfigError } from '../shared/config/load.js';
 
 /** Run as the service user (no supplementary groups, as the front); a no-op unless root. */
 export function dropToServiceUser(cfg: Config): void {
@@ -11,4 +12,14 @@ export function dropToServiceUser(cfg: Config): void {
   process.setgroups?.([]);
   process.setgid?.(gid);
   process.setuid?.(uid);
+}
+
+/** The service user's ids for a child process to run as, when this one is root (else undefined). */
+export function serviceUserIds(cfg: Config): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  try {
+    return userid.ids(cfg.user);
+  } catch {
+    throw new ConfigError(`user: ${cfg.user} is not a user on this host (postalias and postmap run as it)`);
+  }
 }

@@ -11,6 +11,7 @@ import type { Config } from '../shared/config/schema.js';
 import { HelperClient } from './quota/helper-client.js';
 import { PolicyService } from './policy/service.js';
 import { delimitersFor } from './quota/delimiter.js';
+import { aliasSetupFor } from './quota/postfix-maps.js';
 import { serveConnection, type Connection } from './server/connection.js';
 import { admit, type Idle } from './server/admission.js';
 import { Metrics } from './metrics.js';
@@ -56,6 +57,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
   const helper = new HelperClient(o.channel, config.quota_timeout_ms);
   // Postfix's recipient_delimiter is read while the helper answers the handshake.
   const delimiters = delimitersFor(config);
+  const aliasSetup = aliasSetupFor(config);
   let helperMinUid: number;
   try {
     helperMinUid = await helper.hello();
@@ -64,13 +66,15 @@ export async function runFront(o: FrontOptions): Promise<void> {
     return exit(EXIT.FAILURE);
   }
   const delim = await delimiters;
+  const aliases = await aliasSetup;
+  if (aliases.warning !== undefined) log.warn(aliases.warning);
   log.debug({ config: redactConfig(config) }, 'effective config');
   const metrics = new Metrics();
   const service = new PolicyService(
     config,
     delim.delimiters,
     helperMinUid,
-    { queryQuota: (uid) => helper.query(uid), metrics },
+    { queryQuota: (uid) => helper.query(uid), metrics, aliases: aliases.reader },
     log,
   );
 
@@ -146,6 +150,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
       min_uid: Math.max(config.min_uid, helperMinUid),
       recipient_delimiter: delim.delimiters,
       delimiter_source: delim.source,
+      aliases: aliases.note,
       uid: process.getuid?.(),
       gid: process.getgid?.(),
     },
@@ -211,8 +216,9 @@ async function reload(service: PolicyService, cl: CommandLine, log: Logger): Pro
     const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
     const old = service.config;
     const ignored = RESTART_ONLY.filter((k) => JSON.stringify(old[k]) !== JSON.stringify(config[k]));
-    const delim = await delimitersFor(config);
-    service.reconfigure(config, delim.delimiters);
+    const [delim, aliases] = await Promise.all([delimitersFor(config), aliasSetupFor(config)]);
+    if (aliases.warning !== undefined) log.warn(aliases.warning);
+    service.reconfigure(config, delim.delimiters, aliases.reader);
     log.level = config.log_level;
     log.info({ source, needs_restart: ignored.length ? ignored : undefined }, 'config reloaded');
   } catch (e) {

@@ -23,9 +23,14 @@ postconf -e 'myhostname = mx.example.test' 'mydestination = $myhostname, example
   'maillog_file = /var/log/postfix.log' 'home_mailbox = Maildir/' 'recipient_delimiter = +' \
   'smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service unix:private/quotapolicy' \
   'smtpd_end_of_data_restrictions = check_policy_service unix:private/quotapolicy' \
-  'smtpd_policy_service_default_action = 451 4.3.5 Policy service unavailable' 'alias_maps =' 'alias_database =' \
+  'smtpd_policy_service_default_action = 451 4.3.5 Policy service unavailable' \
+  'alias_maps = hash:/etc/aliases' 'alias_database = hash:/etc/aliases' 'virtual_alias_maps = hash:/etc/postfix/virtual' \
   'smtpd_authorized_xclient_hosts = 127.0.0.0/8' 'smtpd_sasl_auth_enable = yes'
 mkdir -p /var/spool/postfix/private
+# Real maps for the alias cases (test/uml/cases.ts): aliases(5), nested, and a virtual alias onto them.
+printf 'postmaster: root\nfullalias: hard\nteam: hard, under\nnested: fullalias\n' > /etc/aliases
+printf 'support@example.test nested\n' > /etc/postfix/virtual
+postalias /etc/aliases && postmap /etc/postfix/virtual
 
 install -d -o quotapolicy -g quotapolicy -m 0750 /run/qp-rl
 cat > /run/quotapolicy.yaml <<YAML

@@ -29,6 +29,16 @@ export const POLICY_CASES: PolicyCase[] = [
   { name: 'grace expired', attrs: rcpt('expired@example.test'), want: FULL, verdict: 'over_quota' },
   { name: 'no quota set', attrs: rcpt('noquota@example.test'), want: 'DUNNO', verdict: 'skip' },
   { name: 'not a Unix user', attrs: rcpt('nosuchuser@example.test'), want: 'DUNNO', verdict: 'skip' },
+  // Aliases, expanded through the real postalias/postmap on the maps acceptance.sh makes.
+  { name: 'alias to a full user', attrs: rcpt('fullalias@example.test'), want: FULL, verdict: 'over_quota' },
+  { name: 'nested alias, extension', attrs: rcpt('nested+x@example.test'), want: FULL, verdict: 'over_quota' },
+  { name: 'virtual alias onto a nested alias', attrs: rcpt('support@example.test'), want: FULL, verdict: 'over_quota' },
+  {
+    name: 'alias to a full and a fine user (all_full)',
+    attrs: rcpt('team@example.test'),
+    want: 'DUNNO',
+    verdict: 'pass',
+  },
   { name: 'system user', attrs: rcpt('daemon@example.test'), want: 'DUNNO', verdict: 'skip' },
   { name: 'extension address', attrs: rcpt('hard+lists@example.test'), want: FULL, verdict: 'over_quota' },
   { name: 'upper-case address', attrs: rcpt('HARD@Example.TEST'), want: FULL, verdict: 'over_quota' },
@@ -84,6 +94,20 @@ export const SMTP_CASES: SmtpCase[] = [
   {
     name: 'over-quota user refused at RCPT with 452 4.2.2',
     to: 'hard@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '452 4.2.2',
+  },
+  {
+    name: 'alias whose user is over quota refused at RCPT with 452 4.2.2',
+    to: 'fullalias@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '452 4.2.2',
+  },
+  {
+    name: 'virtual alias onto it refused at RCPT with 452 4.2.2',
+    to: 'support@example.test',
     bodyKiB: 1,
     declareSize: false,
     rcptCode: '452 4.2.2',

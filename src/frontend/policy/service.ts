@@ -12,6 +12,7 @@ import type { RateStore } from '../ratelimit/store.js';
 import type { UserQuota } from '../../shared/wire.js';
 import type { Fault, Metrics } from '../metrics.js';
 import type { Reply, DetailedReply } from '../protocol/reply.js';
+import type { MapReader } from '../quota/aliases.js';
 import { QUERY_ATTRIBUTE, QUERY_DRY, queryKind } from '../protocol/dry-query.js';
 
 /** getpwnam() through NSS (userid's native binding); undefined when there is no such user. */
@@ -61,6 +62,8 @@ export interface ServiceDeps {
   lookupUser?: (name: string) => UserEntry | undefined;
   openStore?: () => Promise<RateStore>;
   now?: () => number;
+  /** Postfix's alias tables (expand_aliases); replaced on reload. */
+  aliases?: MapReader | undefined;
 }
 
 /** Characters of an unknown quotapolicy_query value echoed in the reply and the log: enough to recognise it, not a whole 8 KiB line. */
@@ -97,6 +100,7 @@ export class PolicyService {
               return q;
             },
       onCacheLookup: m === undefined ? undefined : (cache, hit) => m.cacheLookup(cache, hit),
+      aliases: this.deps.aliases,
     });
   }
 
@@ -105,10 +109,11 @@ export class PolicyService {
   }
 
   /** Swaps in a new config (SIGHUP); caches start empty, the store is reopened. */
-  reconfigure(cfg: Config, delimiters: string): void {
+  reconfigure(cfg: Config, delimiters: string, aliases?: MapReader): void {
     const oldRate = this.rate;
     this.cfg = cfg;
     this.delimiters = delimiters;
+    this.deps.aliases = aliases;
     this.quota = this.buildQuota(cfg);
     this.rate = this.buildRate(cfg);
     if (oldRate) setTimeout(() => void oldRate.close().catch(() => {}), OLD_STORE_CLOSE_DELAY_MS).unref();

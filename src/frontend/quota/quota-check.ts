@@ -1,11 +1,15 @@
-// The quota check: policy request -> verdict. It maps the recipient to a local
-// user, asks the helper (through the caches) and hands the numbers to the pure
-// decideQuota(). The clock is passed in; every I/O dependency is injected.
+// The quota check: policy request -> verdict. It expands the recipient through
+// Postfix's aliases (./aliases.ts), maps it to local users, asks the helper
+// (through the caches) and hands the numbers to the pure decideQuota(); an
+// alias's users' verdicts are combined by alias_refuse_when. The clock is
+// passed in; every I/O dependency is injected.
 import { QuotaStatus, QUOTA_STATUS_NAMES, type UserQuota } from '../../shared/wire.js';
 import type { PolicyRequest } from '../protocol/parser.js';
 import type { Config } from '../../shared/config/schema.js';
 import { TtlCache } from './cache.js';
 import { recipientToUser, type RecipientRules } from './recipient.js';
+import { expandRecipient, type Expansion, type ExpandRules, type MapReader } from './aliases.js';
+import { isUnixName } from '../../shared/unix-name.js';
 import { decideQuota, type QuotaVerdict } from './quota-decision.js';
 import type { Fault } from '../metrics.js';
 
@@ -18,7 +22,7 @@ export type QuotaStatusName = (typeof QUOTA_STATUS_NAMES)[number];
  */
 export const NO_QUOTA_FS = 'no file system has quotas on (quota(1) lists none)';
 
-export type Verdict = QuotaVerdict | 'skip' | 'error';
+export type Verdict = QuotaVerdict | 'skip' | 'error' | 'nouser';
 
 export interface CheckResult {
   verdict: Verdict;
@@ -38,14 +42,35 @@ export interface QuotaCheckDeps {
   /** The helper's numbers for one uid; never rejects. */
   queryQuota: (uid: number) => Promise<UserQuota>;
   /** Told of every cache lookup (for metrics). */
-  onCacheLookup?(cache: 'quota' | 'user', hit: boolean): void;
+  onCacheLookup?(cache: 'quota' | 'user' | 'alias', hit: boolean): void;
+  /** Postfix's alias tables; undefined: recipients are not expanded (expand_aliases off, or no maps). */
+  aliases?: MapReader | undefined;
 }
+
+/** Refusals rank first, worst first; then what can take the message. */
+const RANK: Readonly<Record<Verdict, number>> = {
+  too_large: 0,
+  over_quota: 1,
+  does_not_fit: 2,
+  grace: 3,
+  pass: 4,
+  skip: 5,
+  nouser: 5,
+  error: 6,
+};
+const refusal = (r: CheckResult): boolean => RANK[r.verdict] <= RANK.does_not_fit;
+/** Users named in an alias's reason (the log line): enough to see who, not 64 of them. */
+const USERS_SHOWN = 8;
 
 /** Postfix sizes are bytes; more than 2^53 is not a size. */
 const SIZE = /^\d{1,15}$/;
 
 export class QuotaCheck {
   private readonly users: TtlCache<string, UserEntry | null>;
+  private readonly expansions: TtlCache<string, Expansion>;
+  /** Expansions under way: a burst for one recipient shares one. */
+  private readonly expanding = new Map<string, Promise<Expansion>>();
+  private readonly expandRules: ExpandRules;
   private readonly quotas: TtlCache<number, UserQuota>;
   private readonly rules: RecipientRules;
   private readonly exempt: ReadonlySet<string>;
@@ -60,6 +85,9 @@ export class QuotaCheck {
     this.quotas = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
     this.rules = { delimiters, domains: new Set(cfg.domains.map((d) => d.toLowerCase())) };
     this.exempt = new Set(cfg.exempt_users);
+    this.expansions = new TtlCache(cfg.alias_cache_ttl_ms, cfg.cache_max_entries);
+    const domains = this.rules.domains;
+    this.expandRules = { delimiters, isLocal: (d) => domains.size === 0 || domains.has(d) };
   }
 
   private skip(reason: string, user?: string): CheckResult {
@@ -84,29 +112,114 @@ export class QuotaCheck {
     return `protocol state ${state ?? '(none)'} is not checked`;
   }
 
-  /** Synchronous on a cache hit; a promise only when the helper must be asked. Throws only if NSS does. */
+  /** actions.nouser; with DUNNO (the default) the quota check does not apply, as before it existed. */
+  private nouser(reason: string, user?: string): CheckResult {
+    const action = this.cfg.actions.nouser;
+    if (action.trim().toUpperCase() === 'DUNNO') return this.skip(reason, user);
+    return { verdict: 'nouser', reason, action, ...(user === undefined ? {} : { user }) };
+  }
+
+  /** Synchronous on a cache hit; a promise only when the helper or Postfix's maps must be asked. Throws only if NSS does. */
   check(req: PolicyRequest, nowMs: number): CheckResult | Promise<CheckResult> {
     const subject = QuotaCheck.subject(req, this.cfg.quota_states);
     if (typeof subject === 'string') return this.skip(subject);
-    const mapped = recipientToUser(subject.recipient, this.rules);
-    if (!mapped.ok) return this.skip(mapped.reason);
-    const name = mapped.user;
+    const reader = this.deps.aliases;
+    if (reader === undefined) return this.direct(subject.recipient, subject.size, nowMs);
+    const key = subject.recipient.toLowerCase();
+    const known = this.expansions.get(key, nowMs);
+    this.deps.onCacheLookup?.('alias', known !== undefined);
+    if (known !== undefined) return this.expanded(known, subject.recipient, subject.size, nowMs);
+    let p = this.expanding.get(key);
+    if (p === undefined) {
+      p = expandRecipient(key, this.expandRules, reader)
+        .then((x) => {
+          if (!('error' in x)) this.expansions.set(key, x, nowMs);
+          return x;
+        })
+        .finally(() => this.expanding.delete(key));
+      this.expanding.set(key, p);
+    }
+    return p.then((x) => this.expanded(x, subject.recipient, subject.size, nowMs));
+  }
+
+  private expanded(x: Expansion, recipient: string, size: number, nowMs: number): CheckResult | Promise<CheckResult> {
+    if ('error' in x)
+      return {
+        verdict: 'error',
+        reason: `alias expansion failed: ${x.error}`,
+        action: this.cfg.actions.error,
+        fault: 'alias',
+      };
+    if (!x.alias) return this.direct(recipient, size, nowMs);
+    const rs = x.users.map((u): CheckResult | Promise<CheckResult> =>
+      isUnixName(u) ? this.forUser(u, size, nowMs, this.skip.bind(this)) : this.skip('not a Unix user name', u),
+    );
+    const summary = (got: CheckResult[]): CheckResult => this.combine(x, got, recipient);
+    if (!rs.some((r) => r instanceof Promise)) return summary(rs as CheckResult[]);
+    return Promise.all(rs.map((r) => Promise.resolve(r))).then(summary);
+  }
+
+  /**
+   * An alias's answer from its users' (README, "Aliases"). Not refused: the
+   * worst answer among those that can take the message (a grace warning over a
+   * pass). all_full refuses only when no address can take it, with the most
+   * hopeful refusal (452 before 552); any_full with the worst refusal of any,
+   * and with the error action when a user's quota could not be read.
+   */
+  private combine(x: Extract<Expansion, { alias: true }>, rs: CheckResult[], recipient: string): CheckResult {
+    const byRank = [...rs].sort((a, b) => RANK[a.verdict] - RANK[b.verdict]);
+    const refused = byRank.filter(refusal);
+    const taking = byRank.filter((r) => !refusal(r) && r.verdict !== 'error');
+    const error = byRank.find((r) => r.verdict === 'error');
+    const elsewhere = x.remote + x.unchecked.length;
+    let pick: CheckResult | undefined;
+    if (this.cfg.alias_refuse_when === 'any_full') pick = refused[0] ?? error ?? taking[0];
+    else if (taking.length > 0) pick = taking[0];
+    else if (elsewhere > 0) pick = undefined;
+    else pick = error ?? refused.at(-1);
+    const shown = rs.slice(0, USERS_SHOWN).map((r) => `${r.user ?? '?'}: ${r.verdict}`);
+    if (rs.length > USERS_SHOWN) shown.push(`${rs.length - USERS_SHOWN} more`);
+    const parts = [`${rs.length} local user${rs.length === 1 ? '' : 's'} (${shown.join(', ')})`];
+    if (x.remote > 0) parts.push(`${x.remote} remote`);
+    if (x.unchecked.length > 0) parts.push(`${x.unchecked.length} file/command/include not checked`);
+    const head = `alias ${recipient} -> ${parts.join(', ')}`;
+    if (pick === undefined)
+      return this.skip(
+        rs.length === 0 ? `${head}: no local user to check` : `${head}: not refused, the others take it`,
+      );
+    return { ...pick, reason: `${head}; ${this.cfg.alias_refuse_when}: ${pick.reason}` };
+  }
+
+  /** The recipient as its own user: local(8)'s mapping, then actions.nouser for no such user. */
+  private direct(recipient: string, size: number, nowMs: number): CheckResult | Promise<CheckResult> {
+    const mapped = recipientToUser(recipient, this.rules);
+    if (!mapped.ok)
+      return mapped.reason === 'domain is not local' ? this.skip(mapped.reason) : this.nouser(mapped.reason);
+    return this.forUser(mapped.user, size, nowMs, this.nouser.bind(this));
+  }
+
+  private forUser(
+    name: string,
+    size: number,
+    nowMs: number,
+    unknown: (reason: string, user: string) => CheckResult,
+  ): CheckResult | Promise<CheckResult> {
     let entry = this.users.get(name, nowMs);
     this.deps.onCacheLookup?.('user', entry !== undefined);
     if (entry === undefined) {
       entry = this.deps.lookupUser(name) ?? null;
       this.users.set(name, entry, nowMs, entry === null ? this.cfg.negative_cache_ttl_ms : this.cfg.cache_ttl_ms);
     }
-    if (entry === null) return this.skip('not a Unix user', name);
+    if (entry === null) return unknown('not a Unix user', name);
     if (entry.uid < this.minUid) return this.skip(`uid ${entry.uid} below min_uid`, name);
     if (this.exempt.has(name)) return this.skip('exempt user', name);
     const uid = entry.uid;
     const cached = this.quotas.get(uid, nowMs);
     this.deps.onCacheLookup?.('quota', cached !== undefined);
-    if (cached !== undefined) return this.judge(cached, name, subject.size, nowMs);
+    if (cached !== undefined) return this.judge(cached, name, size, nowMs);
     return this.deps.queryQuota(uid).then((q) => {
       if (q.status === QuotaStatus.Ok || q.status === QuotaStatus.NoData) this.quotas.set(uid, q, nowMs);
-      return this.judge(q, name, subject.size, nowMs);
+      return this.judge(q, name, size, nowMs);
     });
   }
 

@@ -16,7 +16,8 @@ const PATH = '/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export type Postconf = { params: Map<string, string> } | { skipped: string } | { failed: string };
 
-function run(postconf: string, dir: string | null, names: string[]): Promise<string> {
+/** `postconf [-c DIR] -x NAMES...`: its output, or why not (`absent` set when there is no postconf). */
+export function runPostconf(postconf: string, dir: string | null, names: string[]): Promise<string> {
   const args = [...(dir === null ? [] : ['-c', dir]), '-x', ...names];
   return new Promise((resolve, reject) => {
     execFile(
@@ -49,12 +50,13 @@ export async function readPostconf(dir: string | null, postconf = 'postconf'): P
   const mainCf = join(dir ?? POSTFIX_CONFIG_DIR, 'main.cf');
   if (!existsSync(mainCf)) return { skipped: `no ${mainCf}: the Postfix stage check is skipped` };
   try {
-    const params = parsePostconf(await run(postconf, dir, POSTCONF_PARAMS));
+    const params = parsePostconf(await runPostconf(postconf, dir, POSTCONF_PARAMS));
     const classes = (params.get('smtpd_restriction_classes') ?? '')
       .split(/[\s,]+/)
       .filter((n) => CLASS_NAME.test(n) && !params.has(n))
       .slice(0, MAX_CLASSES);
-    if (classes.length > 0) for (const [k, v] of parsePostconf(await run(postconf, dir, classes))) params.set(k, v);
+    if (classes.length > 0)
+      for (const [k, v] of parsePostconf(await runPostconf(postconf, dir, classes))) params.set(k, v);
     return { params };
   } catch (e) {
     if ((e as { absent?: boolean }).absent) return { skipped: 'no postconf: the Postfix stage check is skipped' };

@@ -159,6 +159,10 @@ export function parseConfig(text: string, source: string, base: Config = default
 function crossCheck(c: Config, source: string): void {
   const r = c.rate_limit;
   const at = ` (${source})`;
+  if (c.domains.length === 0 && c.actions.nouser.trim().toUpperCase() !== 'DUNNO')
+    throw new ConfigError(
+      `actions.nouser${at}: needs domains: with an empty domains list every domain counts as local, so it would answer every other domain's recipients too`,
+    );
   if (r.backend !== 'sqlite' && r.url === null)
     throw new ConfigError(`rate_limit.url${at}: required with backend ${r.backend}`);
   if (

@@ -56,7 +56,12 @@ export const ACTION_FIELDS = fieldTable({
   error: {
     default: 'DUNNO',
     check: action,
-    doc: 'The quota lookup failed or timed out (fail open). Logged as a warning.',
+    doc: 'The quota lookup failed or timed out (fail open), or an alias could not be expanded. Logged as a warning.',
+  },
+  nouser: {
+    default: 'DUNNO',
+    check: action,
+    doc: "The recipient's domain is local but it is neither a Unix user nor an alias (Dovecot's quota_status_nouser). Anything but DUNNO needs `domains`.",
   },
 });
 
@@ -116,7 +121,22 @@ export const FIELDS = fieldTable({
   postfix_config_dir: {
     default: null,
     check: nullable(absPath),
-    doc: "Postfix configuration directory the front reads with `postconf -c DIR` (recipient_delimiter, the start-up stage check). null: Postfix's default, /etc/postfix (MAIL_CONFIG is not passed on).",
+    doc: "Postfix configuration directory the front reads with `postconf -c DIR` (recipient_delimiter, alias_maps and virtual_alias_maps, the start-up stage check); postmap and postalias get it as -c. null: Postfix's default, /etc/postfix (MAIL_CONFIG is not passed on).",
+  },
+  expand_aliases: {
+    default: true,
+    check: bool,
+    doc: "Expand recipients through Postfix's virtual_alias_maps and alias_maps (postmap/postalias -q, as the service user) and check the local users they reach.",
+  },
+  alias_refuse_when: {
+    default: 'all_full',
+    check: oneOf('all_full', 'any_full'),
+    doc: 'An alias reaching several addresses is refused when all_full: none of them could take the message; any_full: one local user could not.',
+  },
+  alias_cache_ttl_ms: {
+    default: 60_000,
+    check: int(0, 3_600_000),
+    doc: 'How long an alias expansion (or "not an alias") is reused. Failures are never cached.',
   },
   cache_ttl_ms: {
     default: 10_000,
