@@ -65,10 +65,12 @@ test('/metrics: decisions by check and verdict, helper latency, cache, errors, o
     assert.equal(m.status, 200);
     assert.match(m.body, /^quotapolicy_decisions_total\{check="quota",verdict="over_quota"\} 2$/m);
     assert.match(m.body, /^quotapolicy_decisions_total\{check="quota",verdict="skip"\} 1$/m);
-    assert.match(m.body, /^quotapolicy_cache_lookups_total\{cache="quota",result="hit"\} 1$/m);
-    assert.match(m.body, /^quotapolicy_cache_lookups_total\{cache="quota",result="miss"\} 1$/m);
+    assert.match(m.body, /^quotapolicy_cache_lookups_total\{cache="quota",result="hit"\} 2$/m);
+    // Each quota look-up is two: the user quota and its group quota (quota_kinds: [user, group]).
+    assert.match(m.body, /^quotapolicy_cache_lookups_total\{cache="quota",result="miss"\} 2$/m);
+    assert.match(m.body, /^quotapolicy_quota_verdicts_total\{kind="user",verdict="over_quota"\} 2$/m);
     assert.match(m.body, /^quotapolicy_errors_total\{kind="protocol"\} 1$/m);
-    assert.match(m.body, /^quotapolicy_helper_latency_seconds_count 1$/m);
+    assert.match(m.body, /^quotapolicy_helper_latency_seconds_count 2$/m);
     assert.match(m.body, /^quotapolicy_open_connections 1$/m);
     assert.equal((await get(port, '/other')).status, 404);
   } finally {

@@ -47,7 +47,7 @@ export async function check(cl: CommandLine, out: (s: string) => void): Promise<
       config,
       (await delimitersFor(config)).delimiters,
       minUid,
-      { queryQuota: (uid) => helper.query(uid) },
+      { queryQuota: (id, kind) => helper.query(id, kind) },
       log,
     );
     const req = new Map([

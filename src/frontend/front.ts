@@ -64,7 +64,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
     config,
     delim.delimiters,
     helperMinUid,
-    { queryQuota: (uid) => helper.query(uid), metrics },
+    { queryQuota: (id, kind) => helper.query(id, kind), metrics },
     log,
   );
 
