@@ -21,7 +21,8 @@ import { StoreError } from '../src/frontend/ratelimit/store.js';
 import { KeyIdError } from '../src/frontend/ratelimit/inspect.js';
 import { PolicyService } from '../src/frontend/policy/service.js';
 import { Metrics } from '../src/frontend/metrics.js';
-import { QuotaStatus, QUOTA_STATUS_NAMES } from '../src/shared/wire.js';
+import { QuotaStatus } from '../src/shared/wire.js';
+import { QUOTA_STATUS_NAMES } from '../src/frontend/quota/wire-front.js';
 import { REPO } from './support/daemon.js';
 
 const exitSection = (): string => {
@@ -203,7 +204,7 @@ test('a failed quota lookup travels as its status code to the metric label and t
     '+',
     1000,
     {
-      lookupUser: (n) => (uids.has(n) ? { uid: uids.get(n)! } : undefined),
+      lookupUser: (n) => (uids.has(n) ? { uid: uids.get(n)!, gid: 100 } : undefined),
       queryQuota: (uid) => Promise.resolve({ uid, status: failing[uid - 2000]!, fs: [] }),
       metrics,
     },
@@ -235,7 +236,7 @@ test('a store failure is "store", an exception is "internal"; a clean decision h
     {
       lookupUser: (n) => {
         if (n === 'nss') throw new Error('NSS is down: see how the reason reads');
-        return n === 'ok' ? { uid: 2000 } : undefined;
+        return n === 'ok' ? { uid: 2000, gid: 100 } : undefined;
       },
       queryQuota: (uid) => Promise.resolve({ uid, status: QuotaStatus.NoData, fs: [] }),
       openStore: () => Promise.reject(new StoreError('connection refused')),

@@ -7,7 +7,15 @@ import { PassThrough } from 'node:stream';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { serveChannel } from '../src/helper/channel.js';
-import { FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_INFLIGHT, type Message } from '../src/shared/wire.js';
+import {
+  FrameReader,
+  MsgType,
+  QuotaKind,
+  QuotaStatus,
+  WIRE_VERSION,
+  MAX_INFLIGHT,
+  type Message,
+} from '../src/shared/wire.js';
 import { encode, decode } from './support/wire.js';
 import { prng } from './support/fuzz.js';
 import { REPO, fakeQuota } from './support/daemon.js';
@@ -22,7 +30,8 @@ function frames(rand: () => number): Buffer[] {
   for (let i = 0, n = int(6); i < n; i++) {
     const r = rand();
     const uids = Array.from({ length: 1 + int(4) }, () => (rand() < 0.8 ? 1000 + int(100) : int(2000)));
-    const good = encode({ type: MsgType.QuotaQuery, seq: int(1e6), uids });
+    const kind = rand() < 0.6 ? QuotaKind.User : ([QuotaKind.Group, QuotaKind.Project] as const)[int(2)]!;
+    const good = encode({ type: MsgType.QuotaQuery, seq: int(1e6), kind, uids });
     if (r < 0.4) out.push(good);
     else if (r < 0.55) out.push(good.subarray(0, int(good.length)));
     else if (r < 0.7) {
@@ -39,7 +48,10 @@ function frames(rand: () => number): Buffer[] {
   return out;
 }
 
-/** What a correct helper runs: valid queries after one valid HELLO, up to the first bad frame. */
+/**
+ * What a correct helper runs ([kind, ...ids]): valid queries after one valid HELLO, up to the first bad
+ * frame. min_uid bounds uids only; gids and project ids need only be in range.
+ */
 function expected(stream: Buffer): number[][] {
   const fr = new FrameReader();
   const runs: number[][] = [];
@@ -55,12 +67,12 @@ function expected(stream: Buffer): number[][] {
       }
       if (
         m.type !== MsgType.QuotaQuery ||
-        m.uids.some((u) => u < MIN_UID) ||
+        (m.kind === QuotaKind.User && m.uids.some((u) => u < MIN_UID)) ||
         new Set(m.uids).size !== m.uids.length ||
         ++inflight > MAX_INFLIGHT
       )
         return runs;
-      runs.push(m.uids);
+      runs.push([m.kind, ...m.uids]);
     }
   } catch {
     return runs;
@@ -87,8 +99,8 @@ test(`helper channel: ${HELPER_FUZZ_CASES} random frame streams; quota runs only
       output.resume();
       const end = serveChannel(input, output, {
         minUid: MIN_UID,
-        runQuota: async (uids) => {
-          ran.push(uids);
+        runQuota: async (uids, kind) => {
+          ran.push([kind, ...uids]);
           return uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] }));
         },
       });

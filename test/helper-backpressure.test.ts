@@ -14,6 +14,7 @@ import { serveChannel } from '../src/helper/channel.js';
 import {
   FrameReader,
   MsgType,
+  QuotaKind,
   QuotaStatus,
   WIRE_VERSION,
   MAX_BATCH,
@@ -35,7 +36,7 @@ const HELD_REPLIES_BOUND = MAX_INFLIGHT * MAX_REPLY_BYTES;
 const RSS_GROWTH_BOUND = HELD_REPLIES_BOUND + 20 * 1024 * 1024;
 const UIDS = Array.from({ length: MAX_BATCH }, (_, i) => 2000 + i);
 const HELLO = encode({ type: MsgType.Hello, version: WIRE_VERSION });
-const query = (seq: number): Buffer => encode({ type: MsgType.QuotaQuery, seq, uids: UIDS });
+const query = (seq: number): Buffer => encode({ type: MsgType.QuotaQuery, seq, kind: QuotaKind.User, uids: UIDS });
 
 const row = (f: number): string =>
   `${`/srv/nfs/export${f}/`.padEnd(MAX_MOUNT_BYTES, 'd')}  1234567  2000000  3000000       0   12345   100000   200000       0\n`;

@@ -5,7 +5,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO, fakeQuota, quotaBlock } from './support/daemon.js';
-import { FrameReader, MsgType, QuotaStatus, WIRE_VERSION, MAX_REPLY_BYTES, type Message } from '../src/shared/wire.js';
+import {
+  FrameReader,
+  MsgType,
+  QuotaKind,
+  QuotaStatus,
+  WIRE_VERSION,
+  MAX_REPLY_BYTES,
+  type Message,
+} from '../src/shared/wire.js';
 import { encode, decode } from './support/wire.js';
 
 const HELPER = join(REPO, 'dist/src/helper/main.js');
@@ -39,7 +47,7 @@ test('hello, then a batch query answered with numbers', async () => {
   fq.setOutput(2001, quotaBlock(2001, '150*', 100, 200, 1234567890));
   const h = helper(fq.path);
   h.p.stdin.write(HELLO);
-  h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 9, uids: [2001, 2002] }));
+  h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 9, kind: QuotaKind.User, uids: [2001, 2002] }));
   await h.waitFor(2);
   assert.deepEqual(h.got[0], { type: MsgType.HelloAck, version: WIRE_VERSION, minUid: 1000 });
   const reply = h.got[1] as Extract<Message, { type: MsgType.QuotaReply }>;
@@ -52,12 +60,12 @@ test('hello, then a batch query answered with numbers', async () => {
 });
 
 const violations: [string, Buffer[]][] = [
-  ['query before hello', [encode({ type: MsgType.QuotaQuery, seq: 1, uids: [2001] })]],
+  ['query before hello', [encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: [2001] })]],
   ['wrong version', [encode({ type: MsgType.Hello, version: 99 })]],
   ['second hello', [HELLO, HELLO]],
-  ['a reply type from the front', [HELLO, encode({ type: MsgType.HelloAck, version: 1, minUid: 1 })]],
-  ['uid below min_uid', [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, uids: [0] })]],
-  ['duplicate uid', [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, uids: [2001, 2001] })]],
+  ['a reply type from the front', [HELLO, encode({ type: MsgType.HelloAck, version: WIRE_VERSION, minUid: 1 })]],
+  ['uid below min_uid', [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: [0] })]],
+  ['duplicate uid', [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: [2001, 2001] })]],
   ['zero-length frame', [HELLO, Buffer.from([0, 0, 0, 0])]],
   ['oversized frame length', [HELLO, Buffer.from([0x7f, 0, 0, 0])]],
   ['unknown type', [HELLO, Buffer.from([0, 0, 0, 1, 42])]],
@@ -65,7 +73,12 @@ const violations: [string, Buffer[]][] = [
   ['truncated frame then EOF', [HELLO, Buffer.from([0, 0, 0, 10, MsgType.QuotaQuery])]],
   [
     'too many queries in flight',
-    [HELLO, ...Array.from({ length: 9 }, (_, i) => encode({ type: MsgType.QuotaQuery, seq: i, uids: [3000 + i] }))],
+    [
+      HELLO,
+      ...Array.from({ length: 9 }, (_, i) =>
+        encode({ type: MsgType.QuotaQuery, seq: i, kind: QuotaKind.User, uids: [3000 + i] }),
+      ),
+    ],
   ],
 ];
 
@@ -107,7 +120,7 @@ test('a hanging quota(1) is killed at the timeout and answered as a timeout', as
   const h = helper(fq.path);
   const t0 = Date.now();
   h.p.stdin.write(HELLO);
-  h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 1, uids: [2001] }));
+  h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: [2001] }));
   await h.waitFor(2);
   const reply = h.got[1] as Extract<Message, { type: MsgType.QuotaReply }>;
   assert.equal(reply.users[0]!.status, QuotaStatus.Timeout);
@@ -126,7 +139,7 @@ for (const [mode, status] of [
     fq.setMode(mode);
     const h = helper(fq.path);
     h.p.stdin.write(HELLO);
-    h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 1, uids: [2001] }));
+    h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: [2001] }));
     await h.waitFor(2);
     assert.deepEqual((h.got[1] as Extract<Message, { type: MsgType.QuotaReply }>).users, [
       { uid: 2001, status, fs: [] },

@@ -4,7 +4,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { HelperClient, HELPER_REPLY_MARGIN_MS, QUOTA_RUNS_AT_ONCE } from '../src/frontend/quota/helper-client.js';
-import { FrameReader, MsgType, QuotaStatus, MAX_INFLIGHT, type Message } from '../src/shared/wire.js';
+import {
+  FrameReader,
+  MsgType,
+  QuotaKind,
+  WIRE_VERSION,
+  QuotaStatus,
+  MAX_INFLIGHT,
+  type Message,
+} from '../src/shared/wire.js';
 import { encode, decode } from './support/wire.js';
 
 async function pair(): Promise<[net.Socket, net.Socket]> {
@@ -25,7 +33,7 @@ function fakeHelper(sock: net.Socket, onQuery: (m: Extract<Message, { type: MsgT
   sock.on('data', (c: Buffer) => {
     for (const f of fr.push(c)) {
       const m = decode(f);
-      if (m.type === MsgType.Hello) sock.write(encode({ type: MsgType.HelloAck, version: 1, minUid: 1234 }));
+      if (m.type === MsgType.Hello) sock.write(encode({ type: MsgType.HelloAck, version: WIRE_VERSION, minUid: 1234 }));
       else if (m.type === MsgType.QuotaQuery) onQuery(m);
     }
   });
@@ -40,6 +48,7 @@ test("hello returns the helper's min_uid; lookups in one tick share one query", 
       encode({
         type: MsgType.QuotaReply,
         seq: m.seq,
+        kind: QuotaKind.User,
         users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })),
       }),
     );
@@ -86,6 +95,7 @@ test(`never more than QUOTA_RUNS_AT_ONCE (${QUOTA_RUNS_AT_ONCE} <= MAX_INFLIGHT 
       encode({
         type: MsgType.QuotaReply,
         seq: m.seq,
+        kind: QuotaKind.User,
         users: m.uids.map((uid) => ({ uid, status: QuotaStatus.NoData, fs: [] })),
       }),
     );
@@ -145,7 +155,12 @@ test('each caller keeps its own deadline: one giving up does not answer a later 
   const late = c.query(2001);
   assert.equal((await early).status, QuotaStatus.Timeout);
   b.write(
-    encode({ type: MsgType.QuotaReply, seq: held[0]!.seq, users: [{ uid: 2001, status: QuotaStatus.NoData, fs: [] }] }),
+    encode({
+      type: MsgType.QuotaReply,
+      seq: held[0]!.seq,
+      kind: QuotaKind.User,
+      users: [{ uid: 2001, status: QuotaStatus.NoData, fs: [] }],
+    }),
   );
   assert.equal((await late).status, QuotaStatus.NoData, 'the later caller still got the answer');
   assert.deepEqual(
@@ -171,7 +186,8 @@ test('a uid whose callers all gave up while it was queued is dropped, not sent w
   await new Promise((r) => setImmediate(r));
   assert.equal((await c.query(3000)).status, QuotaStatus.Timeout);
   await Promise.all(busy);
-  for (const m of held.splice(0)) b.write(encode({ type: MsgType.QuotaReply, seq: m.seq, users: [] }));
+  for (const m of held.splice(0))
+    b.write(encode({ type: MsgType.QuotaReply, seq: m.seq, kind: QuotaKind.User, users: [] }));
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(held, [], '3000 was not sent');
 });

@@ -9,6 +9,7 @@ import { MAX_QUOTA_OUTPUT_BYTES } from '../src/helper/quota-run.js';
 import {
   FrameReader,
   MsgType,
+  QuotaKind,
   QuotaStatus,
   WIRE_VERSION,
   MAX_BATCH,
@@ -75,7 +76,7 @@ test(`worst-case quota(1) output (${MAX_BATCH} users x ${MAX_FS} file systems x 
   const got: Buffer[] = [];
   h.p.stdout.on('data', (c: Buffer) => got.push(...frames.push(c)));
   h.p.stdin.write(encode({ type: MsgType.Hello, version: WIRE_VERSION }));
-  h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 1, uids: UIDS }));
+  h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: UIDS }));
   for (let i = 0; i < 500 && got.length < 2 && h.p.exitCode === null; i++) await sleep(20);
   assert.equal(h.p.exitCode, null, `the helper died: ${h.stderr()}`);
   assert.equal(got.length, 2);
@@ -84,7 +85,7 @@ test(`worst-case quota(1) output (${MAX_BATCH} users x ${MAX_FS} file systems x 
   assert.equal(reply.seq, 1);
   reply.users.forEach((u, i) => assertWorstUser(u, UIDS[i]!));
 
-  h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 2, uids: [2000] }));
+  h.p.stdin.write(encode({ type: MsgType.QuotaQuery, seq: 2, kind: QuotaKind.User, uids: [2000] }));
   for (let i = 0; i < 500 && got.length < 3; i++) await sleep(20);
   assert.equal((decode(got[2]!) as Extract<Message, { type: MsgType.QuotaReply }>).seq, 2, 'still answering');
   h.p.stdin.end();

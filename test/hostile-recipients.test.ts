@@ -88,15 +88,20 @@ test('only validated numeric uids of non-exempt users reach quota(1)', async () 
   console.log(`hostile recipients: ${HOSTILE.length} sent, quota ran ${runs.length} times: ${JSON.stringify(runs)}`);
   assert.ok(runs.length >= 1, 'the legitimate user (nobody) was looked up');
   for (const line of runs) {
-    const m = /^-w -p -v --show-mntpoint --hide-device -u --((?: \d+)+)$/.exec(line);
+    const m = /^-w -p -v --show-mntpoint --hide-device (-u|-g) --((?: \d+)+)$/.exec(line);
     assert.ok(m, `unexpected argv: ${line}`);
-    for (const uid of m[1]!.trim().split(' ').map(Number)) {
+    // Groups (quota_kinds' default has them): the primary groups of those same users.
+    if (m[1] === '-g') {
+      for (const gid of m[2]!.trim().split(' ').map(Number)) assert.ok(userid.groupname(gid), `gid ${gid} is a group`);
+      continue;
+    }
+    for (const uid of m[2]!.trim().split(' ').map(Number)) {
       assert.ok(uid >= 100 && uid !== exempt, `uid ${uid} reached quota`);
       assert.ok(userid.username(uid), `uid ${uid} is a real user`);
     }
   }
   assert.ok(
-    runs.some((l) => l.endsWith(` ${userid.ids('nobody').uid}`)),
+    runs.some((l) => l.includes(' -u ') && l.endsWith(` ${userid.ids('nobody').uid}`)),
     'nobody (NoBody+tag too) was checked',
   );
 });

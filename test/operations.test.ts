@@ -49,7 +49,10 @@ const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], {
 
 test('/metrics: decisions by check and verdict, helper latency, cache, errors, open connections', async () => {
   const port = await freePort();
-  const { cfg, sock } = setup(`metrics: true\nmetrics_listen: "inet:127.0.0.1:${port}"\ncache_ttl_ms: 60000\n`);
+  // quota_kinds: [user]: group quotas are asked only where this host's mounts enforce them; the counts must not depend on that.
+  const { cfg, sock } = setup(
+    `metrics: true\nmetrics_listen: "inet:127.0.0.1:${port}"\ncache_ttl_ms: 60000\nquota_kinds: [user]\n`,
+  );
   const d = startDaemon(['--config', cfg]);
   try {
     await d.waitFor((l) => l.msg === 'metrics at /metrics');
@@ -67,6 +70,7 @@ test('/metrics: decisions by check and verdict, helper latency, cache, errors, o
     assert.match(m.body, /^quotapolicy_decisions_total\{check="quota",verdict="skip"\} 1$/m);
     assert.match(m.body, /^quotapolicy_cache_lookups_total\{cache="quota",result="hit"\} 1$/m);
     assert.match(m.body, /^quotapolicy_cache_lookups_total\{cache="quota",result="miss"\} 1$/m);
+    assert.match(m.body, /^quotapolicy_quota_verdicts_total\{kind="user",verdict="over_quota"\} 2$/m);
     assert.match(m.body, /^quotapolicy_errors_total\{kind="protocol"\} 1$/m);
     assert.match(m.body, /^quotapolicy_helper_latency_seconds_count 1$/m);
     assert.match(m.body, /^quotapolicy_open_connections 1$/m);

@@ -29,7 +29,7 @@ function service() {
     '+',
     1000,
     {
-      lookupUser: (n) => (n === 'ok' ? { uid: 2002 } : undefined),
+      lookupUser: (n) => (n === 'ok' ? { uid: 2002, gid: 100 } : undefined),
       queryQuota: async (uid) => ({
         uid,
         status: QuotaStatus.Ok,

@@ -40,7 +40,7 @@ function harness(yaml: string, aliases: Record<string, string>, virtual: Record<
   };
   const cfg = parseConfig(yaml, 't');
   const check = new QuotaCheck(cfg, '+', cfg.min_uid, {
-    lookupUser: (n) => (USERS[n] === undefined ? undefined : { uid: USERS[n] }),
+    lookupUser: (n) => (USERS[n] === undefined ? undefined : { uid: USERS[n], gid: 100 }),
     queryQuota: (uid): Promise<UserQuota> => {
       calls.quota.push(uid);
       return Promise.resolve({ uid, status: failing === uid ? QuotaStatus.Timeout : status, fs: [QUOTA[uid]!] });
@@ -199,7 +199,7 @@ test('actions.nouser other than DUNNO is refused without domains: every domain w
 test('with no alias reader (expand_aliases off, or no maps) nothing is expanded: an alias name is "not a Unix user"', async () => {
   const cfg = parseConfig('', 't');
   const check = new QuotaCheck(cfg, '+', 1000, {
-    lookupUser: (n) => (USERS[n] === undefined ? undefined : { uid: USERS[n] }),
+    lookupUser: (n) => (USERS[n] === undefined ? undefined : { uid: USERS[n], gid: 100 }),
     queryQuota: (uid) => Promise.resolve({ uid, status: QuotaStatus.Ok, fs: [QUOTA[uid]!] }),
   });
   const r = check.check(

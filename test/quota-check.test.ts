@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { QuotaCheck } from '../src/frontend/quota/quota-check.js';
 import { parseConfig } from '../src/shared/config/load.js';
-import { QuotaStatus, type UserQuota } from '../src/shared/wire.js';
+import { QuotaKind, QuotaStatus, type UserQuota } from '../src/shared/wire.js';
 
 const USERS: Record<string, number> = { bob: 2001, alice: 2002, sys: 5 };
 const row = {
@@ -20,17 +20,22 @@ const row = {
 };
 
 function harness(yaml = '', helperMinUid = 1000, fsRow: typeof row = row) {
-  const calls = { lookup: [] as string[], quota: [] as number[] };
+  const calls = { lookup: [] as string[], quota: [] as number[], group: [] as number[] };
   let status = QuotaStatus.Ok;
   const check = new QuotaCheck(parseConfig(yaml, 't'), '+', Math.max(parseConfig(yaml, 't').min_uid, helperMinUid), {
     lookupUser: (n) => {
       calls.lookup.push(n);
-      return USERS[n] === undefined ? undefined : { uid: USERS[n] };
+      return USERS[n] === undefined ? undefined : { uid: USERS[n], gid: 100 };
     },
-    queryQuota: async (uid): Promise<UserQuota> => {
-      calls.quota.push(uid);
-      return { uid, status, fs: status === QuotaStatus.Ok ? [fsRow] : [] };
+    queryQuota: async (id, kind): Promise<UserQuota> => {
+      if (kind === QuotaKind.Group) {
+        calls.group.push(id);
+        return { uid: id, status: QuotaStatus.NoData, fs: [] };
+      }
+      calls.quota.push(id);
+      return { uid: id, status, fs: status === QuotaStatus.Ok ? [fsRow] : [] };
     },
+    groupQuotaMounts: () => new Set(),
   });
   const ask = (recipient: string, now: number, extra: Record<string, string> = {}) =>
     check.check(
@@ -122,4 +127,47 @@ test('a non-numeric size counts as unknown, not as its numeric prefix', async ()
   for (const size of ['204800abc', '12abc', '-204800', '2e5']) {
     assert.equal((await h.ask('bob@x', 0, { size })).verdict, 'pass', size);
   }
+});
+
+test('quota_kinds: a full group refuses a user under its own quota, only where group quotas are enforced', async () => {
+  const full = { ...row, blocks: 200, blockHard: 200, blockSoft: 0, blockGrace: 0 };
+  const fine = { ...row, blocks: 1, blockHard: 200, blockSoft: 0, blockGrace: 0 };
+  const make = (yaml: string, enforced: string[]) =>
+    new QuotaCheck(parseConfig(yaml, 't'), '+', 1000, {
+      lookupUser: () => ({ uid: 2001, gid: 100 }),
+      queryQuota: async (id, kind): Promise<UserQuota> => ({
+        uid: id,
+        status: QuotaStatus.Ok,
+        fs: [kind === QuotaKind.Group ? full : fine],
+      }),
+      groupQuotaMounts: () => new Set(enforced),
+    });
+  const req = new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient: 'bob@x' }));
+  const r = await make('', ['/home']).check(req, 0);
+  assert.equal(r.verdict, 'over_quota');
+  assert.equal(r.kind, 'group');
+  assert.equal(r.reason, 'group quota: blocks at hard limit on /home (200/200 KiB)');
+  // Group quotas not enforced on /home (no grpquota): the kernel would take the mail, and so does the check.
+  assert.equal((await make('', []).check(req, 0)).verdict, 'pass');
+  // quota_kinds: [user] never asks for the group.
+  assert.equal((await make('quota_kinds: [user]\n', ['/home']).check(req, 0)).verdict, 'pass');
+});
+
+test('no mount enforces group quotas: quota(1) is not run for the group at all', async () => {
+  const h = harness();
+  await h.ask('bob@x', 0);
+  assert.deepEqual(h.calls.quota, [2001]);
+  assert.deepEqual(h.calls.group, [], 'no -g run where the kernel would not charge the group');
+});
+
+test('the mounts table: which mount points enforce group quotas', async () => {
+  const { parseGroupQuotaMounts } = await import('../src/frontend/quota/quota-check.js');
+  const t = [
+    '/dev/ubda /home ext4 rw,relatime,quota,usrquota,grpquota 0 0',
+    '/dev/ubdb /home/prj ext4 rw,relatime,quota,usrquota,prjquota 0 0',
+    '/dev/sdc /srv/x\\040y xfs rw,gquota 0 0',
+    '/dev/sdd /srv/acct xfs rw,gqnoenforce 0 0',
+    '/dev/sde /var/mail ext4 rw,grpjquota=aquota.group,jqfmt=vfsv1 0 0',
+  ].join('\n');
+  assert.deepEqual([...parseGroupQuotaMounts(t)], ['/home', '/srv/x y', '/var/mail']);
 });

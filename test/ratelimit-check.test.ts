@@ -24,7 +24,7 @@ function service(yaml: string, opts: { now?: () => number; openStore?: () => Pro
     '+',
     1000,
     {
-      lookupUser: (n) => (n === 'full' ? { uid: 2001 } : n === 'ok' ? { uid: 2002 } : undefined),
+      lookupUser: (n) => (n === 'full' ? { uid: 2001, gid: 100 } : n === 'ok' ? { uid: 2002, gid: 100 } : undefined),
       queryQuota: async (uid) => {
         quotaCalls.push(uid);
         return {

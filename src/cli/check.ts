@@ -53,7 +53,7 @@ export async function check(cl: CommandLine, out: (s: string) => void): Promise<
       config,
       (await delimitersFor(config)).delimiters,
       minUid,
-      { queryQuota: (uid) => helper.query(uid), aliases: aliases.reader },
+      { queryQuota: (id, kind) => helper.query(id, kind), aliases: aliases.reader },
       log,
     );
     const req = new Map([

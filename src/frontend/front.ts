@@ -74,7 +74,7 @@ export async function runFront(o: FrontOptions): Promise<void> {
     config,
     delim.delimiters,
     helperMinUid,
-    { queryQuota: (uid) => helper.query(uid), metrics, aliases: aliases.reader },
+    { queryQuota: (id, kind) => helper.query(id, kind), metrics, aliases: aliases.reader },
     log,
   );
 

@@ -39,6 +39,7 @@ class Counter {
 
 export class Metrics {
   readonly decisions = new Counter(['check', 'verdict']);
+  readonly quotaKinds = new Counter(['kind', 'verdict']);
   readonly cache = new Counter(['cache', 'result']);
   readonly errors = new Counter(['kind']);
   private readonly buckets = LATENCY_BUCKETS.map(() => 0);
@@ -46,8 +47,10 @@ export class Metrics {
   private latencySum = 0;
   openConnections: () => number = () => 0;
 
-  decision(check: string, verdict: string): void {
+  /** kind: for the quota check, whose quota the verdict comes from (user, group). */
+  decision(check: string, verdict: string, kind?: string): void {
     this.decisions.inc(check, verdict);
+    if (kind !== undefined) this.quotaKinds.inc(kind, verdict);
   }
   cacheLookup(cache: 'quota' | 'user' | 'alias', hit: boolean): void {
     this.cache.inc(cache, hit ? 'hit' : 'miss');
@@ -70,6 +73,12 @@ export class Metrics {
       for (const [k, v] of c.series()) out.push(`${name}{${k}} ${v}`);
     };
     family('quotapolicy_decisions_total', 'counter', 'Policy decisions by check and verdict.', this.decisions);
+    family(
+      'quotapolicy_quota_verdicts_total',
+      'counter',
+      'Quota check verdicts by the quota kind they come from (user, group) and verdict.',
+      this.quotaKinds,
+    );
     family(
       'quotapolicy_cache_lookups_total',
       'counter',

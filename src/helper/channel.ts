@@ -1,5 +1,6 @@
 // SECURITY: the root side of the channel. It answers one HELLO, then only
-// QUOTA_QUERY for validated uids. Anything else -- a bad frame, a version
+// QUOTA_QUERY for validated ids (uids at or above min_uid; gids and project ids
+// in range only: a user's primary group is often below it, e.g. users, 100). Anything else -- a bad frame, a version
 // mismatch, a second HELLO, a reply type, a uid below min_uid, a duplicate uid,
 // too many queries at once -- ends the channel, as OpenSSH's monitor does.
 // A front that does not read its replies is not read either: once a write
@@ -13,6 +14,7 @@ import {
   WIRE_VERSION,
   MAX_INFLIGHT,
   MsgType,
+  QuotaKind,
   FrameReader,
   decodeFromFront,
   encodeToFront,
@@ -50,13 +52,14 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
       }
       if (msg.type !== MsgType.QuotaQuery) return `unexpected message type ${msg.type}`;
       // Re-check what the front already checked, in case it got corrupted.
-      if (msg.uids.some((uid) => uid < opts.minUid)) return 'uid below min_uid';
-      if (new Set(msg.uids).size !== msg.uids.length) return 'duplicate uid';
+      if (msg.kind === QuotaKind.User && msg.uids.some((uid) => uid < opts.minUid)) return 'uid below min_uid';
+      if (new Set(msg.uids).size !== msg.uids.length) return 'duplicate id';
       if (++inflight > MAX_INFLIGHT) return 'too many queries in flight';
-      opts.runQuota(msg.uids).then(
+      opts.runQuota(msg.uids, msg.kind).then(
         (users) => {
           inflight--;
-          if (ended || output.write(encodeToFront({ type: MsgType.QuotaReply, seq: msg.seq, users }))) return;
+          const reply = { type: MsgType.QuotaReply, seq: msg.seq, kind: msg.kind, users } as const;
+          if (ended || output.write(encodeToFront(reply))) return;
           input.pause(); // the front is not reading: stop reading it until 'drain'
         },
         (e: unknown) => finish({ kind: 'violation', reason: `quota runner failed: ${String(e)}` }),

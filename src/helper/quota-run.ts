@@ -1,9 +1,10 @@
 // SECURITY: the only program root runs. Its path comes from root's command
-// line, its flags are fixed here, and after `--` come only uids the channel
+// line, its flags are fixed here (-u, -g or -P by the query's kind, which the
+// channel validated as 0..2), and after `--` come only ids the channel
 // validated as integers. No shell, no inherited environment, no stdin, a hard
 // timeout and an output cap. Exit status 1 means "over a limit" as well as
 // "error", so the status alone decides nothing: stderr and stdout do.
-import { type UserQuota, QuotaStatus, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES } from '../shared/wire.js';
+import { type UserQuota, type QuotaKind, QuotaStatus, MAX_BATCH, MAX_FS, MAX_MOUNT_BYTES } from '../shared/wire.js';
 import { parseQuotaOutput, QuotaOutputError } from './quota-output.js';
 import { log } from './log.js';
 
@@ -15,20 +16,22 @@ import { log } from './log.js';
  */
 export const MAX_QUOTA_OUTPUT_BYTES = MAX_BATCH * (400 + MAX_FS * (MAX_MOUNT_BYTES + 8 * 16 + 3));
 /** -w: no wrapping; -p: grace as epoch seconds; -v: rows even without limits. */
-export const QUOTA_FLAGS = ['-w', '-p', '-v', '--show-mntpoint', '--hide-device', '-u', '--'] as const;
+export const QUOTA_FLAGS = ['-w', '-p', '-v', '--show-mntpoint', '--hide-device'] as const;
+/** By QuotaKind: users, groups, projects (quota-tools 4.x; numeric ids are taken as ids). */
+export const KIND_FLAGS = ['-u', '-g', '-P'] as const;
 
-export type QuotaRunner = (uids: number[]) => Promise<UserQuota[]>;
+export type QuotaRunner = (uids: number[], kind: QuotaKind) => Promise<UserQuota[]>;
 
 export function makeQuotaRunner(quotaPath: string, timeoutMs: number): QuotaRunner {
   const execaModule = import('execa'); // ~90 ms to load: loaded while the front starts, not before
-  return async (uids) => {
+  return async (uids, kind) => {
     const all = (status: QuotaStatus, why?: string, extra?: object): UserQuota[] => {
-      if (why) log(status === QuotaStatus.Timeout ? 'warn' : 'error', why, { uids, ...extra });
+      if (why) log(status === QuotaStatus.Timeout ? 'warn' : 'error', why, { kind, ids: uids, ...extra });
       return uids.map((uid) => ({ uid, status, fs: [] }));
     };
     const r = await (
       await execaModule
-    ).execa(quotaPath, [...QUOTA_FLAGS, ...uids.map(String)], {
+    ).execa(quotaPath, [...QUOTA_FLAGS, KIND_FLAGS[kind], '--', ...uids.map(String)], {
       shell: false,
       env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
       extendEnv: false,
@@ -47,7 +50,7 @@ export function makeQuotaRunner(quotaPath: string, timeoutMs: number): QuotaRunn
     if (stderr !== '') return all(QuotaStatus.Complained, 'quota complained', { stderr: stderr.slice(0, 300) });
     if (stdout.trim() === '') return all(QuotaStatus.NoData); // no quota-enabled file system at all
     try {
-      const parsed = parseQuotaOutput(stdout, uids);
+      const parsed = parseQuotaOutput(stdout, uids, kind);
       return uids.map((uid) => ({
         uid,
         status: parsed.get(uid)!.length > 0 ? QuotaStatus.Ok : QuotaStatus.NoData,

@@ -7,26 +7,28 @@
 // Frame: u32 payload length, payload. Payload: u8 type, then:
 //   HELLO        front -> helper  u16 version
 //   HELLO_ACK    helper -> front  u16 version, u32 min_uid
-//   QUOTA_QUERY  front -> helper  u32 seq, u8 n, n x u32 uid
-//   QUOTA_REPLY  helper -> front  u32 seq, u8 n, n x (u32 uid, u8 status, u8 k, k x fs)
+//   QUOTA_QUERY  front -> helper  u32 seq, u8 kind, u8 n, n x u32 id
+//   QUOTA_REPLY  helper -> front  u32 seq, u8 kind, u8 n, n x (u32 id, u8 status, u8 k, k x fs)
+//     kind: 0 user (uid), 1 group (gid), 2 project (project id); one kind per query
 //     fs: u8 mount_len, mount (UTF-8), 8 x f64 in FsQuota field order
 
-export const WIRE_VERSION = 1;
+/** 2: queries and replies carry the quota kind (version 1 knew user quotas only). */
+export const WIRE_VERSION = 2;
 /** Users per query: one quota(1) run serves a whole batch; bounds its argv. */
 export const MAX_BATCH = 32;
 /** File systems per user: more than any real host mounts with quotas. */
 export const MAX_FS = 32;
 /** Mount point bytes: a u8 length; real mount points are far shorter. */
 export const MAX_MOUNT_BYTES = 255;
-/** Largest payload the front may send (a full QUOTA_QUERY: 6 + 32 x 4 = 134 bytes): all root buffers. */
-export const MAX_QUERY_BYTES = 6 + MAX_BATCH * 4;
+/** Largest payload the front may send (a full QUOTA_QUERY: 7 + 32 x 4 = 135 bytes): all root buffers. */
+export const MAX_QUERY_BYTES = 7 + MAX_BATCH * 4;
 /**
  * Largest payload the helper sends: a QUOTA_REPLY for MAX_BATCH users, each (uid, status, k) with MAX_FS
- * rows of (mount length, mount, 8 x f64): 6 + 32 x (6 + 32 x (1 + 255 + 64)) = 327,878 bytes (~320 KiB).
+ * rows of (mount length, mount, 8 x f64): 7 + 32 x (6 + 32 x (1 + 255 + 64)) = 327,879 bytes (~320 KiB).
  * Exact, not a guess: encode refuses more users or file systems, and the front buffers no more.
  */
-export const MAX_REPLY_BYTES = 6 + MAX_BATCH * (6 + MAX_FS * (1 + MAX_MOUNT_BYTES + 8 * 8));
-/** Highest uid: (uid_t)-1 and (uid_t)-2 are "no user" sentinels. */
+export const MAX_REPLY_BYTES = 7 + MAX_BATCH * (6 + MAX_FS * (1 + MAX_MOUNT_BYTES + 8 * 8));
+/** Highest id (uid, gid, project id): (uid_t)-1 and (uid_t)-2 are "no user" sentinels. */
 export const MAX_UID = 0xfffffffd;
 /** Queries outstanding at once; more is a protocol violation. */
 export const MAX_INFLIGHT = 8;
@@ -40,7 +42,15 @@ export const enum MsgType {
   QuotaReply = 4,
 }
 
-/** Per-user outcome; only Ok carries numbers. */
+/** Whose quota: the kernel checks all three on every write (quota(1)'s -u, -g, -P). */
+export const enum QuotaKind {
+  User = 0,
+  Group = 1,
+  Project = 2,
+}
+export const QUOTA_KIND_NAMES = ['user', 'group', 'project'] as const;
+
+/** Per-id outcome; only Ok carries numbers. */
 export const enum QuotaStatus {
   Ok = 0,
   NoData = 1, // quota ran but reported no quota-enabled file system
@@ -50,15 +60,6 @@ export const enum QuotaStatus {
   OutputTooLarge = 5, // output over the helper's cap
   Complained = 6, // quota wrote to stderr: its numbers may be incomplete
 }
-export const QUOTA_STATUS_NAMES = [
-  'ok',
-  'no_data',
-  'timeout',
-  'exec_failed',
-  'unparsable',
-  'output_too_large',
-  'complained',
-] as const;
 
 /** One row of `quota -p`: blocks in KiB, grace as epoch seconds (0 = none). */
 export interface FsQuota {
@@ -83,6 +84,7 @@ export const FS_QUOTA_NUMBERS = [
   'fileGrace',
 ] as const;
 
+/** One id's answer; `uid` is the id of the query's kind (a uid, a gid or a project id). */
 export interface UserQuota {
   uid: number;
   status: QuotaStatus;
@@ -92,8 +94,8 @@ export interface UserQuota {
 export type Message =
   | { type: MsgType.Hello; version: number }
   | { type: MsgType.HelloAck; version: number; minUid: number }
-  | { type: MsgType.QuotaQuery; seq: number; uids: number[] }
-  | { type: MsgType.QuotaReply; seq: number; users: UserQuota[] };
+  | { type: MsgType.QuotaQuery; seq: number; kind: QuotaKind; uids: number[] }
+  | { type: MsgType.QuotaReply; seq: number; kind: QuotaKind; users: UserQuota[] };
 
 export class DecodeError extends Error {
   override name = 'DecodeError';
@@ -155,7 +157,7 @@ export function encodeToFront(msg: ToFront): Buffer {
   const w = new FrameWriter().put(1, msg.type);
   if (msg.type === MsgType.HelloAck) return w.put(2, msg.version).put(4, msg.minUid).frame(MAX_REPLY_BYTES);
   if (msg.users.length > MAX_BATCH || msg.users.some((u) => u.fs.length > MAX_FS)) throw new RangeError('bad reply');
-  w.put(4, msg.seq).put(1, msg.users.length);
+  w.put(4, msg.seq).put(1, msg.kind).put(1, msg.users.length);
   for (const u of msg.users) {
     w.put(4, u.uid).put(1, u.status).put(1, u.fs.length);
     for (const fs of u.fs) {
@@ -179,9 +181,10 @@ export function decodeFromFront(p: Buffer): ToHelper {
   if (type === MsgType.Hello) return c.end({ type, version: c.u16() });
   if (type !== MsgType.QuotaQuery) throw new DecodeError(`unknown message type ${type}`);
   const seq = c.u32();
+  const kind = c.count(0, QUOTA_KIND_NAMES.length - 1, 'quota kind') as QuotaKind;
   const uids = Array.from({ length: c.count(1, MAX_BATCH, 'batch size') }, c.u32);
-  if (!uids.every(isValidUid)) throw new DecodeError('bad uid');
-  return c.end({ type, seq, uids });
+  if (!uids.every(isValidUid)) throw new DecodeError('bad id');
+  return c.end({ type, seq, kind, uids });
 }
 
 /** Splits a byte stream into payloads; a length of 0 or over maxBytes throws before buffering. */

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Stand-in for quota(1), for plumbing tests only (acceptance uses the real one).
 # Appends its argv to $DIR/argv.log, one line per run, then prints $DIR/UID.out
-# for each uid (a "#UID" block with zero limits when absent). $DIR/mode picks a
+# for each uid (a "#UID" block with zero limits when absent); with -g, $DIR/gGID.out
+# for each gid (a "#GID" group block with zero limits when absent). $DIR/mode picks a
 # misbehaviour: sleep (hang), slow (answers after 0.5 s), stderr, garbage, exit3,
 # empty (no output at all, as when no file system has quotas on).
 DIR=$(dirname "$0")/fake-quota.d
@@ -15,13 +16,14 @@ case "$mode" in
   exit3) exit 3 ;;
   empty) exit 0 ;;
 esac
-seen=0; rc=0
+seen=0; rc=0; kind=user; k=u; pre=
 for a in "$@"; do
+  [ "$a" = "-g" ] && { kind=group; k=g; pre=g; }
   [ "$a" = "--" ] && { seen=1; continue; }
   [ $seen = 1 ] || continue
-  if [ -f "$DIR/$a.out" ]; then cat "$DIR/$a.out"; grep -q '\*' "$DIR/$a.out" && rc=1
+  if [ -f "$DIR/$pre$a.out" ]; then cat "$DIR/$pre$a.out"; grep -q '\*' "$DIR/$pre$a.out" && rc=1
   else
-    printf 'Disk quotas for user #%s (uid %s): \n     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n          /home       0       0       0       0       0       0       0       0\n' "$a" "$a"
+    printf "Disk quotas for $kind #%s (${k}id %s): \n     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace\n          /home       0       0       0       0       0       0       0       0\n" "$a" "$a"
   fi
 done
 exit $rc

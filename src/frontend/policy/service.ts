@@ -9,7 +9,7 @@ import type { Config } from '../../shared/config/schema.js';
 import { QuotaCheck, type UserEntry } from '../quota/quota-check.js';
 import { RateLimitCheck } from '../ratelimit/check.js';
 import type { RateStore } from '../ratelimit/store.js';
-import type { UserQuota } from '../../shared/wire.js';
+import type { QuotaKind, UserQuota } from '../../shared/wire.js';
 import type { Fault, Metrics } from '../metrics.js';
 import type { Reply, DetailedReply } from '../protocol/reply.js';
 import type { MapReader } from '../quota/aliases.js';
@@ -18,7 +18,8 @@ import { QUERY_ATTRIBUTE, QUERY_DRY, queryKind } from '../protocol/dry-query.js'
 /** getpwnam() through NSS (userid's native binding); undefined when there is no such user. */
 export function lookupUnixUser(name: string): UserEntry | undefined {
   try {
-    return { uid: userid.ids(name).uid };
+    const { uid, gid } = userid.ids(name);
+    return { uid, gid };
   } catch (e) {
     if (e instanceof Error && /not found/.test(e.message)) return undefined;
     throw e;
@@ -38,6 +39,8 @@ export interface Outcome {
   id?: string;
   /** With verdict error: which failure, as a code (the reason is prose for humans). */
   fault?: Fault;
+  /** The quota check: whose quota (user, group) the verdict comes from. */
+  kind?: string;
 }
 export interface Decision extends Outcome {
   check: CheckName | 'none';
@@ -57,7 +60,7 @@ const decision = (check: CheckName, r: Outcome, results: Partial<Record<CheckNam
 });
 
 export interface ServiceDeps {
-  queryQuota: (uid: number) => Promise<UserQuota>;
+  queryQuota: (id: number, kind: QuotaKind) => Promise<UserQuota>;
   metrics?: Metrics;
   lookupUser?: (name: string) => UserEntry | undefined;
   openStore?: () => Promise<RateStore>;
@@ -92,10 +95,10 @@ export class PolicyService {
       lookupUser: this.deps.lookupUser ?? lookupUnixUser,
       queryQuota:
         m === undefined
-          ? this.deps.queryQuota
-          : async (uid) => {
+          ? (id, kind) => this.deps.queryQuota(id, kind)
+          : async (id, kind) => {
               const t0 = performance.now();
-              const q = await this.deps.queryQuota(uid);
+              const q = await this.deps.queryQuota(id, kind);
               m.helperLatency((performance.now() - t0) / 1000);
               return q;
             },
@@ -270,7 +273,7 @@ export class PolicyService {
     const q = d.results.quota;
     const rl = d.results.rate_limit;
     const m = query ? undefined : this.deps.metrics;
-    if (q) m?.decision('quota', q.verdict);
+    if (q) m?.decision('quota', q.verdict, q.kind);
     if (rl) m?.decision('rate_limit', rl.verdict);
     const faults: Fault[] = [];
     for (const o of [q, rl, d.check === 'none' ? d : undefined])
@@ -289,6 +292,7 @@ export class PolicyService {
         reason: d.reason,
         action: d.action,
         quota_verdict: q?.verdict,
+        quota_kind: q?.kind,
         rate_verdict: rl?.verdict,
         rate_id: rl?.id,
         error_kind: faults.length > 0 ? faults : undefined,

@@ -3,9 +3,10 @@
 // QUOTA_RUNS_AT_ONCE queries are outstanding (the helper would treat more than
 // MAX_INFLIGHT as an attack), lookups asked for meanwhile wait for the next batch,
 // and each caller gets an answer by its deadline even if the helper is slow.
-// A uid is asked for once at a time: never queued twice, never twice in one
-// batch, never sent while a query holding it is out (its callers share that
-// answer). The helper ends the channel -- the whole daemon -- on a duplicate
+// A query holds one kind (user, group or project); lookups of different kinds
+// go in different batches. An id of a kind is asked for once at a time: never
+// queued twice, never twice in one batch, never sent while a query holding it
+// is out (its callers share that answer). The helper ends the channel -- the whole daemon -- on a duplicate
 // uid, and a hung NFS server would otherwise pile up runs for the same user.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
@@ -14,6 +15,7 @@ import {
   MAX_BATCH,
   MAX_REPLY_BYTES,
   MsgType,
+  QuotaKind,
   QuotaStatus,
   FrameReader,
   type UserQuota,
@@ -33,6 +35,11 @@ export const HELPER_REPLY_MARGIN_MS = 1000;
 /** The helper answers HELLO at once; no answer in this time means it is broken. */
 export const HELLO_TIMEOUT_MS = 10_000;
 
+/** One number per (kind, id): ids are below 2^32, so kind x 2^32 + id is exact. */
+const keyOf = (kind: QuotaKind, id: number): number => kind * 2 ** 32 + id;
+const kindOf = (key: number): QuotaKind => Math.floor(key / 2 ** 32);
+const idOf = (key: number): number => key % 2 ** 32;
+
 interface Waiter {
   resolve: (q: UserQuota) => void;
   timer: NodeJS.Timeout;
@@ -41,10 +48,11 @@ interface Waiter {
 export class HelperClient extends EventEmitter {
   private frames = new FrameReader(MAX_REPLY_BYTES);
   private seq = 0;
+  /** seq -> the keys (keyOf) it asked for. */
   private inflight = new Map<number, number[]>();
-  /** uids in a query still out. */
+  /** Keys in a query still out. */
   private sent = new Set<number>();
-  /** uids waiting for the next batch, in arrival order; each has a waiter. */
+  /** Keys waiting for a batch, in arrival order; each has a waiter. */
   private queued = new Set<number>();
   private waiters = new Map<number, Waiter[]>();
   private flushScheduled = false;
@@ -78,39 +86,40 @@ export class HelperClient extends EventEmitter {
     });
   }
 
-  /** Quota numbers for one uid. Never rejects: failures come back as a status. */
-  query(uid: number): Promise<UserQuota> {
+  /** Quota numbers for one id of a kind (a uid by default). Never rejects: failures come back as a status. */
+  query(uid: number, kind: QuotaKind = QuotaKind.User): Promise<UserQuota> {
     if (this.closed) return Promise.resolve({ uid, status: QuotaStatus.ExecFailed, fs: [] });
+    const key = keyOf(kind, uid);
     return new Promise((resolve) => {
       const w: Waiter = {
         resolve,
-        timer: setTimeout(() => this.giveUp(uid, w), this.replyTimeoutMs + HELPER_REPLY_MARGIN_MS),
+        timer: setTimeout(() => this.giveUp(key, w), this.replyTimeoutMs + HELPER_REPLY_MARGIN_MS),
       };
-      const list = this.waiters.get(uid);
+      const list = this.waiters.get(key);
       if (list) list.push(w);
-      else this.waiters.set(uid, [w]);
-      if (!this.queued.has(uid) && !this.sent.has(uid)) {
-        this.queued.add(uid);
+      else this.waiters.set(key, [w]);
+      if (!this.queued.has(key) && !this.sent.has(key)) {
+        this.queued.add(key);
         this.scheduleFlush();
       }
     });
   }
 
-  /** One caller's deadline passed: it alone gets a timeout. A uid nobody waits for leaves the queue. */
-  private giveUp(uid: number, w: Waiter): void {
-    const list = this.waiters.get(uid);
+  /** One caller's deadline passed: it alone gets a timeout. A key nobody waits for leaves the queue. */
+  private giveUp(key: number, w: Waiter): void {
+    const list = this.waiters.get(key);
     if (!list?.includes(w)) return;
     list.splice(list.indexOf(w), 1);
-    w.resolve({ uid, status: QuotaStatus.Timeout, fs: [] });
+    w.resolve({ uid: idOf(key), status: QuotaStatus.Timeout, fs: [] });
     if (list.length > 0) return;
-    this.waiters.delete(uid);
-    this.queued.delete(uid); // still in a query that is out: its answer finds no one, and that is fine
+    this.waiters.delete(key);
+    this.queued.delete(key); // still in a query that is out: its answer finds no one, and that is fine
   }
 
-  private settle(uid: number, q: UserQuota): void {
-    const list = this.waiters.get(uid);
+  private settle(key: number, q: UserQuota): void {
+    const list = this.waiters.get(key);
     if (!list) return;
-    this.waiters.delete(uid);
+    this.waiters.delete(key);
     for (const w of list) {
       clearTimeout(w.timer);
       w.resolve(q);
@@ -128,18 +137,19 @@ export class HelperClient extends EventEmitter {
 
   private flush(): void {
     while (!this.closed && this.queued.size > 0 && this.inflight.size < QUOTA_RUNS_AT_ONCE) {
-      const uids: number[] = [];
-      for (const uid of this.queued) {
-        if (uids.length === MAX_BATCH) break;
-        uids.push(uid);
+      const keys: number[] = [];
+      const kind = kindOf(this.queued.values().next().value!); // the oldest lookup's kind goes first
+      for (const key of this.queued) {
+        if (keys.length === MAX_BATCH) break;
+        if (kindOf(key) === kind) keys.push(key);
       }
-      for (const uid of uids) {
-        this.queued.delete(uid);
-        this.sent.add(uid);
+      for (const key of keys) {
+        this.queued.delete(key);
+        this.sent.add(key);
       }
       const seq = (this.seq = (this.seq + 1) >>> 0);
-      this.inflight.set(seq, uids);
-      this.channel.write(encodeToHelper({ type: MsgType.QuotaQuery, seq, uids }));
+      this.inflight.set(seq, keys);
+      this.channel.write(encodeToHelper({ type: MsgType.QuotaQuery, seq, kind, uids: keys.map(idOf) }));
     }
   }
 
@@ -154,9 +164,12 @@ export class HelperClient extends EventEmitter {
         } else if (msg.type === MsgType.QuotaReply && this.inflight.has(msg.seq)) {
           const asked = this.inflight.get(msg.seq)!;
           this.inflight.delete(msg.seq);
-          for (const uid of asked) this.sent.delete(uid);
-          for (const u of msg.users) if (asked.includes(u.uid)) this.settle(u.uid, u);
-          for (const uid of asked) this.settle(uid, { uid, status: QuotaStatus.Unparsable, fs: [] });
+          for (const key of asked) this.sent.delete(key);
+          if (msg.kind !== kindOf(asked[0]!)) throw new Error(`reply of another quota kind (${msg.kind})`);
+          for (const u of msg.users) {
+            if (asked.includes(keyOf(msg.kind, u.uid))) this.settle(keyOf(msg.kind, u.uid), u);
+          }
+          for (const key of asked) this.settle(key, { uid: idOf(key), status: QuotaStatus.Unparsable, fs: [] });
           this.flush();
         } else {
           throw new Error(`unexpected message type ${msg.type} from helper`);
@@ -173,7 +186,9 @@ export class HelperClient extends EventEmitter {
     this.channel.destroy();
     this.helloFail?.(new Error(reason));
     this.queued.clear();
-    for (const uid of [...this.waiters.keys()]) this.settle(uid, { uid, status: QuotaStatus.ExecFailed, fs: [] });
+    for (const key of [...this.waiters.keys()]) {
+      this.settle(key, { uid: idOf(key), status: QuotaStatus.ExecFailed, fs: [] });
+    }
     this.emit('closed', reason);
   }
 }

@@ -1,16 +1,20 @@
 // The quota check: policy request -> verdict. It expands the recipient through
 // Postfix's aliases (./aliases.ts), maps it to local users, asks the helper
-// (through the caches) and hands the numbers to the pure decideQuota(); an
-// alias's users' verdicts are combined by alias_refuse_when. The clock is
-// passed in; every I/O dependency is injected.
-import { QuotaStatus, QUOTA_STATUS_NAMES, type UserQuota } from '../../shared/wire.js';
+// (through the caches) for each quota kind the kernel checks on a delivery
+// (quota_kinds: the user's own, its primary group's) and hands the numbers to
+// the pure decideQuota(); any kind that refuses refuses. An alias's users'
+// verdicts are combined by alias_refuse_when. The clock is passed in; every
+// I/O dependency is injected.
+import { readFileSync } from 'node:fs';
+import { QuotaKind, QUOTA_KIND_NAMES, QuotaStatus, type FsQuota, type UserQuota } from '../../shared/wire.js';
+import { QUOTA_STATUS_NAMES } from './wire-front.js';
 import type { PolicyRequest } from '../protocol/parser.js';
 import type { Config } from '../../shared/config/schema.js';
 import { TtlCache } from './cache.js';
 import { recipientToUser, type RecipientRules } from './recipient.js';
 import { expandRecipient, type Expansion, type ExpandRules, type MapReader } from './aliases.js';
 import { isUnixName } from '../../shared/unix-name.js';
-import { decideQuota, type QuotaVerdict } from './quota-decision.js';
+import { decideQuota, SEVERITY, type QuotaDecision, type QuotaVerdict } from './quota-decision.js';
 import type { Fault } from '../metrics.js';
 
 /** The helper's per-user status as the front names it (wire.ts holds it as a number). */
@@ -24,6 +28,8 @@ export const NO_QUOTA_FS = 'no file system has quotas on (quota(1) lists none)';
 
 export type Verdict = QuotaVerdict | 'skip' | 'error' | 'nouser';
 
+export type KindName = (typeof QUOTA_KIND_NAMES)[number];
+
 export interface CheckResult {
   verdict: Verdict;
   reason: string;
@@ -31,16 +37,22 @@ export interface CheckResult {
   user?: string;
   /** With verdict error: which failure, as a code. */
   fault?: Fault;
+  /** The quota kind the verdict comes from (the worst one), when a quota was judged. */
+  kind?: KindName;
 }
 
 export interface UserEntry {
   uid: number;
+  /** Primary group: local(8) delivers with it, so its group quota is charged. */
+  gid: number;
 }
 export interface QuotaCheckDeps {
-  /** getpwnam(): the user's uid, or undefined when there is no such user. */
+  /** getpwnam(): the user's uid and primary gid, or undefined when there is no such user. */
   lookupUser(name: string): UserEntry | undefined;
-  /** The helper's numbers for one uid; never rejects. */
-  queryQuota: (uid: number) => Promise<UserQuota>;
+  /** The helper's numbers for one id of a kind; never rejects. */
+  queryQuota: (id: number, kind: QuotaKind) => Promise<UserQuota>;
+  /** Mount points where the kernel enforces group quotas (default: read from /proc/self/mounts). */
+  groupQuotaMounts?: () => ReadonlySet<string>;
   /** Told of every cache lookup (for metrics). */
   onCacheLookup?(cache: 'quota' | 'user' | 'alias', hit: boolean): void;
   /** Postfix's alias tables; undefined: recipients are not expanded (expand_aliases off, or no maps). */
@@ -71,7 +83,8 @@ export class QuotaCheck {
   /** Expansions under way: a burst for one recipient shares one. */
   private readonly expanding = new Map<string, Promise<Expansion>>();
   private readonly expandRules: ExpandRules;
-  private readonly quotas: TtlCache<number, UserQuota>;
+  /** Keyed "kind:id". */
+  private readonly quotas: TtlCache<string, UserQuota>;
   private readonly rules: RecipientRules;
   private readonly exempt: ReadonlySet<string>;
 
@@ -213,30 +226,69 @@ export class QuotaCheck {
     if (entry === null) return unknown('not a Unix user', name);
     if (entry.uid < this.minUid) return this.skip(`uid ${entry.uid} below min_uid`, name);
     if (this.exempt.has(name)) return this.skip('exempt user', name);
-    const uid = entry.uid;
-    const cached = this.quotas.get(uid, nowMs);
-    this.deps.onCacheLookup?.('quota', cached !== undefined);
-    if (cached !== undefined) return this.judge(cached, name, size, nowMs);
-    return this.deps.queryQuota(uid).then((q) => {
-      if (q.status === QuotaStatus.Ok || q.status === QuotaStatus.NoData) this.quotas.set(uid, q, nowMs);
-      return this.judge(q, name, size, nowMs);
-    });
+    const { uid, gid } = entry;
+    const asks = this.cfg.quota_kinds.map((k) => (k === 'user' ? QuotaKind.User : QuotaKind.Group));
+    const ids = asks.map((kind) => (kind === QuotaKind.User ? uid : gid));
+    const got = asks.map((kind, i) => this.cachedQuota(kind, ids[i]!, nowMs));
+    if (got.every((q) => q !== undefined)) return this.judge(asks, got, name, size, nowMs);
+    return Promise.all(got.map(async (q, i) => q ?? this.ask(asks[i]!, ids[i]!, nowMs))).then((qs) =>
+      this.judge(asks, qs, name, size, nowMs),
+    );
   }
 
-  private judge(q: UserQuota, name: string, size: number, nowMs: number): CheckResult {
-    if (q.status === QuotaStatus.NoData) return this.skip(NO_QUOTA_FS, name);
-    if (q.status !== QuotaStatus.Ok) {
-      const status = QUOTA_STATUS_NAMES[q.status];
-      return {
-        verdict: 'error',
-        reason: `quota lookup failed: ${status}`,
-        action: this.cfg.actions.error,
-        user: name,
-        fault: `quota_${status}`,
-      };
+  private cachedQuota(kind: QuotaKind, id: number, nowMs: number): UserQuota | undefined {
+    const cached = this.quotas.get(`${kind}:${id}`, nowMs);
+    this.deps.onCacheLookup?.('quota', cached !== undefined);
+    return cached;
+  }
+
+  private async ask(kind: QuotaKind, id: number, nowMs: number): Promise<UserQuota> {
+    // A group quota binds only where the file system enforces group quotas (the kernel ignores the rest);
+    // with none enforced anywhere, quota(1) is not run for the group at all.
+    const enforced = kind === QuotaKind.Group ? (this.deps.groupQuotaMounts ?? groupQuotaMounts)() : undefined;
+    if (enforced?.size === 0) {
+      const none: UserQuota = { uid: id, status: QuotaStatus.NoData, fs: [] };
+      this.quotas.set(`${kind}:${id}`, none, nowMs);
+      return none;
     }
-    const d = decideQuota(q.fs, size, Math.floor(nowMs / 1000), this.cfg.filesystems);
-    if (d === undefined) return this.skip('no quota limits set', name);
+    const q = await this.deps.queryQuota(id, kind);
+    if (q.status !== QuotaStatus.Ok && q.status !== QuotaStatus.NoData) return q;
+    const fs = enforced ? q.fs.filter((r: FsQuota) => enforced.has(r.mount)) : q.fs;
+    const kept = { ...q, fs };
+    this.quotas.set(`${kind}:${id}`, kept, nowMs);
+    return kept;
+  }
+
+  /** Any kind that refuses refuses the mail (the worst one answers); then errors; then the rest. */
+  private judge(kinds: QuotaKind[], qs: UserQuota[], name: string, size: number, nowMs: number): CheckResult {
+    let worst: (QuotaDecision & { kind: QuotaKind }) | undefined;
+    let failed: CheckResult | undefined;
+    for (const [i, q] of qs.entries()) {
+      const kind = kinds[i]!;
+      if (q.status !== QuotaStatus.Ok && q.status !== QuotaStatus.NoData) {
+        const status = QUOTA_STATUS_NAMES[q.status];
+        failed ??= {
+          verdict: 'error',
+          reason: `quota lookup failed: ${status}${kind === QuotaKind.User ? '' : ` (${QUOTA_KIND_NAMES[kind]} quota)`}`,
+          action: this.cfg.actions.error,
+          user: name,
+          fault: `quota_${status}`,
+          kind: QUOTA_KIND_NAMES[kind],
+        };
+        continue;
+      }
+      const d = decideQuota(q.fs, size, Math.floor(nowMs / 1000), this.cfg.filesystems);
+      if (d !== undefined && (worst === undefined || SEVERITY.indexOf(d.verdict) < SEVERITY.indexOf(worst.verdict)))
+        worst = { ...d, kind };
+    }
+    if (worst !== undefined && REFUSED.has(worst.verdict)) return this.result(worst, name);
+    if (failed) return failed;
+    if (qs.every((q) => q.status === QuotaStatus.NoData)) return this.skip(NO_QUOTA_FS, name);
+    if (worst === undefined) return this.skip('no quota limits set', name);
+    return this.result(worst, name);
+  }
+
+  private result(d: QuotaDecision & { kind: QuotaKind }, name: string): CheckResult {
     const a = this.cfg.actions;
     const action = {
       pass: a.success,
@@ -245,6 +297,29 @@ export class QuotaCheck {
       too_large: a.too_large,
       does_not_fit: a.does_not_fit,
     }[d.verdict];
-    return { verdict: d.verdict, reason: d.reason, action, user: name };
+    const kind = QUOTA_KIND_NAMES[d.kind];
+    const reason = d.kind === QuotaKind.User ? d.reason : `${kind} quota: ${d.reason}`;
+    return { verdict: d.verdict, reason, action, user: name, kind };
   }
+}
+const REFUSED: ReadonlySet<QuotaVerdict> = new Set(['too_large', 'over_quota', 'does_not_fit']);
+
+/** Mount options that make the kernel enforce group quotas (ext4, XFS; "gqnoenforce" only counts). */
+const GROUP_ENFORCED = /(?:^|,)(?:grpquota|gquota|grpjquota=[^,]*|gqenforce)(?:,|$)/;
+
+/** Mount points whose options in a mounts table (/proc/self/mounts) enforce group quotas. */
+export function parseGroupQuotaMounts(table: string): Set<string> {
+  const out = new Set<string>();
+  for (const line of table.split('\n')) {
+    const f = line.split(' ');
+    // Fields: device, mount point (octal escapes for space, tab, newline, backslash), type, options.
+    if (f.length >= 4 && GROUP_ENFORCED.test(f[3]!))
+      out.add(f[1]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  return out;
+}
+
+/** Read afresh at each group quota lookup (a cache miss): a file system remounted with grpquota counts at once. */
+export function groupQuotaMounts(): Set<string> {
+  return parseGroupQuotaMounts(readFileSync('/proc/self/mounts', 'utf8'));
 }

@@ -15,7 +15,7 @@ export interface QuotaDecision {
 export const BLOCK_BYTES = 1024;
 
 /** Worst first: a message that can never fit is refused for good (5xx). */
-const SEVERITY: readonly QuotaVerdict[] = ['too_large', 'over_quota', 'does_not_fit', 'grace', 'pass'];
+export const SEVERITY: readonly QuotaVerdict[] = ['too_large', 'over_quota', 'does_not_fit', 'grace', 'pass'];
 
 function judgeFs(fs: FsQuota, needKiB: number, nowSec: number): QuotaDecision {
   const expired = (grace: number): boolean => grace > 0 && nowSec >= grace;

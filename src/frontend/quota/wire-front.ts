@@ -12,13 +12,25 @@ import {
   MAX_MOUNT_BYTES,
   MAX_QUERY_BYTES,
   MsgType,
-  QUOTA_STATUS_NAMES,
+  QUOTA_KIND_NAMES,
   QuotaStatus,
+  type QuotaKind,
   type FsQuota,
   type ToFront,
   type ToHelper,
   type UserQuota,
 } from '../../shared/wire.js';
+
+/** Status names for logs and reasons, in QuotaStatus order (front only: root sends the number). */
+export const QUOTA_STATUS_NAMES = [
+  'ok',
+  'no_data',
+  'timeout',
+  'exec_failed',
+  'unparsable',
+  'output_too_large',
+  'complained',
+] as const;
 
 export function encodeToHelper(msg: ToHelper): Buffer {
   const w = new FrameWriter().put(1, msg.type);
@@ -26,7 +38,7 @@ export function encodeToHelper(msg: ToHelper): Buffer {
   if (msg.uids.length < 1 || msg.uids.length > MAX_BATCH || !msg.uids.every(isValidUid)) {
     throw new RangeError('bad query');
   }
-  w.put(4, msg.seq).put(1, msg.uids.length);
+  w.put(4, msg.seq).put(1, msg.kind).put(1, msg.uids.length);
   for (const uid of msg.uids) w.put(4, uid);
   return w.frame(MAX_QUERY_BYTES);
 }
@@ -38,6 +50,7 @@ export function decodeFromHelper(p: Buffer): ToFront {
   if (type === MsgType.HelloAck) return c.end({ type, version: c.u16(), minUid: c.u32() });
   if (type !== MsgType.QuotaReply) throw new DecodeError(`unknown message type ${type}`);
   const seq = c.u32();
+  const kind = c.count(0, QUOTA_KIND_NAMES.length - 1, 'quota kind') as QuotaKind;
   const fsRow = (): FsQuota => {
     const len = c.count(0, MAX_MOUNT_BYTES, 'mount length');
     const start = c.take(len);
@@ -56,5 +69,5 @@ export function decodeFromHelper(p: Buffer): ToFront {
     const fs = Array.from({ length: c.count(0, status === QuotaStatus.Ok ? MAX_FS : 0, 'fs count') }, fsRow);
     return { uid, status, fs };
   });
-  return c.end({ type, seq, users });
+  return c.end({ type, seq, kind, users });
 }

@@ -176,6 +176,13 @@ export const FIELDS = fieldTable({
     ),
     doc: 'Protocol states the quota check answers (END-OF-MESSAGE only with exactly one recipient; there the real size is known). Others get DUNNO.',
   },
+  quota_kinds: {
+    default: ['user', 'group'],
+    check: refine(listOf(oneOf('user', 'group'), 2), (v) =>
+      v.length > 0 && new Set(v).size === v.length ? undefined : 'must name user, group or both, each once',
+    ),
+    doc: "Quotas the check reads, as the kernel charges a delivery: user (the recipient's own) and group (its primary group's: local(8) writes as that group). Any one full refuses the mail; the reason and the log name the kind. A group quota counts only on file systems mounted with group quotas enforced (grpquota, gquota or grpjquota= in /proc/self/mounts), as the kernel ignores it elsewhere. Project quotas are not read (yet).",
+  },
   checks: {
     default: ['quota'],
     check: refine(listOf(oneOf('quota', 'rate_limit'), 2), (v) =>
