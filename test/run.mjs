@@ -25,6 +25,7 @@ const UNIT = [
   'quota-check',
   'quota-decision',
   'quota-output',
+  'quota-warning',
   'ratelimit-check',
   'ratelimit-decide',
   'ratelimit-keys',

@@ -13,6 +13,8 @@ import type { UserQuota } from '../../shared/wire.js';
 import type { Fault, Metrics } from '../metrics.js';
 import type { Reply, DetailedReply } from '../protocol/reply.js';
 import { QUERY_ATTRIBUTE, QUERY_DRY, queryKind } from '../protocol/dry-query.js';
+import { Notifier } from '../quota/notifier.js';
+import type { QuotaWarning } from '../quota/quota-warning.js';
 
 /** getpwnam() through NSS (userid's native binding); undefined when there is no such user. */
 export function lookupUnixUser(name: string): UserEntry | undefined {
@@ -37,6 +39,9 @@ export interface Outcome {
   id?: string;
   /** With verdict error: which failure, as a code (the reason is prose for humans). */
   fault?: Fault;
+  /** The quota check's warning, if a threshold is crossed (quota_warnings). */
+  warning?: QuotaWarning;
+  address?: string;
 }
 export interface Decision extends Outcome {
   check: CheckName | 'none';
@@ -72,6 +77,7 @@ const OLD_STORE_CLOSE_DELAY_MS = 5000;
 export class PolicyService {
   private quota: QuotaCheck;
   private rate: RateLimitCheck | undefined;
+  private notices: Notifier | undefined;
   constructor(
     private cfg: Config,
     private delimiters: string,
@@ -81,6 +87,11 @@ export class PolicyService {
   ) {
     this.quota = this.buildQuota(cfg);
     this.rate = this.buildRate(cfg);
+    this.notices = this.buildNotices(cfg);
+  }
+
+  private buildNotices(cfg: Config): Notifier | undefined {
+    return cfg.quota_warnings.notify ? new Notifier(cfg.quota_warnings, this.log) : undefined;
   }
 
   private buildQuota(cfg: Config): QuotaCheck {
@@ -107,10 +118,14 @@ export class PolicyService {
   /** Swaps in a new config (SIGHUP); caches start empty, the store is reopened. */
   reconfigure(cfg: Config, delimiters: string): void {
     const oldRate = this.rate;
+    const oldNotices = this.notices;
     this.cfg = cfg;
     this.delimiters = delimiters;
     this.quota = this.buildQuota(cfg);
     this.rate = this.buildRate(cfg);
+    this.notices = this.buildNotices(cfg);
+    // The old notifier finishes its queue (nothing new reaches it), then closes its state file.
+    void oldNotices?.close().catch(() => {});
     if (oldRate) setTimeout(() => void oldRate.close().catch(() => {}), OLD_STORE_CLOSE_DELAY_MS).unref();
   }
 
@@ -120,6 +135,11 @@ export class PolicyService {
 
   get rateLimit(): RateLimitCheck | undefined {
     return this.rate;
+  }
+
+  /** The notice sender, when quota_warnings.notify is on. */
+  get notifier(): Notifier | undefined {
+    return this.notices;
   }
 
   /**
@@ -189,9 +209,13 @@ export class PolicyService {
       const r = results[c];
       if (r && refuses(r.action)) return decision(c, r, results);
     }
+    const q = results.quota;
+    // A warning header (PREPEND, which Postfix takes as DUNNO after adding the header) wins over a plain DUNNO.
+    const warns = q?.warning !== undefined && /^PREPEND /.test(q.action);
     for (const c of checks) {
       const r = results[c];
-      if (r && r.verdict !== 'skip') return decision(c, r, results);
+      if (r && r.verdict !== 'skip')
+        return warns && /^DUNNO$/i.test(r.action) ? decision('quota', q, results) : decision(c, r, results);
     }
     // Nothing applied: the first check's own answer for "not mine" (DUNNO; success_action for rate_limit, as policyd-rate-limit).
     const first = results[checks[0]!];
@@ -265,6 +289,14 @@ export class PolicyService {
     const q = d.results.quota;
     const rl = d.results.rate_limit;
     const m = query ? undefined : this.deps.metrics;
+    // Notices follow mail that is accepted (a refused message fills nothing); a query changes nothing.
+    if (!query && this.notices && q?.address !== undefined && q.user !== undefined && !refuses(d.action))
+      this.notices.observe({
+        user: q.user,
+        address: q.address,
+        warning: q.warning,
+        nowSec: Math.floor((this.deps.now ?? Date.now)() / 1000),
+      });
     if (q) m?.decision('quota', q.verdict);
     if (rl) m?.decision('rate_limit', rl.verdict);
     const faults: Fault[] = [];
@@ -284,6 +316,7 @@ export class PolicyService {
         reason: d.reason,
         action: d.action,
         quota_verdict: q?.verdict,
+        quota_warning: q?.warning?.threshold,
         rate_verdict: rl?.verdict,
         rate_id: rl?.id,
         error_kind: faults.length > 0 ? faults : undefined,

@@ -8,6 +8,7 @@ import { TtlCache } from './cache.js';
 import { recipientToUser, type RecipientRules } from './recipient.js';
 import { decideQuota, type QuotaVerdict } from './quota-decision.js';
 import type { Fault } from '../metrics.js';
+import { highestWarning, userAddress, warningText, type QuotaWarning } from './quota-warning.js';
 
 /** The helper's per-user status as the front names it (wire.ts holds it as a number). */
 export type QuotaStatusName = (typeof QUOTA_STATUS_NAMES)[number];
@@ -27,6 +28,10 @@ export interface CheckResult {
   user?: string;
   /** With verdict error: which failure, as a code. */
   fault?: Fault;
+  /** With verdict pass or grace and quota_warnings.thresholds: the threshold crossed, if any. */
+  warning?: QuotaWarning;
+  /** With a pass or grace verdict: the user's address (userAddress()), for warnings and notices. */
+  address?: string;
 }
 
 export interface UserEntry {
@@ -103,14 +108,21 @@ export class QuotaCheck {
     const uid = entry.uid;
     const cached = this.quotas.get(uid, nowMs);
     this.deps.onCacheLookup?.('quota', cached !== undefined);
-    if (cached !== undefined) return this.judge(cached, name, subject.size, nowMs);
+    const atRcpt = req.get('protocol_state') === 'RCPT';
+    if (cached !== undefined) return this.judge(cached, name, subject, atRcpt, nowMs);
     return this.deps.queryQuota(uid).then((q) => {
       if (q.status === QuotaStatus.Ok || q.status === QuotaStatus.NoData) this.quotas.set(uid, q, nowMs);
-      return this.judge(q, name, subject.size, nowMs);
+      return this.judge(q, name, subject, atRcpt, nowMs);
     });
   }
 
-  private judge(q: UserQuota, name: string, size: number, nowMs: number): CheckResult {
+  private judge(
+    q: UserQuota,
+    name: string,
+    { recipient, size }: { recipient: string; size: number },
+    atRcpt: boolean,
+    nowMs: number,
+  ): CheckResult {
     if (q.status === QuotaStatus.NoData) return this.skip(NO_QUOTA_FS, name);
     if (q.status !== QuotaStatus.Ok) {
       const status = QUOTA_STATUS_NAMES[q.status];
@@ -132,6 +144,21 @@ export class QuotaCheck {
       too_large: a.too_large,
       does_not_fit: a.does_not_fit,
     }[d.verdict];
-    return { verdict: d.verdict, reason: d.reason, action, user: name };
+    if (d.verdict !== 'pass' && d.verdict !== 'grace')
+      return { verdict: d.verdict, reason: d.reason, action, user: name };
+    const w = this.cfg.quota_warnings;
+    const address = userAddress(name, recipient);
+    const warning = highestWarning(q.fs, size, w.thresholds, this.cfg.filesystems);
+    if (warning === undefined) return { verdict: d.verdict, reason: d.reason, action, user: name, address };
+    // PREPEND only where Postfix takes it (before the content) and where it means what success would (DUNNO).
+    const header = w.header !== null && atRcpt && action === a.success;
+    return {
+      verdict: d.verdict,
+      reason: `${d.reason}; ${warningText(address, warning)}`,
+      action: header ? `PREPEND ${w.header!}: ${warningText(address, warning)}` : action,
+      user: name,
+      warning,
+      address,
+    };
   }
 }
