@@ -147,9 +147,14 @@ export class Notifier {
     return this.idle;
   }
 
-  /** Finishes what is queued, then closes the state file. */
+  /**
+   * Lets the notice in flight finish (sendmail is bounded by its time limit),
+   * drops the rest (nothing was recorded for them: the next accepted mail sees
+   * the crossing again), then closes the state file.
+   */
   async close(): Promise<void> {
     this.closing = true;
+    this.queue.length = 0;
     await this.idle;
     this.store?.close();
     this.store = undefined;
