@@ -2,7 +2,8 @@
 // serve give the same verdict and the same message for what used to pass
 // check-config and then fail (or degrade) serve: a config the service user
 // cannot read, a missing pid-file or socket directory, a SQLite store
-// directory that is missing or that the service user cannot write.
+// directory (rate_limit.sqlite_path, quota_warnings.state_path) that is
+// missing or that the service user cannot write.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -142,4 +143,42 @@ test('SQLite directory the service user cannot write: check-config warns, serve 
   } finally {
     assert.equal(await d.stop(), 0);
   }
+});
+
+const notifying = (state: string): string =>
+  `quota_warnings:\n  thresholds: [80]\n  notify: true\n  notify_from: postmaster@example.test\n  state_path: ${state}\n`;
+
+test('quota_warnings.state_path: a directory the service user could plant is refused by both, as sqlite_path', () => {
+  const dir = rootDir('qp-pre-qw-');
+  const open = join(dir, 'user');
+  mkdirSync(open, { mode: 0o755 });
+  chownSync(open, svc.uid, svc.gid);
+  const state = join(open, 'state');
+  bothRefuse(
+    ['--config', config(dir, notifying(join(state, 'w.sqlite3')))],
+    new RegExp(
+      `quota_warnings.state_path ${state}/w.sqlite3: directory ${state} does not exist, and serve creates it only in a directory only root can write .*: create it \\(install -d -o ${SERVICE_USER} `,
+    ),
+  );
+  assert.equal(existsSync(state), false);
+});
+
+test('quota_warnings.state_path a read-only directory: check-config warns that notices would fail; off without notify', () => {
+  const dir = rootDir('qp-pre-qwro-');
+  const state = join(dir, 'state');
+  mkdirSync(state, { mode: 0o755 });
+  const c = cli('check-config', '--config', config(dir, notifying(join(state, 'w.sqlite3'))));
+  assert.equal(c.status, 0);
+  assert.match(
+    c.stderr,
+    new RegExp(
+      `^quotapolicy: warning: quota_warnings.state_path ${state}/w.sqlite3: the front runs as ${SERVICE_USER} and cannot write ${state} .*quota notices would fail \\(logged\\) and none be sent: chown ${SERVICE_USER} ${state} && chmod 0750 ${state}\\n$`,
+    ),
+  );
+  const off = cli(
+    'check-config',
+    '--config',
+    config(dir, `quota_warnings:\n  state_path: ${join(state, 'w.sqlite3')}\n`),
+  );
+  assert.deepEqual([off.status, off.stderr], [0, ''], 'not looked at without notify');
 });

@@ -27,6 +27,7 @@ const UNIT = [
   'quota-check-aliases',
   'quota-decision',
   'quota-output',
+  'quota-warning',
   'ratelimit-check',
   'ratelimit-decide',
   'ratelimit-keys',

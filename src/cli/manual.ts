@@ -4,7 +4,7 @@
 // compares man/*.[58] with this output, `npm run docs` rewrites them.
 import { USAGE, EXIT_HELP } from './main.js';
 import { DEFAULT_CONFIG_PATH } from '../shared/config/load.js';
-import { FIELDS, ACTION_FIELDS } from '../shared/config/schema.js';
+import { FIELDS, ACTION_FIELDS, WARNING_FIELDS } from '../shared/config/schema.js';
 import type { Field } from '../shared/config/checks.js';
 import { RATE_FIELDS } from '../shared/config/rate-schema.js';
 
@@ -126,6 +126,10 @@ export function quotapolicyPage(version: string): string {
         text: ["The default policy socket, in Postfix's chroot: unix:private/quotapolicy in main.cf."],
       },
       { term: RATE_FIELDS.sqlite_path.default, text: ['The default rate-limit store (sqlite backend).'] },
+      {
+        term: WARNING_FIELDS.state_path.default,
+        text: ['Who was sent which quota notice, and when (quota_warnings.notify).'],
+      },
       { term: '/usr/lib/quotapolicy', text: ['The code, root-owned.'] },
       {
         term: '/lib/systemd/system/quotapolicy.socket, quotapolicy.service',
@@ -159,13 +163,16 @@ export function configPage(version: string): string {
       '.SH DESCRIPTION',
       'A YAML mapping of the keys below; each one left out takes its default, and a missing file means every default.',
       'An unknown key, or a value of the wrong kind, is refused with a message naming it: \\fBquotapolicy check\\-config\\fR checks a file.',
-      '\\fBactions\\fR and \\fBrate_limit\\fR are mappings of their own; their keys are listed here as \\fBactions.\\fIkey\\fR and \\fBrate_limit.\\fIkey\\fR.',
+      '\\fBactions\\fR, \\fBquota_warnings\\fR and \\fBrate_limit\\fR are mappings of their own; their keys are listed here as \\fBactions.\\fIkey\\fR, \\fBquota_warnings.\\fIkey\\fR and \\fBrate_limit.\\fIkey\\fR.',
       'Command\\-line options of \\fBquotapolicy\\fR(8) override the file. SIGHUP reloads it.',
       '.SH SETTINGS',
       ...keys(FIELDS, ''),
       '.SH ACTIONS',
       'What the daemon answers Postfix in each case: an access(5) action such as \\fBDUNNO\\fR, \\fBREJECT\\fR text, or a reply code with text.',
       ...keys(ACTION_FIELDS, 'actions.'),
+      '.SH QUOTA WARNINGS',
+      'A header on mail to a recipient past a share of a hard limit, and optionally a notice mail to them; see README.md, "Quota warnings".',
+      ...keys(WARNING_FIELDS, 'quota_warnings.'),
       '.SH RATE LIMITING',
       ...keys(RATE_FIELDS, 'rate_limit.'),
       '.SH FILES',

@@ -184,9 +184,11 @@ export async function runFront(o: FrontOptions): Promise<void> {
     for (const s of servers) s.close();
     // Each connection closes itself once the requests it has begun are answered.
     for (const c of sockets.values()) c.drain();
-    // The rate-limit store is closed last, so requests still draining can count.
+    // The rate-limit store is closed last, so requests still draining can count; a quota notice in flight finishes.
     const done = (): void =>
-      void (service.rateLimit?.close() ?? Promise.resolve()).catch(() => {}).finally(() => exit(code));
+      void Promise.all(
+        [service.rateLimit?.close(), service.notifier?.close()].map((p) => (p ?? Promise.resolve()).catch(() => {})),
+      ).finally(() => exit(code));
     const check = setInterval(() => {
       if (sockets.size === 0) {
         clearInterval(check);

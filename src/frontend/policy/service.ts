@@ -14,6 +14,8 @@ import type { Fault, Metrics } from '../metrics.js';
 import type { Reply, DetailedReply } from '../protocol/reply.js';
 import type { MapReader } from '../quota/aliases.js';
 import { QUERY_ATTRIBUTE, QUERY_DRY, queryKind } from '../protocol/dry-query.js';
+import { Notifier } from '../quota/notifier.js';
+import type { QuotaWarning } from '../quota/quota-warning.js';
 
 /** getpwnam() through NSS (userid's native binding); undefined when there is no such user. */
 export function lookupUnixUser(name: string): UserEntry | undefined {
@@ -41,6 +43,9 @@ export interface Outcome {
   fault?: Fault;
   /** The quota check: whose quota (user, group) the verdict comes from. */
   kind?: string;
+  /** The quota check's warning, if a threshold is crossed (quota_warnings). */
+  warning?: QuotaWarning;
+  address?: string;
 }
 export interface Decision extends Outcome {
   check: CheckName | 'none';
@@ -78,6 +83,7 @@ const OLD_STORE_CLOSE_DELAY_MS = 5000;
 export class PolicyService {
   private quota: QuotaCheck;
   private rate: RateLimitCheck | undefined;
+  private notices: Notifier | undefined;
   constructor(
     private cfg: Config,
     private delimiters: string,
@@ -87,6 +93,11 @@ export class PolicyService {
   ) {
     this.quota = this.buildQuota(cfg);
     this.rate = this.buildRate(cfg);
+    this.notices = this.buildNotices(cfg);
+  }
+
+  private buildNotices(cfg: Config): Notifier | undefined {
+    return cfg.quota_warnings.notify ? new Notifier(cfg.quota_warnings, this.log) : undefined;
   }
 
   private buildQuota(cfg: Config): QuotaCheck {
@@ -114,11 +125,15 @@ export class PolicyService {
   /** Swaps in a new config (SIGHUP); caches start empty, the store is reopened. */
   reconfigure(cfg: Config, delimiters: string, aliases?: MapReader): void {
     const oldRate = this.rate;
+    const oldNotices = this.notices;
     this.cfg = cfg;
     this.delimiters = delimiters;
     this.deps.aliases = aliases;
     this.quota = this.buildQuota(cfg);
     this.rate = this.buildRate(cfg);
+    this.notices = this.buildNotices(cfg);
+    // The old notifier finishes its queue (nothing new reaches it), then closes its state file.
+    void oldNotices?.close().catch(() => {});
     if (oldRate) setTimeout(() => void oldRate.close().catch(() => {}), OLD_STORE_CLOSE_DELAY_MS).unref();
   }
 
@@ -128,6 +143,11 @@ export class PolicyService {
 
   get rateLimit(): RateLimitCheck | undefined {
     return this.rate;
+  }
+
+  /** The notice sender, when quota_warnings.notify is on. */
+  get notifier(): Notifier | undefined {
+    return this.notices;
   }
 
   /**
@@ -197,9 +217,13 @@ export class PolicyService {
       const r = results[c];
       if (r && refuses(r.action)) return decision(c, r, results);
     }
+    const q = results.quota;
+    // A warning header (PREPEND, which Postfix takes as DUNNO after adding the header) wins over a plain DUNNO.
+    const warns = q?.warning !== undefined && /^PREPEND /.test(q.action);
     for (const c of checks) {
       const r = results[c];
-      if (r && r.verdict !== 'skip') return decision(c, r, results);
+      if (r && r.verdict !== 'skip')
+        return warns && /^DUNNO$/i.test(r.action) ? decision('quota', q, results) : decision(c, r, results);
     }
     // Nothing applied: the first check's own answer for "not mine" (DUNNO; success_action for rate_limit, as policyd-rate-limit).
     const first = results[checks[0]!];
@@ -273,6 +297,14 @@ export class PolicyService {
     const q = d.results.quota;
     const rl = d.results.rate_limit;
     const m = query ? undefined : this.deps.metrics;
+    // Notices follow mail that is accepted (a refused message fills nothing); a query changes nothing.
+    if (!query && this.notices && q?.address !== undefined && q.user !== undefined && !refuses(d.action))
+      this.notices.observe({
+        user: q.user,
+        address: q.address,
+        warning: q.warning,
+        nowSec: Math.floor((this.deps.now ?? Date.now)() / 1000),
+      });
     if (q) m?.decision('quota', q.verdict, q.kind);
     if (rl) m?.decision('rate_limit', rl.verdict);
     const faults: Fault[] = [];
@@ -293,6 +325,7 @@ export class PolicyService {
         action: d.action,
         quota_verdict: q?.verdict,
         quota_kind: q?.kind,
+        quota_warning: q?.warning?.threshold,
         rate_verdict: rl?.verdict,
         rate_id: rl?.id,
         error_kind: faults.length > 0 ? faults : undefined,

@@ -15,6 +15,7 @@ import { recipientToUser, type RecipientRules } from './recipient.js';
 import { expandRecipient, type Expansion, type ExpandRules, type MapReader } from './aliases.js';
 import { isUnixName } from '../../shared/unix-name.js';
 import { decideQuota, SEVERITY, type QuotaDecision, type QuotaVerdict } from './quota-decision.js';
+import { highestWarning, userAddress, warningText, type QuotaWarning } from './quota-warning.js';
 import type { Fault } from '../metrics.js';
 
 /** The helper's per-user status as the front names it (wire.ts holds it as a number). */
@@ -39,6 +40,18 @@ export interface CheckResult {
   fault?: Fault;
   /** The quota kind the verdict comes from (the worst one), when a quota was judged. */
   kind?: KindName;
+  /** With verdict pass or grace and quota_warnings.thresholds: the threshold crossed, if any. */
+  warning?: QuotaWarning;
+  /** With a pass or grace verdict: the user's address (userAddress()), for warnings and notices. */
+  address?: string;
+}
+
+/** What the verdict is about: the recipient as Postfix sent it, the message size, and the stage. */
+interface Msg {
+  recipient: string;
+  size: number;
+  /** PREPEND is taken only before the message content. */
+  atRcpt: boolean;
 }
 
 export interface UserEntry {
@@ -137,11 +150,12 @@ export class QuotaCheck {
     const subject = QuotaCheck.subject(req, this.cfg.quota_states);
     if (typeof subject === 'string') return this.skip(subject);
     const reader = this.deps.aliases;
-    if (reader === undefined) return this.direct(subject.recipient, subject.size, nowMs);
+    const msg: Msg = { ...subject, atRcpt: req.get('protocol_state') === 'RCPT' };
+    if (reader === undefined) return this.direct(msg, nowMs);
     const key = subject.recipient.toLowerCase();
     const known = this.expansions.get(key, nowMs);
     this.deps.onCacheLookup?.('alias', known !== undefined);
-    if (known !== undefined) return this.expanded(known, subject.recipient, subject.size, nowMs);
+    if (known !== undefined) return this.expanded(known, msg, nowMs);
     let p = this.expanding.get(key);
     if (p === undefined) {
       p = expandRecipient(key, this.expandRules, reader)
@@ -152,10 +166,10 @@ export class QuotaCheck {
         .finally(() => this.expanding.delete(key));
       this.expanding.set(key, p);
     }
-    return p.then((x) => this.expanded(x, subject.recipient, subject.size, nowMs));
+    return p.then((x) => this.expanded(x, msg, nowMs));
   }
 
-  private expanded(x: Expansion, recipient: string, size: number, nowMs: number): CheckResult | Promise<CheckResult> {
+  private expanded(x: Expansion, msg: Msg, nowMs: number): CheckResult | Promise<CheckResult> {
     if ('error' in x)
       return {
         verdict: 'error',
@@ -163,11 +177,11 @@ export class QuotaCheck {
         action: this.cfg.actions.error,
         fault: 'alias',
       };
-    if (!x.alias) return this.direct(recipient, size, nowMs);
+    if (!x.alias) return this.direct(msg, nowMs);
     const rs = x.users.map((u): CheckResult | Promise<CheckResult> =>
-      isUnixName(u) ? this.forUser(u, size, nowMs, this.skip.bind(this)) : this.skip('not a Unix user name', u),
+      isUnixName(u) ? this.forUser(u, msg, nowMs, this.skip.bind(this)) : this.skip('not a Unix user name', u),
     );
-    const summary = (got: CheckResult[]): CheckResult => this.combine(x, got, recipient);
+    const summary = (got: CheckResult[]): CheckResult => this.combine(x, got, msg.recipient);
     if (!rs.some((r) => r instanceof Promise)) return summary(rs as CheckResult[]);
     return Promise.all(rs.map((r) => Promise.resolve(r))).then(summary);
   }
@@ -204,16 +218,16 @@ export class QuotaCheck {
   }
 
   /** The recipient as its own user: local(8)'s mapping, then actions.nouser for no such user. */
-  private direct(recipient: string, size: number, nowMs: number): CheckResult | Promise<CheckResult> {
-    const mapped = recipientToUser(recipient, this.rules);
+  private direct(msg: Msg, nowMs: number): CheckResult | Promise<CheckResult> {
+    const mapped = recipientToUser(msg.recipient, this.rules);
     if (!mapped.ok)
       return mapped.reason === 'domain is not local' ? this.skip(mapped.reason) : this.nouser(mapped.reason);
-    return this.forUser(mapped.user, size, nowMs, this.nouser.bind(this));
+    return this.forUser(mapped.user, msg, nowMs, this.nouser.bind(this));
   }
 
   private forUser(
     name: string,
-    size: number,
+    msg: Msg,
     nowMs: number,
     unknown: (reason: string, user: string) => CheckResult,
   ): CheckResult | Promise<CheckResult> {
@@ -230,9 +244,9 @@ export class QuotaCheck {
     const asks = this.cfg.quota_kinds.map((k) => (k === 'user' ? QuotaKind.User : QuotaKind.Group));
     const ids = asks.map((kind) => (kind === QuotaKind.User ? uid : gid));
     const got = asks.map((kind, i) => this.cachedQuota(kind, ids[i]!, nowMs));
-    if (got.every((q) => q !== undefined)) return this.judge(asks, got, name, size, nowMs);
+    if (got.every((q) => q !== undefined)) return this.judge(asks, got, name, msg, nowMs);
     return Promise.all(got.map(async (q, i) => q ?? this.ask(asks[i]!, ids[i]!, nowMs))).then((qs) =>
-      this.judge(asks, qs, name, size, nowMs),
+      this.judge(asks, qs, name, msg, nowMs),
     );
   }
 
@@ -260,7 +274,7 @@ export class QuotaCheck {
   }
 
   /** Any kind that refuses refuses the mail (the worst one answers); then errors; then the rest. */
-  private judge(kinds: QuotaKind[], qs: UserQuota[], name: string, size: number, nowMs: number): CheckResult {
+  private judge(kinds: QuotaKind[], qs: UserQuota[], name: string, msg: Msg, nowMs: number): CheckResult {
     let worst: (QuotaDecision & { kind: QuotaKind }) | undefined;
     let failed: CheckResult | undefined;
     for (const [i, q] of qs.entries()) {
@@ -277,18 +291,24 @@ export class QuotaCheck {
         };
         continue;
       }
-      const d = decideQuota(q.fs, size, Math.floor(nowMs / 1000), this.cfg.filesystems);
+      const d = decideQuota(q.fs, msg.size, Math.floor(nowMs / 1000), this.cfg.filesystems);
       if (d !== undefined && (worst === undefined || SEVERITY.indexOf(d.verdict) < SEVERITY.indexOf(worst.verdict)))
         worst = { ...d, kind };
     }
-    if (worst !== undefined && REFUSED.has(worst.verdict)) return this.result(worst, name);
+    if (worst !== undefined && REFUSED.has(worst.verdict)) return this.result(worst, name, msg, []);
     if (failed) return failed;
     if (qs.every((q) => q.status === QuotaStatus.NoData)) return this.skip(NO_QUOTA_FS, name);
     if (worst === undefined) return this.skip('no quota limits set', name);
-    return this.result(worst, name);
+    // Warnings look at every kind's rows: the kernel charges the message to each.
+    return this.result(
+      worst,
+      name,
+      msg,
+      qs.flatMap((q) => q.fs),
+    );
   }
 
-  private result(d: QuotaDecision & { kind: QuotaKind }, name: string): CheckResult {
+  private result(d: QuotaDecision & { kind: QuotaKind }, name: string, msg: Msg, rows: FsQuota[]): CheckResult {
     const a = this.cfg.actions;
     const action = {
       pass: a.success,
@@ -299,7 +319,22 @@ export class QuotaCheck {
     }[d.verdict];
     const kind = QUOTA_KIND_NAMES[d.kind];
     const reason = d.kind === QuotaKind.User ? d.reason : `${kind} quota: ${d.reason}`;
-    return { verdict: d.verdict, reason, action, user: name, kind };
+    if (d.verdict !== 'pass' && d.verdict !== 'grace') return { verdict: d.verdict, reason, action, user: name, kind };
+    const w = this.cfg.quota_warnings;
+    const address = userAddress(name, msg.recipient);
+    const warning = highestWarning(rows, msg.size, w.thresholds, this.cfg.filesystems);
+    if (warning === undefined) return { verdict: d.verdict, reason, action, user: name, kind, address };
+    // PREPEND only where Postfix takes it (before the content) and where it means what success would (DUNNO).
+    const header = w.header !== null && msg.atRcpt && action === a.success;
+    return {
+      verdict: d.verdict,
+      reason: `${reason}; ${warningText(address, warning)}`,
+      action: header ? `PREPEND ${w.header!}: ${warningText(address, warning)}` : action,
+      user: name,
+      kind,
+      warning,
+      address,
+    };
   }
 }
 const REFUSED: ReadonlySet<QuotaVerdict> = new Set(['too_large', 'over_quota', 'does_not_fit']);

@@ -3,7 +3,7 @@
 // front reads as the service user, and the directories the daemon writes.
 // Errors are what would stop serve (or kill the front at start); warnings are
 // what serve would start with but degraded (rate limiting answering
-// db_error_action). The one thing serve does about it: a missing SQLite
+// db_error_action, or quota notices failing). The one thing serve does about it: a missing SQLite
 // directory whose parent only root can write is created, owned by the service
 // user, mode 0750 (as policyd-rate-limit does) -- through fds, never by a path
 // in a directory someone else could change.
@@ -126,35 +126,59 @@ export function preflight(
     }
   }
   const rl = config.rate_limit;
-  if (config.checks.includes('rate_limit') && rl.backend === 'sqlite') {
-    const dir = dirname(rl.sqlite_path);
-    const what = `rate_limit.sqlite_path ${rl.sqlite_path}`;
-    const fix = `install -d -o ${user} -g ${svc.gid} -m 0750 ${dir}`;
-    const d = isDirectory(dir);
-    if (d === 'ENOENT') {
-      const parent = dirname(dir);
-      const p = isDirectory(parent);
-      const notRoot = p === true ? rootOnly(parent) : undefined;
-      if (p === true && notRoot === undefined) out.create.push(dir);
-      else
-        out.errors.push(
-          `${what}: directory ${dir} does not exist, and serve creates it only in a directory only root can write ` +
-            `(${p === true ? notRoot : `${parent}: ${p === false ? 'not a directory' : p}`}): create it (${fix})`,
-        );
-    } else if (d !== true) {
-      out.errors.push(`${what}: ${dir} ${d === false ? 'is not a directory' : `: ${d}`}: set sqlite_path`);
-    } else {
-      // Serve would start, and every rate-limited request answer db_error_action.
-      const why = blocked(dir, svc, 3);
-      const file = isDirectory(rl.sqlite_path) === false ? blocked(rl.sqlite_path, svc, 6) : undefined;
-      if (why ?? file)
-        out.warnings.push(
-          `${what}: the front runs as ${user} and ${why ?? file}: rate limiting would answer ` +
-            `db_error_action (${rl.db_error_action}) to every request: ${why ? `chown ${user} ${dir} && chmod 0750 ${dir}` : `chown ${user} ${rl.sqlite_path}`}`,
-        );
-    }
-  }
+  if (config.checks.includes('rate_limit') && rl.backend === 'sqlite')
+    storeFile(out, svc, `rate_limit.sqlite_path ${rl.sqlite_path}`, rl.sqlite_path, 'set sqlite_path', {
+      what: 'rate limiting would answer db_error_action',
+      to: `(${rl.db_error_action}) to every request`,
+    });
+  const qw = config.quota_warnings;
+  if (config.checks.includes('quota') && qw.notify)
+    storeFile(out, svc, `quota_warnings.state_path ${qw.state_path}`, qw.state_path, 'set state_path', {
+      what: 'quota notices would fail',
+      to: '(logged) and none be sent',
+    });
   return out;
+}
+
+/**
+ * A SQLite file the front writes (`what` names its key): its directory must
+ * exist (or be one serve may create) and be the service user's to write in.
+ */
+function storeFile(
+  out: Preflight,
+  svc: ServiceUser,
+  what: string,
+  path: string,
+  setIt: string,
+  degraded: { what: string; to: string },
+): void {
+  const user = svc.name;
+  const dir = dirname(path);
+  const fix = `install -d -o ${user} -g ${svc.gid} -m 0750 ${dir}`;
+  const d = isDirectory(dir);
+  if (d === 'ENOENT') {
+    const parent = dirname(dir);
+    const p = isDirectory(parent);
+    const notRoot = p === true ? rootOnly(parent) : undefined;
+    if (p === true && notRoot === undefined) {
+      if (!out.create.includes(dir)) out.create.push(dir);
+    } else
+      out.errors.push(
+        `${what}: directory ${dir} does not exist, and serve creates it only in a directory only root can write ` +
+          `(${p === true ? notRoot : `${parent}: ${p === false ? 'not a directory' : p}`}): create it (${fix})`,
+      );
+  } else if (d !== true) {
+    out.errors.push(`${what}: ${dir} ${d === false ? 'is not a directory' : `: ${d}`}: ${setIt}`);
+  } else {
+    // Serve would start, degraded.
+    const why = blocked(dir, svc, 3);
+    const file = isDirectory(path) === false ? blocked(path, svc, 6) : undefined;
+    if (why ?? file)
+      out.warnings.push(
+        `${what}: the front runs as ${user} and ${why ?? file}: ${degraded.what} ${degraded.to}: ` +
+          `${why ? `chown ${user} ${dir} && chmod 0750 ${dir}` : `chown ${user} ${path}`}`,
+      );
+  }
 }
 
 /**
@@ -166,7 +190,7 @@ export function preflight(
 export function createStoreDir(dir: string, svc: ServiceUser): void {
   const parent = realpathSync(dirname(dir));
   const notRoot = rootOnly(parent);
-  if (notRoot) throw new TrustError(`rate_limit.sqlite_path directory ${dir}: ${notRoot}`);
+  if (notRoot) throw new TrustError(`directory ${dir} for a SQLite file: ${notRoot}`);
   const pfd = openSync(parent, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
   try {
     const st = fstatSync(pfd);

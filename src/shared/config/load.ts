@@ -2,7 +2,7 @@
 // unknown keys, names the key and line in every error, and freezes the result.
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } from 'yaml';
-import { FIELDS, ACTION_FIELDS, type Config } from './schema.js';
+import { FIELDS, ACTION_FIELDS, WARNING_FIELDS, type Config } from './schema.js';
 import type { Field, FieldsOf } from './checks.js';
 import { RATE_FIELDS } from './rate-schema.js';
 import { addressKey } from '../address.js';
@@ -27,7 +27,12 @@ function defaultsOf<V>(fields: FieldsOf<V>): V {
 }
 
 export function defaultConfig(): Config {
-  return { ...defaultsOf(FIELDS), actions: defaultsOf(ACTION_FIELDS), rate_limit: defaultsOf(RATE_FIELDS) };
+  return {
+    ...defaultsOf(FIELDS),
+    actions: defaultsOf(ACTION_FIELDS),
+    quota_warnings: defaultsOf(WARNING_FIELDS),
+    rate_limit: defaultsOf(RATE_FIELDS),
+  };
 }
 
 /** Own keys only: "constructor" or "toString" is an unknown key, not Object's. */
@@ -142,6 +147,7 @@ export function parseConfig(text: string, source: string, base: Config = default
   const cfg = structuredClone(base);
   applyMap(doc.contents as Node | null, FIELDS, cfg, where, '', {
     actions: (n) => applyMap(n, ACTION_FIELDS, cfg.actions, where, 'actions.'),
+    quota_warnings: (n) => applyMap(n, WARNING_FIELDS, cfg.quota_warnings, where, 'quota_warnings.'),
     rate_limit: (n) => applyMap(n, RATE_FIELDS, cfg.rate_limit, where, 'rate_limit.'),
   });
   crossCheck(cfg, source);
@@ -163,6 +169,21 @@ function crossCheck(c: Config, source: string): void {
     throw new ConfigError(
       `actions.nouser${at}: needs domains: with an empty domains list every domain counts as local, so it would answer every other domain's recipients too`,
     );
+  const w = c.quota_warnings;
+  if (w.thresholds.length > 0 && w.header !== null) {
+    // The header replaces the success answer: only DUNNO means the same with a PREPEND (neither is final).
+    if (!/^DUNNO$/i.test(c.actions.success))
+      throw new ConfigError(
+        `quota_warnings.header${at}: the warning header replaces actions.success, so it must be DUNNO (it is ${c.actions.success}); or set header: null`,
+      );
+    if (!c.quota_states.includes('RCPT'))
+      throw new ConfigError(
+        `quota_warnings.header${at}: Postfix takes PREPEND only before the message content; add RCPT to quota_states, or set header: null`,
+      );
+  }
+  if (w.notify && w.thresholds.length === 0)
+    throw new ConfigError(`quota_warnings.notify${at}: needs thresholds (e.g. [80, 90])`);
+  if (w.notify && w.notify_from === null) throw new ConfigError(`quota_warnings.notify${at}: notify_from is required`);
   if (r.backend !== 'sqlite' && r.url === null)
     throw new ConfigError(`rate_limit.url${at}: required with backend ${r.backend}`);
   if (

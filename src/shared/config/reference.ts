@@ -1,6 +1,6 @@
 // The README's config reference, generated from schema.ts so the two cannot
 // drift: test/config-reference.test.ts compares them, `npm run docs` rewrites it.
-import { FIELDS, ACTION_FIELDS } from './schema.js';
+import { FIELDS, ACTION_FIELDS, WARNING_FIELDS } from './schema.js';
 import type { Field } from './checks.js';
 import { RATE_FIELDS } from './rate-schema.js';
 
@@ -21,6 +21,7 @@ export function configReference(): string {
       '|---|---|---|',
       ...rows(FIELDS, ''),
       ...rows(ACTION_FIELDS, 'actions.'),
+      ...rows(WARNING_FIELDS, 'quota_warnings.'),
       ...rows(RATE_FIELDS, 'rate_limit.'),
     ].join('\n') + '\n'
   );

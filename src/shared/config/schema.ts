@@ -65,6 +65,66 @@ export const ACTION_FIELDS = fieldTable({
   },
 });
 
+/** Thresholds per list: "80, 90, 95" is the usual; ten is plenty and bounds the header and the state. */
+export const MAX_WARNING_THRESHOLDS = 10;
+/** A header field name (RFC 5322: printable ASCII but colon), short enough to leave the action room. */
+const headerName: Check<string> = (v) =>
+  typeof v === 'string' && /^[!-9;-~]{1,64}$/.test(v) ? undefined : 'must be a header name like "X-Quota-Warning"';
+const percentList: Check<number[]> = refine(listOf(int(1, 100), MAX_WARNING_THRESHOLDS), (v) =>
+  v.every((t, i) => i === 0 || t > v[i - 1]!) ? undefined : 'must be in increasing order, each once',
+);
+const mailbox: Check<string> = (v) =>
+  typeof v === 'string' && /^[^\s@<>()",;:\\[\]]+@[a-z0-9.-]+$/i.test(v) ? undefined : 'must be an e-mail address';
+
+/** Goes into a header as it is: no encoding, so ASCII only; 200 keeps the line well under 998. */
+const asciiLine: Check<string> = (v) =>
+  typeof v === 'string' && /^[\x20-\x7e]{1,200}$/.test(v) ? undefined : 'must be 1 to 200 printable ASCII characters';
+
+/** Warnings before the wall: how full (per cent of a hard limit) a mailbox may get unwarned. */
+export const WARNING_FIELDS = fieldTable({
+  thresholds: {
+    default: [],
+    check: percentList,
+    doc: 'Per cent of a hard limit (blocks or files, on any checked file system) at which a recipient is warned, e.g. [80, 90]; the highest crossed counts. Counted with this message in (its size when known, one more file). Empty: no warnings.',
+  },
+  header: {
+    default: 'X-Quota-Warning',
+    check: nullable(headerName),
+    doc: 'At RCPT, a warned recipient whose mail would be accepted (actions.success) gets "PREPEND <header>: <address>: mailbox N% full (blocks|files; warning at T%)" instead of DUNNO. PREPEND is not final, as DUNNO. null: no header.',
+  },
+  notify: {
+    default: false,
+    check: bool,
+    doc: 'Also mail the user a notice when accepted mail takes them over a threshold they were under, at most once per notify_period_s for that threshold, through the local sendmail.',
+  },
+  notify_period_s: {
+    default: 86_400,
+    check: int(60, 31_536_000),
+    doc: 'At most one notice per user and threshold within this many seconds, across restarts.',
+  },
+  notify_from: { default: null, check: nullable(mailbox), doc: 'Sender of notices; required with notify.' },
+  notify_subject: {
+    default: 'Your mailbox is nearly full',
+    check: asciiLine,
+    doc: 'Subject of notices (ASCII: it goes into the header as it is).',
+  },
+  notify_sendmail: {
+    default: '/usr/sbin/sendmail',
+    check: absPath,
+    doc: "Postfix's sendmail, run as the service user with -i -f notify_from -- address, no shell, a fixed environment.",
+  },
+  notify_timeout_ms: {
+    default: 10_000,
+    check: int(100, 600_000),
+    doc: 'A sendmail run taking longer is killed. A failed notice is logged at warn and tried again with the next accepted mail for that user.',
+  },
+  state_path: {
+    default: '/var/lib/quotapolicy/warnings.sqlite3',
+    check: absPath,
+    doc: "SQLite file of who was notified of what and when (with notify). Its directory is handled as rate_limit.sqlite_path's.",
+  },
+});
+
 export const FIELDS = fieldTable({
   user: {
     default: 'quotapolicy',
@@ -214,7 +274,9 @@ export const FIELDS = fieldTable({
 });
 
 export type Actions = ValuesOf<typeof ACTION_FIELDS>;
+export type WarningConfig = ValuesOf<typeof WARNING_FIELDS>;
 export interface Config extends ValuesOf<typeof FIELDS> {
   actions: Actions;
+  quota_warnings: WarningConfig;
   rate_limit: RateConfig;
 }
