@@ -63,6 +63,10 @@ wait_connect_once() {
 }
 alive() { [ -f /run/quotapolicy/quotapolicy.pid ] && kill -0 "$(cat /run/quotapolicy/quotapolicy.pid)" 2>/dev/null && echo alive || echo stopped; }
 
+# The guest sees the host's /var through its overlay: a socket file a daemon on the host left
+# there would look like one this package started. Removed in the overlay only (the host keeps it).
+rm -f /var/spool/postfix/private/quotapolicy
+
 # 1. Install.
 date +%T
 dpkg -i $R/old.deb > $R/install.log 2>&1; echo $? > $R/install.rc
