@@ -47,7 +47,7 @@ export interface CheckResult {
 }
 
 /** What the verdict is about: the recipient as Postfix sent it, the message size, and the stage. */
-interface Msg {
+export interface Msg {
   recipient: string;
   size: number;
   /** PREPEND is taken only before the message content. */
@@ -121,19 +121,17 @@ export class QuotaCheck {
   }
 
   /** Which recipient and size this request is about, or why it does not apply. */
-  static subject(
-    req: PolicyRequest,
-    states: readonly string[] = ['RCPT', 'END-OF-MESSAGE'],
-  ): { recipient: string; size: number } | string {
+  static subject(req: PolicyRequest, states: readonly string[] = ['RCPT', 'END-OF-MESSAGE']): Msg | string {
     if (req.get('request') !== 'smtpd_access_policy') return 'not an smtpd_access_policy request';
     const state = req.get('protocol_state');
     const recipient = req.get('recipient') ?? '';
     const sizeText = req.get('size') ?? '';
     const size = SIZE.test(sizeText) ? Number(sizeText) : 0;
-    if (state === 'RCPT' && states.includes(state)) return recipient === '' ? 'no recipient' : { recipient, size };
+    if (state === 'RCPT' && states.includes(state))
+      return recipient === '' ? 'no recipient' : { recipient, size, atRcpt: true };
     if (state === 'END-OF-MESSAGE' && states.includes(state)) {
       if (req.get('recipient_count') !== '1' || recipient === '') return 'not exactly one recipient';
-      return { recipient, size };
+      return { recipient, size, atRcpt: false };
     }
     return `protocol state ${state ?? '(none)'} is not checked`;
   }
@@ -150,7 +148,7 @@ export class QuotaCheck {
     const subject = QuotaCheck.subject(req, this.cfg.quota_states);
     if (typeof subject === 'string') return this.skip(subject);
     const reader = this.deps.aliases;
-    const msg: Msg = { ...subject, atRcpt: req.get('protocol_state') === 'RCPT' };
+    const msg = subject;
     if (reader === undefined) return this.direct(msg, nowMs);
     const key = subject.recipient.toLowerCase();
     const known = this.expansions.get(key, nowMs);
@@ -275,10 +273,15 @@ export class QuotaCheck {
 
   /** Any kind that refuses refuses the mail (the worst one answers); then errors; then the rest. */
   private judge(kinds: QuotaKind[], qs: UserQuota[], name: string, msg: Msg, nowMs: number): CheckResult {
-    let worst: (QuotaDecision & { kind: QuotaKind }) | undefined;
+    // The hot path (a cache hit runs it for every request): indexed loops, no spreads.
+    let worst: QuotaDecision | undefined;
+    let worstKind = QuotaKind.User;
     let failed: CheckResult | undefined;
-    for (const [i, q] of qs.entries()) {
+    let noData = true;
+    for (let i = 0; i < qs.length; i++) {
+      const q = qs[i]!;
       const kind = kinds[i]!;
+      if (q.status !== QuotaStatus.NoData) noData = false;
       if (q.status !== QuotaStatus.Ok && q.status !== QuotaStatus.NoData) {
         const status = QUOTA_STATUS_NAMES[q.status];
         failed ??= {
@@ -292,23 +295,19 @@ export class QuotaCheck {
         continue;
       }
       const d = decideQuota(q.fs, msg.size, Math.floor(nowMs / 1000), this.cfg.filesystems);
-      if (d !== undefined && (worst === undefined || SEVERITY.indexOf(d.verdict) < SEVERITY.indexOf(worst.verdict)))
-        worst = { ...d, kind };
+      if (d !== undefined && (worst === undefined || SEVERITY.indexOf(d.verdict) < SEVERITY.indexOf(worst.verdict))) {
+        worst = d;
+        worstKind = kind;
+      }
     }
-    if (worst !== undefined && REFUSED.has(worst.verdict)) return this.result(worst, name, msg, []);
+    if (worst !== undefined && REFUSED.has(worst.verdict)) return this.result(worst, worstKind, name, msg, qs);
     if (failed) return failed;
-    if (qs.every((q) => q.status === QuotaStatus.NoData)) return this.skip(NO_QUOTA_FS, name);
+    if (noData) return this.skip(NO_QUOTA_FS, name);
     if (worst === undefined) return this.skip('no quota limits set', name);
-    // Warnings look at every kind's rows: the kernel charges the message to each.
-    return this.result(
-      worst,
-      name,
-      msg,
-      qs.flatMap((q) => q.fs),
-    );
+    return this.result(worst, worstKind, name, msg, qs);
   }
 
-  private result(d: QuotaDecision & { kind: QuotaKind }, name: string, msg: Msg, rows: FsQuota[]): CheckResult {
+  private result(d: QuotaDecision, dKind: QuotaKind, name: string, msg: Msg, qs: UserQuota[]): CheckResult {
     const a = this.cfg.actions;
     const action = {
       pass: a.success,
@@ -317,12 +316,20 @@ export class QuotaCheck {
       too_large: a.too_large,
       does_not_fit: a.does_not_fit,
     }[d.verdict];
-    const kind = QUOTA_KIND_NAMES[d.kind];
-    const reason = d.kind === QuotaKind.User ? d.reason : `${kind} quota: ${d.reason}`;
-    if (d.verdict !== 'pass' && d.verdict !== 'grace') return { verdict: d.verdict, reason, action, user: name, kind };
+    const kind = QUOTA_KIND_NAMES[dKind];
+    const reason = dKind === QuotaKind.User ? d.reason : `${kind} quota: ${d.reason}`;
     const w = this.cfg.quota_warnings;
+    // Without thresholds there is no warning and no notice, so no address is needed.
+    if ((d.verdict !== 'pass' && d.verdict !== 'grace') || w.thresholds.length === 0)
+      return { verdict: d.verdict, reason, action, user: name, kind };
     const address = userAddress(name, msg.recipient);
-    const warning = highestWarning(rows, msg.size, w.thresholds, this.cfg.filesystems);
+    // Warnings look at every kind's rows: the kernel charges the message to each.
+    const warning = highestWarning(
+      qs.flatMap((q) => q.fs),
+      msg.size,
+      w.thresholds,
+      this.cfg.filesystems,
+    );
     if (warning === undefined) return { verdict: d.verdict, reason, action, user: name, kind, address };
     // PREPEND only where Postfix takes it (before the content) and where it means what success would (DUNNO).
     const header = w.header !== null && msg.atRcpt && action === a.success;
