@@ -6,28 +6,43 @@
 // Per key: counts per second (qp_rate_counts), and beside them running
 // totals per window length (qp_rate_totals: the window's start, edge, and
 // the events from edge on). For a window of `seconds` checked at now, the
-// group reads the stored total once and moves it to the group's earliest
-// start (lo = min now - seconds) by summing only the seconds between the
-// stored edge and lo, and reads the few per-second counts between lo and the
-// latest start (hi) when the group's clocks differ. Each request is then
-// answered from memory; at the end every window is written at hi with the
-// group's additions, so a key with a day of busy seconds costs a check what
-// a fresh one does.
+// group reads the stored total and moves it to the group's earliest start
+// (lo = min now - seconds) with the per-second counts between the stored
+// edge and lo (a key checked a second ago: one second's row), and reads the
+// counts between lo and the latest start (hi) when the group's clocks
+// differ. A window without a stored total is summed from lo on, by the
+// server, for all such keys at once. Each request is then answered from
+// memory; at the end every window is written at hi with the group's
+// additions, so a key with a day of busy seconds costs a check what a fresh
+// one does.
 import type { ConsumeRequest, ConsumeResult } from '../store.js';
 import { breaks } from '../store.js';
 
-/** A stored running total: the events of a key from edge on. */
-export interface StoredTotal {
-  edge: number;
-  total: number;
-}
-
-/** A sum of one key's counts over [from, to), asked of the server. */
-export interface SumQuery {
+/** A range of one key's seconds, [from, to). */
+export interface KeyRange {
   key: string;
   from: number;
-  /** Exclusive; Number.MAX_SAFE_INTEGER for "from on". */
   to: number;
+}
+
+/** Windows without a stored total that start at the same second: summed from there on, per key, in one query. */
+export interface FromOn {
+  lo: number;
+  keys: string[];
+}
+
+/** What the group reads once its keys are locked and their stored totals are known. */
+export interface GroupReads {
+  /** Seconds whose counts are read one by one (OR-ed ranges of the primary key). */
+  ranges: KeyRange[];
+  fromOn: FromOn[];
+}
+
+/** What the server answered for them. */
+export interface GroupRead {
+  counts: [key: string, at: number, n: number][];
+  /** Per FromOn, in order: key -> the sum of its counts from lo on (a key without any: absent). */
+  sums: Map<string, number>[];
 }
 
 interface Window {
@@ -35,9 +50,10 @@ interface Window {
   hi: number;
   /** Events from lo on, as the group goes. */
   base: number;
-  /** How base is built from what is stored: a total, plus or minus a sum. */
-  stored?: StoredTotal;
-  sum?: { index: number; sign: 1 | -1 };
+  /** The stored total, when there is one. */
+  stored?: { edge: number; total: number };
+  /** Else: which FromOn sums it. */
+  fromOn?: number;
 }
 
 interface KeyState {
@@ -46,8 +62,8 @@ interface KeyState {
   /** The group's windows, by length. */
   windows: Map<number, Window>;
   /** Stored totals of windows no request of the group asks for: kept true with its additions. */
-  others: Map<number, StoredTotal & { changed: boolean }>;
-  /** Per second: the counts read for [lo, hi) of each window, and the group's additions. */
+  others: Map<number, { edge: number; total: number; changed: boolean }>;
+  /** Per second: the counts read, and the group's additions. */
   counts: Map<number, number>;
   added: Map<number, number>;
 }
@@ -57,7 +73,6 @@ export interface GroupPlan {
   keys: string[];
   /** The latest clock of each key's requests (its lock row remembers when it was last checked). */
   lastNow: Map<string, number>;
-  /** Windows to read, once the stored totals are known (call windowsToRead). */
   states: Map<string, KeyState>;
 }
 
@@ -92,43 +107,42 @@ export function planGroup(reqs: readonly { req: ConsumeRequest; keys: readonly s
         if (!st.windows.has(seconds)) st.windows.set(seconds, { lo: 0, hi: 0, base: 0 });
     }
   }
+  for (const st of states.values())
+    for (const [seconds, w] of st.windows) {
+      w.lo = st.minNow - seconds;
+      w.hi = st.maxNow - seconds;
+    }
   const keys = [...states.keys()].sort();
   return { keys, lastNow: new Map(keys.map((k) => [k, states.get(k)!.maxNow])), states };
 }
 
-/**
- * Given the stored totals of the group's keys (key -> seconds -> total),
- * what must be read: sums that bring each window to its lo, and the ranges
- * [lo, hi) whose per-second counts the group needs when its clocks differ.
- */
-export function windowsToRead(
+/** Given every stored total of the group's keys, what to read. */
+export function readsFor(
   plan: GroupPlan,
-  stored: ReadonlyMap<string, ReadonlyMap<number, StoredTotal>>,
-): { sums: SumQuery[]; ranges: SumQuery[] } {
-  const sums: SumQuery[] = [];
-  const ranges: SumQuery[] = [];
-  for (const [key, st] of plan.states) {
-    const rows = stored.get(key) ?? new Map<number, StoredTotal>();
-    for (const [seconds, row] of rows) if (!st.windows.has(seconds)) st.others.set(seconds, { ...row, changed: false });
-    for (const [seconds, w] of st.windows) {
-      w.lo = st.minNow - seconds;
-      w.hi = st.maxNow - seconds;
-      const row = rows.get(seconds);
-      w.stored = row;
-      if (row === undefined) {
-        w.sum = { index: sums.length, sign: 1 };
-        sums.push({ key, from: w.lo, to: Number.MAX_SAFE_INTEGER });
-      } else if (row.edge < w.lo) {
-        w.sum = { index: sums.length, sign: -1 };
-        sums.push({ key, from: row.edge, to: w.lo });
-      } else if (row.edge > w.lo) {
-        w.sum = { index: sums.length, sign: 1 };
-        sums.push({ key, from: w.lo, to: row.edge });
-      }
+  stored: readonly [key: string, seconds: number, edge: number, total: number][],
+): GroupReads {
+  for (const [key, seconds, edge, total] of stored) {
+    const st = plan.states.get(key)!;
+    const w = st.windows.get(seconds);
+    if (w === undefined) st.others.set(seconds, { edge, total, changed: false });
+    else w.stored = { edge, total };
+  }
+  const ranges: KeyRange[] = [];
+  const fromOn = new Map<number, string[]>();
+  for (const key of plan.keys)
+    for (const w of plan.states.get(key)!.windows.values()) {
+      if (w.stored === undefined) {
+        if (!fromOn.has(w.lo)) fromOn.set(w.lo, []);
+        fromOn.get(w.lo)!.push(key);
+      } else if (w.stored.edge !== w.lo)
+        ranges.push({ key, from: Math.min(w.stored.edge, w.lo), to: Math.max(w.stored.edge, w.lo) });
       if (w.hi > w.lo) ranges.push({ key, from: w.lo, to: w.hi });
     }
-  }
-  return { sums, ranges };
+  const groups = [...fromOn].map(([lo, keys]) => ({ lo, keys }));
+  for (const [i, g] of groups.entries())
+    for (const key of g.keys)
+      for (const w of plan.states.get(key)!.windows.values()) if (w.stored === undefined && w.lo === g.lo) w.fromOn = i;
+  return { ranges, fromOn: groups };
 }
 
 /** What the group writes: counts to add per key and second, totals to set. */
@@ -137,20 +151,19 @@ export interface GroupWrites {
   totals: [key: string, seconds: number, edge: number, total: number][];
 }
 
-/**
- * Answers every request in order, from the stored totals, the sums
- * (windowsToRead's order) and the per-second counts read for its ranges.
- */
+/** Answers every request in order, from what was read, and says what to write. */
 export function answerGroup(
   plan: GroupPlan,
   reqs: readonly { req: ConsumeRequest; keys: readonly string[] }[],
-  sums: readonly number[],
-  counts: readonly [key: string, at: number, n: number][],
+  read: GroupRead,
 ): { results: ConsumeResult[]; writes: GroupWrites } {
-  for (const [key, at, n] of counts) plan.states.get(key)!.counts.set(at, n);
-  for (const st of plan.states.values())
-    for (const w of st.windows.values())
-      w.base = (w.stored?.total ?? 0) + (w.sum === undefined ? 0 : w.sum.sign * sums[w.sum.index]!);
+  for (const [key, at, n] of read.counts) plan.states.get(key)!.counts.set(at, n);
+  for (const [key, st] of plan.states)
+    for (const w of st.windows.values()) {
+      if (w.stored === undefined) w.base = read.sums[w.fromOn!]!.get(key) ?? 0;
+      else if (w.stored.edge <= w.lo) w.base = w.stored.total - sumOver(st.counts, w.stored.edge, w.lo);
+      else w.base = w.stored.total + sumOver(st.counts, w.lo, w.stored.edge);
+    }
   const results = reqs.map(({ req, keys }): ConsumeResult => {
     for (const [j, b] of req.buckets.entries()) {
       const st = plan.states.get(keys[j]!)!;

@@ -19,12 +19,14 @@
 import type { RateStore, ConsumeRequest, ConsumeResult } from '../store.js';
 import { storeCall } from './wrap.js';
 import { StoreError, parseLimitsText, storedKey, rekeyPlan, STORE_KEY_MAX_BYTES, HASHED_KEY_MARK } from '../store.js';
-import { planGroup, windowsToRead, answerGroup, type StoredTotal } from './mysql-group.js';
+import { planGroup, readsFor, answerGroup, type GroupRead } from './mysql-group.js';
 
 /** The driver calls this backend makes. */
 interface Conn {
   query(sql: string, values?: unknown[]): Promise<[unknown, unknown]>;
   release(): void;
+  /** Closes it and takes it out of the pool. */
+  destroy(): void;
 }
 interface Pool {
   getConnection(): Promise<Conn>;
@@ -250,76 +252,106 @@ export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: n
     }));
   await migrate();
 
-  /** One group, in one transaction on one connection. */
-  const runGroup = (batch: readonly Waiting[]): Promise<ConsumeResult[]> =>
-    withConn((c) =>
-      transaction(c, async () => {
-        const plan = planGroup(batch);
-        if (plan.keys.length > 0) await lockKeys(c, plan.keys, (k) => plan.lastNow.get(k)!);
-        // From here on, this transaction alone changes these keys: one snapshot, taken now, holds all of them.
-        const stored = new Map<string, Map<number, StoredTotal>>();
-        if (plan.keys.length > 0)
-          for (const r of await q(
-            c,
-            `SELECT \`key\`, seconds, edge, total FROM qp_rate_totals WHERE \`key\` IN (${plan.keys.map(() => '?').join(', ')}) AND seconds >= 0`,
-            plan.keys.map(bin),
-          )) {
-            const k = (r.key as Buffer).toString('hex');
-            if (!stored.has(k)) stored.set(k, new Map());
-            stored.get(k)!.set(Number(r.seconds), { edge: Number(r.edge), total: Number(r.total) });
-          }
-        const { sums, ranges } = windowsToRead(plan, stored);
-        const sumValues: number[] = [];
-        if (sums.length > 0) {
-          const got = await q(
-            c,
-            sums
-              .map(
-                (_, i) =>
-                  `SELECT ${i} AS i, CAST(COALESCE(SUM(n), 0) AS SIGNED) AS s FROM qp_rate_counts WHERE \`key\` = ? AND at >= ? AND at < ?`,
-              )
-              .join(' UNION ALL '),
-            sums.flatMap((s) => [bin(s.key), s.from, s.to]),
-          );
-          for (const r of got) sumValues[Number(r.i)] = Number(r.s);
-        }
-        const counts: [string, number, number][] = [];
-        if (ranges.length > 0)
-          for (const r of await q(
-            c,
-            `SELECT \`key\`, at, n FROM qp_rate_counts WHERE ${ranges.map(() => '(`key` = ? AND at >= ? AND at < ?)').join(' OR ')}`,
-            ranges.flatMap((s) => [bin(s.key), s.from, s.to]),
-          ))
-            counts.push([(r.key as Buffer).toString('hex'), Number(r.at), Number(r.n)]);
-        const { results, writes } = answerGroup(plan, batch, sumValues, counts);
-        if (writes.counts.length > 0)
-          await c.query(
-            `INSERT INTO qp_rate_counts (\`key\`, at, n) VALUES ${tuples(writes.counts.length, 3)} ON DUPLICATE KEY UPDATE n = n + VALUES(n)`,
-            writes.counts.flatMap(([k, at, n]) => [bin(k), at, n]),
-          );
-        if (writes.totals.length > 0)
-          await c.query(
-            `INSERT INTO qp_rate_totals (\`key\`, seconds, edge, total) VALUES ${tuples(writes.totals.length, 4)} ON DUPLICATE KEY UPDATE edge = VALUES(edge), total = VALUES(total)`,
-            writes.totals.flatMap(([k, s, e, t]) => [bin(k), s, e, t]),
-          );
-        return results;
-      }),
-    );
-  const isDeadlock = (e: unknown): boolean => (e as { errno?: number }).errno === ER_LOCK_DEADLOCK;
   /** A lost connection or server: no point in trying each request of the group alone. */
   const isFatal = (e: unknown): boolean => (e as { fatal?: boolean }).fatal === true;
+  /**
+   * Each group slot holds a pool connection with autocommit off (so the
+   * lock statement begins the transaction: no START TRANSACTION round trip),
+   * returned to the pool only when it breaks.
+   */
+  const slots: (Conn | undefined)[] = [];
+  const slotConn = async (slot: number): Promise<Conn> => {
+    let c = slots[slot];
+    if (c === undefined) {
+      c = await pool.getConnection();
+      try {
+        await c.query('SET autocommit = 0');
+      } catch (e) {
+        c.destroy();
+        throw e;
+      }
+      slots[slot] = c;
+    }
+    return c;
+  };
+  /** One group, in one transaction on its slot's connection. */
+  const runGroup = async (slot: number, batch: readonly Waiting[]): Promise<ConsumeResult[]> => {
+    const c = await slotConn(slot);
+    try {
+      const plan = planGroup(batch);
+      if (plan.keys.length > 0) await lockKeys(c, plan.keys, (k) => plan.lastNow.get(k)!);
+      // From here on, this transaction alone changes these keys: its reads, one snapshot taken after the
+      // locks, see every write made to them. First every stored total of its keys, then in one statement
+      // the per-second counts of the ranges it needs (i -1) and the sums of windows without a total (i >= 0).
+      const hexRows = (r: Record<string, unknown>): string => (r.k as Buffer).toString('hex');
+      const reads = readsFor(
+        plan,
+        plan.keys.length === 0
+          ? []
+          : (
+              await q(
+                c,
+                `SELECT \`key\` AS k, seconds, edge, total FROM qp_rate_totals WHERE \`key\` IN (${plan.keys.map(() => '?').join(', ')}) AND seconds >= 0`,
+                plan.keys.map(bin),
+              )
+            ).map((r) => [hexRows(r), Number(r.seconds), Number(r.edge), Number(r.total)] as const),
+      );
+      const parts: string[] = [];
+      const args: unknown[] = [];
+      if (reads.ranges.length > 0) {
+        parts.push(
+          `SELECT -1 AS i, \`key\` AS k, at AS a, n AS b FROM qp_rate_counts WHERE ${reads.ranges.map(() => '(`key` = ? AND at >= ? AND at < ?)').join(' OR ')}`,
+        );
+        args.push(...reads.ranges.flatMap((r) => [bin(r.key), r.from, r.to]));
+      }
+      for (const [i, g] of reads.fromOn.entries()) {
+        parts.push(
+          `SELECT ${i} AS i, \`key\` AS k, CAST(SUM(n) AS SIGNED) AS a, 0 AS b FROM qp_rate_counts WHERE \`key\` IN (${g.keys.map(() => '?').join(', ')}) AND at >= ? GROUP BY \`key\``,
+        );
+        args.push(...g.keys.map(bin), g.lo);
+      }
+      const read: GroupRead = { counts: [], sums: reads.fromOn.map(() => new Map<string, number>()) };
+      if (parts.length > 0)
+        for (const r of await q(c, parts.map((p) => `(${p})`).join(' UNION ALL '), args)) {
+          const i = Number(r.i);
+          if (i === -1) read.counts.push([hexRows(r), Number(r.a), Number(r.b)]);
+          else read.sums[i]!.set(hexRows(r), Number(r.a));
+        }
+      const { results, writes } = answerGroup(plan, batch, read);
+      if (writes.counts.length > 0)
+        await c.query(
+          `INSERT INTO qp_rate_counts (\`key\`, at, n) VALUES ${tuples(writes.counts.length, 3)} ON DUPLICATE KEY UPDATE n = n + VALUES(n)`,
+          writes.counts.flatMap(([k, at, n]) => [bin(k), at, n]),
+        );
+      if (writes.totals.length > 0)
+        await c.query(
+          `INSERT INTO qp_rate_totals (\`key\`, seconds, edge, total) VALUES ${tuples(writes.totals.length, 4)} ON DUPLICATE KEY UPDATE edge = VALUES(edge), total = VALUES(total)`,
+          writes.totals.flatMap(([k, sec, e, t]) => [bin(k), sec, e, t]),
+        );
+      await c.query('COMMIT');
+      return results;
+    } catch (e) {
+      await c.query('ROLLBACK').catch(() => {});
+      if (isFatal(e)) {
+        slots[slot] = undefined;
+        c.destroy();
+      }
+      throw e;
+    }
+  };
+  const isDeadlock = (e: unknown): boolean => (e as { errno?: number }).errno === ER_LOCK_DEADLOCK;
   /**
    * Answers a group. A deadlock's victim runs again; any other failure of a
    * group of several runs each request alone, so that one request's failure
    * (say, a count out of range) does not fail the others.
    */
-  const settle = async (batch: Waiting[]): Promise<void> => {
+  const settle = async (slot: number, batch: Waiting[]): Promise<void> => {
     let results: ConsumeResult[] | undefined;
     let failure: unknown;
     for (let attempt = 0; results === undefined; attempt++) {
       try {
         await migrate();
-        results = await runGroup(batch);
+        results = await runGroup(slot, batch);
       } catch (e) {
         if (isDeadlock(e) && attempt < MYSQL_DEADLOCK_RETRIES) continue;
         failure = e;
@@ -331,7 +363,7 @@ export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: n
       return;
     }
     if (batch.length > 1 && !isFatal(failure)) {
-      for (const w of batch) await settle([w]);
+      for (const w of batch) await settle(slot, [w]);
       return;
     }
     const err = failure instanceof StoreError ? failure : new StoreError(`mysql: ${(failure as Error).message}`);
@@ -341,12 +373,15 @@ export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: n
   let inFlight = 0;
   let scheduled = false;
   /** Starts groups of what waits, up to MYSQL_GROUPS_IN_FLIGHT at once; a finished group starts the next. */
+  const free = Array.from({ length: MYSQL_GROUPS_IN_FLIGHT }, (_, i) => i);
   const pump = (): void => {
     scheduled = false;
-    while (inFlight < MYSQL_GROUPS_IN_FLIGHT && waiting.length > 0) {
+    while (free.length > 0 && waiting.length > 0) {
+      const slot = free.pop()!;
       inFlight++;
-      void settle(waiting.splice(0, MYSQL_GROUP_MAX)).finally(() => {
+      void settle(slot, waiting.splice(0, MYSQL_GROUP_MAX)).finally(() => {
         inFlight--;
+        free.push(slot);
         pump();
       });
     }
@@ -441,6 +476,7 @@ export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: n
     // Requests still waiting for their group are answered before the pool closes.
     close: async () => {
       while (waiting.length > 0 || inFlight > 0) await new Promise((r) => setTimeout(r, 5));
+      for (const c of slots) c?.release();
       await pool.end();
     },
   };
