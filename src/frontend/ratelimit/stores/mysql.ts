@@ -36,7 +36,8 @@ interface Pool {
 /**
  * A new connection of the pool, before it is handed out: mysql2 passes its
  * 'connection' listeners the callback API's connection (its types say the
- * promise one; test/ratelimit-sql-schema.test.ts checks what it sets).
+ * promise one; test/ratelimit-mysql-totals.test.ts's lock test sees the
+ * lock wait it sets).
  */
 interface RawConn {
   query(sql: string, cb: (e: Error | null) => void): void;
