@@ -8,6 +8,8 @@ export type Measure = (
   scenario: Scenario,
   start: () => Promise<System>,
   template: (i: number) => Record<string, string>,
+  /** Distinct requests sent in turn (loadgen's POOL when left out). */
+  pool?: number,
 ) => Promise<Measured>;
 
 export function measurer(
@@ -15,14 +17,14 @@ export function measurer(
   warmupSeconds: number,
   log: (s: string) => void = (s) => process.stderr.write(s),
 ): Measure {
-  return async (scenario, start, template) => {
+  return async (scenario, start, template, pool) => {
     const sys = await start();
     try {
       log(`${sys.name}: answering ${sys.startupMs.toFixed(0)} ms after spawn\n`);
-      await runLoad({ to: sys.to, connections: 8, seconds: warmupSeconds, pipeline: 1, template });
+      await runLoad({ to: sys.to, connections: 8, seconds: warmupSeconds, pipeline: 1, template, pool });
       const points = [];
       for (const connections of CONNECTIONS) {
-        const r = await runLoad({ to: sys.to, connections, seconds, pipeline: 1, template });
+        const r = await runLoad({ to: sys.to, connections, seconds, pipeline: 1, template, pool });
         points.push({ connections, ...r });
         log(
           `  ${connections} connections: ${Math.round(r.reqPerSec)} req/s, p99 ${r.p99Ms.toFixed(2)} ms, errors ${r.errors}\n`,

@@ -54,6 +54,8 @@ export function machine(): Record<string, string> {
     'policyd-rate-limit': deb('policyd-rate-limit'),
     postfwd: deb('postfwd'),
     postgresql: sh('psql', ['--version']),
+    mariadb: sh('mariadb', ['--version']),
+    mysql2: pkg.dependencies.mysql2 ?? '?',
     redis: sh('redis-server', ['--version']).replace(/ sha=.*/, ''),
     'user-mode-linux': deb('user-mode-linux'),
     quota: deb('quota'),
@@ -77,6 +79,8 @@ export function renderReport(r: Results): string {
   const dovecotFs = find('b', 'Dovecot');
   const sqlite = find('c', 'quotapolicy: rate limit, SQLite');
   const redis = find('c', 'quotapolicy: rate limit, Redis');
+  const mariadb = find('c', 'quotapolicy: rate limit, MariaDB');
+  const mariadbNew = find('c', 'quotapolicy: rate limit, MariaDB, new id per request');
   const prl = find('c', 'policyd-rate-limit');
   const pf = find('c', 'postfwd');
   const rss = (name: string): number =>
@@ -110,6 +114,17 @@ export function renderReport(r: Results): string {
     times('(c) SQLite vs policyd-rate-limit', sqlite, prl, 20, 1, `${num(peak(sqlite))} vs ${num(peak(prl))} req/s`),
     times('(c) SQLite vs postfwd', sqlite, pf, 3, 1, `${num(peak(pf))} req/s`),
     times('(c) Redis vs policyd-rate-limit', redis, prl, 10, 1, `${num(peak(redis))} req/s`),
+    times('(c) MariaDB vs policyd-rate-limit', mariadb, prl, 10, 1, `${num(peak(mariadb))} req/s`),
+    times('(c) MariaDB vs postfwd', mariadb, pf, 3, 1, `${num(peak(mariadb))} req/s`),
+    times(
+      '(c) MariaDB, new id per request, vs policyd-rate-limit',
+      mariadbNew,
+      prl,
+      10,
+      1,
+      `${num(peak(mariadbNew))} req/s`,
+    ),
+    times('(c) MariaDB, new id per request, vs postfwd', mariadbNew, pf, 3, 1, `${num(peak(mariadbNew))} req/s`),
     times(
       '(b) cache miss: distinct users/s vs Dovecot quota-status (fs)',
       qpB,

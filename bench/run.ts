@@ -1,8 +1,8 @@
 // `npm run bench`: every scenario of docs/BENCHMARKS.md in one run, as root.
 //   (d) a trivial DUNNO server, the ceiling of the harness;
 //   (a) quotapolicy's quota decision on a cache hit, against Dovecot quota-status (count backend);
-//   (c) quotapolicy's rate limit on SQLite, Redis and PostgreSQL, against
-//       policyd-rate-limit (SQLite) and postfwd;
+//   (c) quotapolicy's rate limit on SQLite, Redis, PostgreSQL and MariaDB (there
+//       also with a new id per request), against policyd-rate-limit (SQLite) and postfwd;
 //   (b) the quota decision on a cache miss, real quota(1) on real kernel quotas,
 //       against Dovecot quota-status (fs backend), inside user-mode-linux.
 // Each at 1, 8, 32 and 128 connections; req/s, p50/p99/max latency, errors,
@@ -62,6 +62,13 @@ const quotaRequest = (i: number): Record<string, string> => ({
 const rateRequest = (i: number): Record<string, string> => ({
   ...postfixRequest(i),
   sasl_username: `user${i % 1000}`,
+  recipient: `r${i % 500}@example.net`,
+});
+/** (c), a new SASL user per request: as many distinct requests as a point sends at MariaDB's rate. */
+const NEW_ID_POOL = 65_536;
+const newIdRequest = (i: number): Record<string, string> => ({
+  ...postfixRequest(i),
+  sasl_username: `new${i}`,
   recipient: `r${i % 500}@example.net`,
 });
 /** Windows never reached, so every request is counted (policyd-rate-limit's shape: a minute and a day). */
@@ -144,6 +151,37 @@ if (only.has('c')) {
           rate('postgresql', 'postgresql://quotapolicy@%2Fvar%2Frun%2Fpostgresql/quotapolicy_bench'),
         ),
       rateRequest,
+    ),
+  );
+  // A fresh MariaDB database the service user owns (it connects by unix_socket authentication, as root does).
+  const mariadb = (sql: string): void => {
+    const r = spawnSync('mariadb', ['-e', sql], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`mariadb: ${r.stderr}`);
+  };
+  mariadb(
+    'DROP DATABASE IF EXISTS quotapolicy_bench; CREATE DATABASE quotapolicy_bench; ' +
+      'CREATE USER IF NOT EXISTS quotapolicy@localhost IDENTIFIED VIA unix_socket; ' +
+      'GRANT ALL ON quotapolicy_bench.* TO quotapolicy@localhost',
+  );
+  const mysqlUrl = 'mysql://quotapolicy@localhost/quotapolicy_bench?socketPath=/run/mysqld/mysqld.sock';
+  measured.push(
+    await measure(
+      'c',
+      () => quotapolicy('quotapolicy: rate limit, MariaDB', dir('qp-mysql'), rate('mysql', mysqlUrl)),
+      rateRequest,
+    ),
+  );
+  measured.push(
+    await measure(
+      'c',
+      () =>
+        quotapolicy(
+          'quotapolicy: rate limit, MariaDB, new id per request',
+          dir('qp-mysql-new'),
+          rate('mysql', mysqlUrl),
+        ),
+      newIdRequest,
+      NEW_ID_POOL,
     ),
   );
   measured.push(await measure('c', () => policydRateLimit(dir('prl'), JSON.stringify(LIMITS)), rateRequest));

@@ -17,6 +17,8 @@ const SYSTEMS: [string, string][] = [
   ['c', 'quotapolicy: rate limit, SQLite'],
   ['c', 'quotapolicy: rate limit, Redis'],
   ['c', 'quotapolicy: rate limit, PostgreSQL'],
+  ['c', 'quotapolicy: rate limit, MariaDB'],
+  ['c', 'quotapolicy: rate limit, MariaDB, new id per request'],
   ['c', 'policyd-rate-limit (SQLite)'],
   ['c', 'postfwd (rate, in memory)'],
   ['b', 'quotapolicy: quota, cache off (real quota)'],

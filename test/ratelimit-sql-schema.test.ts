@@ -1,6 +1,6 @@
 // PostgreSQL and MariaDB schema 2 (keys as storedKey() makes them; MariaDB
 // keys VARBINARY) and the conversion of version 1 tables written by an
-// earlier quotapolicy, each in a database of its own made for the test (and
+// earlier quotapolicy (MariaDB's on to version 3: ratelimit-mysql-totals), each in a database of its own made for the test (and
 // dropped after), so no other test sees a half-converted table. Also the
 // store's refusal of a PostgreSQL database that cannot hold every key, and
 // MariaDB keys compared as bytes whatever the connection's character set.
@@ -10,8 +10,9 @@ import pg from 'pg';
 import mysql from 'mysql2/promise';
 import { STORE_URLS } from './support/stores.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
-import { storedKey, SCHEMA_VERSION, type RateStore, type ConsumeResult } from '../src/frontend/ratelimit/store.js';
+import { storedKey, type RateStore, type ConsumeResult } from '../src/frontend/ratelimit/store.js';
 import { PG_SCHEMA_VERSION } from '../src/frontend/ratelimit/stores/postgres.js';
+import { MYSQL_SCHEMA_VERSION } from '../src/frontend/ratelimit/stores/mysql.js';
 import { rng, modelUsed } from './support/window-model.js';
 
 const T = 1_800_000_000;
@@ -161,12 +162,14 @@ test('mysql: version 1 tables are converted: VARBINARY keys, "a" apart from "a "
     "SELECT TABLE_NAME AS t, COLUMN_TYPE AS type FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'key' ORDER BY TABLE_NAME",
   );
   assert.deepEqual(cols, [
+    { t: 'qp_rate_counts', type: 'varbinary(1020)' },
     { t: 'qp_rate_events', type: 'varbinary(1020)' },
     { t: 'qp_rate_hits', type: 'varbinary(1020)' },
+    { t: 'qp_rate_totals', type: 'varbinary(1020)' },
   ]);
   const [ver] = await c.query('SELECT version FROM qp_schema');
-  assert.deepEqual(ver, [{ version: SCHEMA_VERSION }]);
-  const [held] = await c.query('SELECT DISTINCT `key` FROM qp_rate_events');
+  assert.deepEqual(ver, [{ version: MYSQL_SCHEMA_VERSION }]);
+  const [held] = await c.query('SELECT DISTINCT `key` FROM qp_rate_counts');
   assert.deepEqual(
     (held as { key: Buffer }[]).map((r) => r.key.toString('utf8')).sort(),
     Object.keys(keys).map(storedKey).sort(),

@@ -67,9 +67,9 @@ export class StoreError extends QpError {
 }
 
 /**
- * Version of the MariaDB/MySQL tables, and of the PostgreSQL ones up to 2
- * (SQLite has its own, SQLITE_SCHEMA_VERSION; PostgreSQL from 3 on,
- * PG_SCHEMA_VERSION); bump with a migration step. 1: keys held as they
+ * Version of the MariaDB/MySQL and PostgreSQL tables up to 2, shared by both
+ * (SQLite has its own, SQLITE_SCHEMA_VERSION; from 3 on, each its own:
+ * MYSQL_SCHEMA_VERSION, PG_SCHEMA_VERSION). 1: keys held as they
  * came (MySQL: VARCHAR(255), so a longer key failed every insert). 2: keys
  * held as storedKey() makes them (MySQL: VARBINARY, compared byte for byte);
  * version 1 keys that storedKey() changes are converted when opened.
