@@ -37,6 +37,8 @@ export interface Outcome {
   id?: string;
   /** With verdict error: which failure, as a code (the reason is prose for humans). */
   fault?: Fault;
+  /** A warning of its own to log (alert_on_refusal). */
+  alert?: string;
 }
 export interface Decision extends Outcome {
   check: CheckName | 'none';
@@ -189,6 +191,9 @@ export class PolicyService {
       const r = results[c];
       if (r && refuses(r.action)) return decision(c, r, results);
     }
+    // hold_action (HOLD) does not refuse, but it must not give way to another check's pass.
+    const rl = results.rate_limit;
+    if (rl?.verdict === 'rate_limited') return decision('rate_limit', rl, results);
     for (const c of checks) {
       const r = results[c];
       if (r && r.verdict !== 'skip') return decision(c, r, results);
@@ -271,6 +276,11 @@ export class PolicyService {
     for (const o of [q, rl, d.check === 'none' ? d : undefined])
       if (o?.verdict === 'error') faults.push(o.fault ?? 'internal');
     for (const f of faults) m?.error(f);
+    if (rl?.alert !== undefined && !query)
+      this.log.warn(
+        { queue_id: req.get('queue_id') || undefined, rate_id: rl.id, alert: rl.alert },
+        'rate limit alert',
+      );
     const warn = faults.length > 0 || rl?.verdict === 'would_limit';
     // The log line is built only when it will be written: this runs for every request.
     if (warn || this.log.isLevelEnabled('info')) {
