@@ -69,7 +69,7 @@ test('parseTarget: a missing or unknown kind, an empty id, a bad address or netw
   const bad: [string, RegExp][] = [
     [
       'bob@example.org',
-      /^"bob@example\.org" names no kind: write KIND:ID, e.g\. sender:bob@example\.org or sasl:bob@example\.org \(kinds: sasl, sender, ip, rcpt_domain, sender_domain\)$/,
+      /^"bob@example\.org" names no kind: write KIND:ID, e.g\. sender:bob@example\.org or sasl:bob@example\.org \(kinds: sasl, sender, ip, rcpt_domain, sender_domain, all, bytes\)$/,
     ],
     ['2001:db8::1', /^unknown kind "2001" in "2001:db8::1": write KIND:ID, e\.g\. ip:2001:db8::1 /],
     ['user:bob', /^unknown kind "user" in "user:bob": write KIND:ID, e\.g\. sasl:bob, or rcpt_domain:bob/],
