@@ -294,7 +294,7 @@ test('hold_action: a rate refusal answers it even when the quota check, first, p
   assert.equal(alerts()[0]!.rate_id, 'carol');
   assert.match(
     alerts()[0]!.alert!,
-    /^first refusal of sasl:carol in 60 s: sasl:carol: 1 \+ 1 events over 1 in 60 s; answered HOLD held for review$/,
+    /^first refusal of sasl:carol in 60 s: sasl:carol: 1 \+ 1 over 1 in 60 s; answered HOLD held for review$/,
   );
   // A full mailbox still refuses first: a refusal beats HOLD, whichever check gives it.
   const d = await svc.decide(req({ sasl_username: 'carol', recipient: 'full@example.test' }));

@@ -21,6 +21,9 @@ export interface RateResult {
   alert?: string;
 }
 
+/** Events go unnamed in log lines, as they always have; bytes are said. */
+const unitText = (unit: string): string => (unit === 'events' ? '' : ` ${unit}`);
+
 /** The mark alert_on_refusal keeps in the store: one event per key and window length, held for that window. */
 export const alertKey = (key: string, seconds: number): string => `alert:${seconds}:${key}`;
 
@@ -133,8 +136,8 @@ export class RateLimitCheck {
         const keys = step.buckets.map((b: Bucket) => storedKey(b.key)).join(', ');
         done.push(
           record
-            ? `${step.n} ${step.unit} counted for ${keys}`
-            : `${step.n} ${step.unit} fit, not counted, for ${keys}`,
+            ? `${step.n}${unitText(step.unit)} counted for ${keys}`
+            : `within limits, ${step.n}${unitText(step.unit)} not counted for ${keys}`,
         );
       }
       return { verdict: 'pass', reason: done.join('; '), action: c.success_action, id };
@@ -157,7 +160,7 @@ export class RateLimitCheck {
     nowSec: number,
   ): Promise<RateResult> {
     const c = this.c;
-    const reason = `${storedKey(r.key)}: ${r.used} + ${n} ${unit} over ${r.limit[0]} in ${r.limit[1]} s`;
+    const reason = `${storedKey(r.key)}: ${r.used} + ${n}${unitText(unit)} over ${r.limit[0]} in ${r.limit[1]} s`;
     if (c.report && c.report_limits.includes(r.limit[1]) && commit) store.recordHit(r.key, r.limit[1]).catch(() => {});
     if (c.dry_run)
       return { verdict: 'would_limit', reason: `dry run, would refuse: ${reason}`, action: c.success_action, id };
