@@ -174,6 +174,8 @@ function crossCheck(c: Config, source: string): void {
     throw new ConfigError(`rate_limit.sql_limits_by_id${at}: needs an SQL backend`);
   if (r.report && (r.report_from === null || r.report_to === null))
     throw new ConfigError(`rate_limit.report${at}: report_from and report_to are required`);
+  if (r.alert_mail && (!r.alert_on_refusal || r.report_from === null || r.report_to === null))
+    throw new ConfigError(`rate_limit.alert_mail${at}: needs alert_on_refusal: true, report_from and report_to`);
   if (r.smtp_credentials !== null && !r.smtp_starttls)
     throw new ConfigError(
       `rate_limit.smtp_credentials${at}: set smtp_starttls: true, credentials are never sent in clear`,

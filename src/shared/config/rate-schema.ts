@@ -193,6 +193,11 @@ export const RATE_FIELDS = fieldTable({
     check: bool,
     doc: 'Log a warning the first time a key is refused in a window: at most once per key and window length in any span of that length, across every host sharing the store (the store keeps the mark, key alert:SECONDS:KEY).',
   },
+  alert_mail: {
+    default: false,
+    check: bool,
+    doc: 'With alert_on_refusal: also mail each alert to report_to, from report_from, through smtp_server (smtp_starttls, smtp_credentials, smtp_tls_ca_file as for the report), sent by the daemon as it happens; a few at once at most, beyond that and on failure the alert is only logged, with the reason.',
+  },
   db_error_action: { default: 'DUNNO', check: action, doc: 'The store is unreachable or failed; logged as a warning.' },
   dry_run: {
     default: false,
