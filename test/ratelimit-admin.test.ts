@@ -88,7 +88,7 @@ test('ratelimit: usage, a missing or unknown kind, a bad address are one line ea
   const bad: [string[], RegExp][] = [
     [
       ['ratelimit'],
-      /^quotapolicy: usage: quotapolicy ratelimit show\|reset KIND:ID \(kinds: sasl, sender, ip, rcpt_domain, sender_domain;/,
+      /^quotapolicy: usage: quotapolicy ratelimit show\|reset KIND:ID \(kinds: sasl, sender, ip, rcpt_domain, sender_domain, all, bytes;/,
     ],
     [['ratelimit', 'delete', 'sender:a@b'], /usage: quotapolicy ratelimit show\|reset/],
     [['ratelimit', 'show', 'sender:a@b', 'extra'], /usage: quotapolicy ratelimit show\|reset/],

@@ -15,7 +15,10 @@ const FAIL = 'DEFER_IF_PERMIT Rate limit reach, retry later';
 const FULL = '452 4.2.2 Mailbox full, try again later';
 const silent = pino({ level: 'silent' });
 
-function service(yaml: string, opts: { now?: () => number; openStore?: () => Promise<RateStore> } = {}) {
+function service(
+  yaml: string,
+  opts: { now?: () => number; openStore?: () => Promise<RateStore>; log?: typeof silent } = {},
+) {
   const cfg = parseConfig(yaml, 't');
   const sqlite = storeConfig('sqlite');
   const quotaCalls: number[] = [];
@@ -50,7 +53,7 @@ function service(yaml: string, opts: { now?: () => number; openStore?: () => Pro
         (() => openStore({ ...sqlite, ...cfg.rate_limit, sqlite_path: sqlite.sqlite_path, timeout_ms: 2000 })),
       now: opts.now,
     },
-    silent,
+    opts.log ?? silent,
   );
   return { svc, quotaCalls };
 }
@@ -263,4 +266,41 @@ test('store failures answer db_error_action; the store is opened again once it w
   t += 1500;
   assert.equal((await svc.decide(req({ sasl_username: 'e' }))).action, 'DUNNO');
   assert.equal(opens, 2);
+});
+
+test('hold_action: a rate refusal answers it even when the quota check, first, passes; alert_on_refusal logs one warning per window', async () => {
+  const lines: { level: number; msg: string; alert?: string; rate_id?: string }[] = [];
+  const log = pino(
+    { level: 'warn' },
+    { write: (l: string) => void lines.push(JSON.parse(l) as (typeof lines)[number]) },
+  );
+  let now = 1_800_000_000_000;
+  const { svc } = service(
+    'checks: [quota, rate_limit]\nrate_limit:\n  limits: [[1, 60]]\n  hold_action: "HOLD held for review"\n  alert_on_refusal: true\n',
+    { log, now: () => now },
+  );
+  /** A mail request's reply is the action alone. */
+  const answer = async (o: Record<string, string>): Promise<string> => {
+    const a = await svc.answer(req(o));
+    assert.equal(typeof a, 'string');
+    return a as string;
+  };
+  const answers: string[] = [];
+  for (let i = 0; i < 3; i++) answers.push(await answer({ sasl_username: 'carol' }));
+  assert.deepEqual(answers, ['DUNNO', 'HOLD held for review', 'HOLD held for review']);
+  const alerts = () => lines.filter((l) => l.msg === 'rate limit alert');
+  assert.equal(alerts().length, 1);
+  assert.equal(alerts()[0]!.level, 40, 'at warn');
+  assert.equal(alerts()[0]!.rate_id, 'carol');
+  assert.match(
+    alerts()[0]!.alert!,
+    /^first refusal of sasl:carol in 60 s: sasl:carol: 1 \+ 1 over 1 in 60 s; answered HOLD held for review$/,
+  );
+  // A full mailbox still refuses first: a refusal beats HOLD, whichever check gives it.
+  const d = await svc.decide(req({ sasl_username: 'carol', recipient: 'full@example.test' }));
+  assert.equal(d.action, FULL);
+  now += 61_000;
+  assert.equal(await answer({ sasl_username: 'carol' }), 'DUNNO');
+  assert.equal(await answer({ sasl_username: 'carol' }), 'HOLD held for review');
+  assert.equal(alerts().length, 2, 'a new window, a new alert');
 });

@@ -23,7 +23,7 @@ const req = (o: Record<string, string>) =>
   );
 const counted = (s: Subject) => {
   assert.ok(s.applies, JSON.stringify(s));
-  return { id: s.id, buckets: s.buckets.map((b) => [b.key, b.limits]) };
+  return { id: s.id, buckets: s.steps.flatMap((st) => st.buckets).map((b) => [b.key, b.limits]) };
 };
 
 test('addressKey: the domain always folds, the local part when asked; ids without @ stay as they are', () => {

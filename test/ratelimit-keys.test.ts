@@ -13,7 +13,8 @@ import {
   STORE_KEY_PREFIX_BYTES,
   HASHED_KEY_MARK,
 } from '../src/frontend/ratelimit/store.js';
-import { reportText, shownKey } from '../src/cli/report/report.js';
+import { reportText } from '../src/cli/report/report.js';
+import { shownKey } from '../src/frontend/mail/shown.js';
 
 const bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
 

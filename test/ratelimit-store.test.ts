@@ -595,6 +595,180 @@ for (const backend of BACKENDS) {
       });
     });
 
+    /** A RateLimitCheck on this backend with these rate_limit lines; `opener` to share one store between checks. */
+    const checkOn = (lines: string[], shared = storeConfig(backend)) => {
+      const opener = () => openStore(shared);
+      const cfg = parseConfig(
+        ['checks: [rate_limit]', 'rate_limit:', '  store_timeout_ms: 10000', ...lines.map((l) => `  ${l}`), ''].join(
+          '\n',
+        ),
+        't',
+      ).rate_limit;
+      /** A key's events, read from the check's own store (for sqlite, its own file). */
+      const events = async (key: string) => {
+        const store = await opener();
+        try {
+          return await store.events(key, 0);
+        } finally {
+          await store.close();
+        }
+      };
+      const reset = async (key: string) => {
+        const store = await opener();
+        try {
+          return await store.reset(key);
+        } finally {
+          await store.close();
+        }
+      };
+      return { cfg, check: new RateLimitCheck(cfg, opener), events, reset };
+    };
+    const rqAt = (state: string, o: Record<string, string>) =>
+      parsed(
+        Object.entries({ client_address: '192.0.2.1', recipient: 'r@example.net', ...o })
+          .map(([k, v]) => `${k}=${v}`)
+          .concat(['request=smtpd_access_policy', `protocol_state=${state}`]),
+      );
+
+    test('limits_by_kind: SASL users, senders and client IPs each get their own default', async () => {
+      const { check, reset } = checkOn([
+        'limits: [[5, 60]]',
+        'limit_by_sender: true',
+        'limit_by_ip: true',
+        'limited_networks: ["192.0.2.0/24"]',
+        'limits_by_kind: {sasl: [[1, 60]], sender: [[2, 60]]}',
+      ]);
+      try {
+        const sasl = uniq('kind-sasl');
+        const sender = `${uniq('kind-sender')}@example.org`;
+        // An IP of its own, so that no other run's counts under it matter.
+        const ip = `192.0.2.${2 + Math.floor(Math.random() * 250)}`;
+        const run = async (o: Record<string, string>, times: number) => {
+          const got = [];
+          for (let i = 0; i < times; i++) got.push((await check.check(rqAt('RCPT', o), T * 1000, true)).verdict);
+          return got;
+        };
+        assert.deepEqual(await run({ sasl_username: sasl }, 2), ['pass', 'rate_limited']);
+        assert.deepEqual(await run({ sender }, 3), ['pass', 'pass', 'rate_limited']);
+        // No ip entry: limits. (Reset first: the address may have been drawn by an earlier run.)
+        await reset(`ip:${ip}`);
+        const ipReq = { client_address: ip };
+        const got = [];
+        for (let i = 0; i < 6; i++) got.push((await check.check(rqAt('RCPT', ipReq), T * 1000, true)).verdict);
+        assert.deepEqual(got, ['pass', 'pass', 'pass', 'pass', 'pass', 'rate_limited']);
+      } finally {
+        await check.close();
+      }
+    });
+
+    test("server_limits: one count for every id together, all or nothing with the ids' own windows", async () => {
+      const { check, events, reset } = checkOn([
+        'limits: [[2, 60]]',
+        'limit_by_sender: true',
+        'server_limits: [[3, 60]]',
+      ]);
+      // all: is one key for every run on a shared server: start it from nothing.
+      await reset('all:');
+      try {
+        const [a, b, c] = ['a', 'b', 'c'].map((x) => `${uniq(`srv-${x}`)}@example.org`);
+        const v = async (sender: string) => (await check.check(rqAt('RCPT', { sender }), T * 1000, true)).verdict;
+        assert.deepEqual([await v(a!), await v(a!), await v(a!)], ['pass', 'pass', 'rate_limited']);
+        // a's refusal was not counted in all:, so b still fits once.
+        assert.equal(await v(b!), 'pass');
+        const r = await check.check(rqAt('RCPT', { sender: c! }), T * 1000, true);
+        assert.equal(r.verdict, 'rate_limited');
+        assert.match(r.reason, /^all:: 3 \+ 1 over 3 in 60 s$/);
+        assert.equal((await events(`sender:${c!}`)).length, 0, 'refused by all:, not counted under its id either');
+        assert.deepEqual(await events('all:'), [{ at: T, n: 3 }]);
+      } finally {
+        await check.close();
+        await reset('all:');
+      }
+    });
+
+    test('volume_limits: real sizes counted at END-OF-MESSAGE, declared ones only looked at where events are counted', async () => {
+      const { check, events } = checkOn([
+        'limits: [[100, 60]]',
+        'limit_by_sender: true',
+        'volume_limits: [[1000, 60]]',
+        'count_mode: data_messages',
+      ]);
+      try {
+        const sender = `${uniq('vol')}@example.org`;
+        const at = async (state: string, size: string) => check.check(rqAt(state, { sender, size }), T * 1000, true);
+        assert.equal((await at('DATA', '600')).verdict, 'pass', 'declared 600 fits');
+        assert.equal((await events(`bytes:sender:${sender}`)).length, 0, 'a declared size is never counted');
+        assert.equal((await at('END-OF-MESSAGE', '600')).verdict, 'pass');
+        const early = await at('DATA', '500');
+        assert.equal(early.verdict, 'rate_limited', 'declared 500 cannot fit beside 600');
+        assert.match(early.reason, /^bytes:sender:\S+: 600 \+ 500 declared bytes over 1000 in 60 s$/);
+        assert.equal((await at('DATA', '0')).verdict, 'pass', 'no declared size: one byte is looked at');
+        assert.equal((await at('END-OF-MESSAGE', '400')).verdict, 'pass', 'exactly to the limit');
+        assert.equal((await at('DATA', '')).verdict, 'rate_limited', 'a full window refuses even an unknown size');
+        const late = await at('END-OF-MESSAGE', '1');
+        assert.equal(late.verdict, 'rate_limited');
+        assert.deepEqual(await events(`bytes:sender:${sender}`), [{ at: T, n: 1000 }]);
+        // Events: the DATA requests that passed (two), each one message.
+        assert.deepEqual(await events(`sender:${sender}`), [{ at: T, n: 2 }]);
+      } finally {
+        await check.close();
+      }
+    });
+
+    test("hold_action answers refusals of the id's own windows (events and bytes); a domain refusal keeps fail_action", async () => {
+      const domain = `${uniq('hold')}.example`;
+      const { cfg, check } = checkOn([
+        'limits: [[1, 60]]',
+        'limit_by_sender: true',
+        'volume_limits: [[10, 60]]',
+        'hold_action: "HOLD rate limit: held for review"',
+        `limits_by_sender_domain: {"${domain}": [[2, 60]]}`,
+      ]);
+      try {
+        const [a, b, c] = ['a', 'b', 'c'].map((x) => `${uniq(x)}@${domain}`);
+        const r = (sender: string, state = 'RCPT', size = '0') =>
+          check.check(rqAt(state, { sender, size }), T * 1000, true);
+        assert.equal((await r(a!)).verdict, 'pass');
+        const own = await r(a!);
+        assert.deepEqual([own.verdict, own.action], ['rate_limited', 'HOLD rate limit: held for review']);
+        assert.equal((await r(b!)).verdict, 'pass');
+        const dom = await r(c!);
+        assert.deepEqual([dom.verdict, dom.action], ['rate_limited', cfg.fail_action]);
+        const bytes = await r(b!, 'END-OF-MESSAGE', '11');
+        assert.deepEqual([bytes.verdict, bytes.action], ['rate_limited', 'HOLD rate limit: held for review']);
+      } finally {
+        await check.close();
+      }
+    });
+
+    test('alert_on_refusal: one alert per key and window length, across checks sharing the store, again once the window has passed', async () => {
+      const shared = storeConfig(backend);
+      const lines = ['limits: [[1, 60], [3, 3600]]', 'limit_by_sender: true', 'alert_on_refusal: true'];
+      const one = checkOn(lines, shared);
+      const two = checkOn(lines, shared);
+      try {
+        const sender = `${uniq('alert')}@example.org`;
+        const at = (c: RateLimitCheck, sec: number, commit = true) =>
+          c.check(rqAt('RCPT', { sender }), sec * 1000, commit);
+        assert.equal((await at(one.check, T)).alert, undefined, 'a pass alerts nothing');
+        const first = await at(one.check, T);
+        assert.equal(first.verdict, 'rate_limited');
+        assert.match(first.alert ?? '', /^first refusal of sender:\S+ in 60 s: /);
+        assert.equal((await at(two.check, T + 1)).alert, undefined, 'the other host knows from the store');
+        assert.equal((await at(one.check, T + 30)).alert, undefined);
+        assert.equal((await at(one.check, T + 30, false)).alert, undefined, 'a look never alerts');
+        // T + 61: the 60 s window has room again; the request passes; the next refusal is a new one.
+        assert.equal((await at(two.check, T + 61)).verdict, 'pass');
+        assert.match((await at(two.check, T + 62)).alert ?? '', /in 60 s/);
+        assert.equal((await at(one.check, T + 200)).verdict, 'pass');
+        assert.match((await at(one.check, T + 400)).alert ?? '', /in 3600 s/, 'another window: its own alert');
+        assert.equal((await at(two.check, T + 500)).alert, undefined);
+      } finally {
+        await one.check.close();
+        await two.check.close();
+      }
+    });
+
     test('clean removes events older than asked, keeps the rest', async () => {
       const key = uniq('clean');
       const b = [{ key, limits: [[2, 2_000_000_000]] as const }];

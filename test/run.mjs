@@ -31,6 +31,7 @@ const UNIT = [
   'ratelimit-check',
   'ratelimit-decide',
   'ratelimit-keys',
+  'ratelimit-limits-beyond',
   'ratelimit-sqlite-schema',
   'recipient',
   'smtp-report',

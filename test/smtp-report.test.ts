@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sendMail, SMTP_MAX_REPLY_BYTES } from '../src/cli/report/smtp.js';
+import { sendMail, SMTP_MAX_REPLY_BYTES } from '../src/frontend/mail/smtp.js';
 
 let cert: Buffer;
 let key: Buffer;

@@ -68,6 +68,21 @@ test('real Postfix: the authenticated sender over its limit was told by the rate
   assert.equal(line.rate_id, 'ratelimited');
 });
 
+test('real Postfix: the volume-limited sender was counted in real bytes at END-OF-MESSAGE', () => {
+  const lines = daemonLog.filter((l) => l.msg === 'decision' && l.rate_id === 'volume');
+  const end = lines.filter((l) => l.state === 'END-OF-MESSAGE');
+  // Each 4 KiB body is 4096 bytes plus its Subject line and Postfix's own headers: over 4000, and two are over 7000.
+  const counted = end
+    .filter((l) => l.rate_verdict === 'pass')
+    .map((l) => Number(/^(\d+) bytes counted for bytes:sasl:volume$/.exec(String(l.reason))?.[1]));
+  assert.equal(counted.length, 2, JSON.stringify(end));
+  assert.ok(counted[0]! > 4096 && counted[0]! + counted[1]! <= 7000, `counted ${counted.join(', ')}`);
+  const refused = end.find((l) => l.rate_verdict === 'rate_limited');
+  assert.match(String(refused?.reason), /^bytes:sasl:volume: \d+ \+ \d+ bytes over 7000 in 3600 s$/);
+  const early = lines.find((l) => l.state === 'RCPT' && l.rate_verdict === 'rate_limited');
+  assert.match(String(early?.reason), /^bytes:sasl:volume: \d+ \+ \d+ declared bytes over 7000 in 3600 s$/);
+});
+
 test("real Postfix: the normal user's mail is in its Maildir on the quota file system", () => {
   assert.equal(results.delivered_under.length, 3, 'the normal message and the two allowed rate-limited ones');
   assert.ok(results.delivered_under.some((m) => /Subject: normal user delivered/.test(m)));

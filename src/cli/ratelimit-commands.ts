@@ -115,7 +115,7 @@ async function show(
     out(a.limits === undefined ? 'limits: none\n' : `limits: none, unlimited ([] in ${a.source})\n`);
     let held = 0;
     for (const e of await store.events(target.key, 0)) held += e.n;
-    out(`held: ${held} events\n`);
+    out(`held: ${held} ${target.kind === 'bytes' ? 'bytes' : 'events'}\n`);
     return EXIT.OK;
   }
   out(`limits: ${limitsText(a.limits)} (${a.source})\n`);

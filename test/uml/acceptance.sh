@@ -44,6 +44,8 @@ rate_limit:
   limits: [[1000, 60]]
   limits_by_id:
     ratelimited: [[2, 3600]]
+  volume_limits_by_id:
+    volume: [[7000, 3600]]
 YAML
 chmod 644 /run/quotapolicy.yaml
 node "$REPO/bin/quotapolicy.js" serve --config /run/quotapolicy.yaml > /run/out/daemon.log 2>&1 &

@@ -3,23 +3,8 @@
 import type { HitRow } from '../../frontend/ratelimit/store.js';
 import type { RateConfig } from '../../shared/config/rate-schema.js';
 import { readFileSync } from 'node:fs';
-import { sendMail } from './smtp.js';
-
-/**
- * A key on one line of the report. Keys hold whatever a client sent (a long
- * one arrives hashed: readable head, SHA-256, length); control characters,
- * line separators and backslash are escaped, so none can break the table or
- * put a line of its own (a lone "." or a bare CR) into the mail.
- */
-export function shownKey(key: string): string {
-  return key.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\\]/gu, (c) =>
-    c === '\\'
-      ? '\\\\'
-      : c.charCodeAt(0) <= 0xff
-        ? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`
-        : `\\u${c.charCodeAt(0).toString(16)}`,
-  );
-}
+import { sendMail } from '../../frontend/mail/smtp.js';
+import { shownKey } from '../../frontend/mail/shown.js';
 
 export function reportText(hits: readonly HitRow[]): string {
   if (hits.length === 0) return 'No id hit a limit since the last cleanup.\n';

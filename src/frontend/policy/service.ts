@@ -8,6 +8,7 @@ import type { PolicyRequest } from '../protocol/parser.js';
 import type { Config } from '../../shared/config/schema.js';
 import { QuotaCheck, type UserEntry } from '../quota/quota-check.js';
 import { RateLimitCheck } from '../ratelimit/check.js';
+import { AlertMailer } from '../ratelimit/alert-mail.js';
 import type { RateStore } from '../ratelimit/store.js';
 import type { QuotaKind, UserQuota } from '../../shared/wire.js';
 import type { Fault, Metrics } from '../metrics.js';
@@ -46,6 +47,8 @@ export interface Outcome {
   /** The quota check's warning, if a threshold is crossed (quota_warnings). */
   warning?: QuotaWarning;
   address?: string;
+  /** A warning of its own to log (alert_on_refusal). */
+  alert?: string;
 }
 export interface Decision extends Outcome {
   check: CheckName | 'none';
@@ -84,6 +87,7 @@ export class PolicyService {
   private quota: QuotaCheck;
   private rate: RateLimitCheck | undefined;
   private notices: Notifier | undefined;
+  private readonly alertMailer = new AlertMailer();
   constructor(
     private cfg: Config,
     private delimiters: string,
@@ -217,6 +221,9 @@ export class PolicyService {
       const r = results[c];
       if (r && refuses(r.action)) return decision(c, r, results);
     }
+    // hold_action (HOLD) does not refuse, but it must not give way to another check's pass.
+    const rl = results.rate_limit;
+    if (rl?.verdict === 'rate_limited') return decision('rate_limit', rl, results);
     const q = results.quota;
     // A warning header (PREPEND, which Postfix takes as DUNNO after adding the header) wins over a plain DUNNO.
     const warns = q?.warning !== undefined && /^PREPEND /.test(q.action);
@@ -293,6 +300,19 @@ export class PolicyService {
     return { action: d.action, attrs };
   }
 
+  /** alert_on_refusal's warning, and with alert_mail its mail (sent after the reply, its outcome logged). */
+  private alert(req: PolicyRequest, id: string | undefined, alert: string): void {
+    const queueId = req.get('queue_id') || undefined;
+    this.log.warn({ queue_id: queueId, rate_id: id, alert }, 'rate limit alert');
+    const rl = this.cfg.rate_limit;
+    if (!rl.alert_mail) return;
+    void this.alertMailer.mail(rl, alert).then((m) => {
+      if (m.sent)
+        this.log.info({ queue_id: queueId, rate_id: id, to: [rl.report_to].flat() }, 'rate limit alert mailed');
+      else this.log.warn({ queue_id: queueId, rate_id: id, reason: m.reason }, 'rate limit alert not mailed');
+    });
+  }
+
   private record(req: PolicyRequest, d: Decision, started: number, query = false): string {
     const q = d.results.quota;
     const rl = d.results.rate_limit;
@@ -311,6 +331,7 @@ export class PolicyService {
     for (const o of [q, rl, d.check === 'none' ? d : undefined])
       if (o?.verdict === 'error') faults.push(o.fault ?? 'internal');
     for (const f of faults) m?.error(f);
+    if (rl?.alert !== undefined && !query) this.alert(req, rl.id, rl.alert);
     const warn = faults.length > 0 || rl?.verdict === 'would_limit';
     // The log line is built only when it will be written: this runs for every request.
     if (warn || this.log.isLevelEnabled('info')) {

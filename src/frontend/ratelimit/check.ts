@@ -2,7 +2,7 @@
 // check-and-record. Needs no root; lives wholly in the front.
 import type { PolicyRequest } from '../protocol/parser.js';
 import type { RateConfig } from '../../shared/config/rate-schema.js';
-import { subject, type RateRules, type Limit } from './decide.js';
+import { subject, type RateRules, type Limit, type Bucket } from './decide.js';
 import { parseNetwork, type Network } from '../../shared/network.js';
 import { StoreError, storedKey, type RateStore } from './store.js';
 import { openStore } from './open-store.js';
@@ -17,7 +17,15 @@ export interface RateResult {
   id?: string;
   /** With verdict error: always the store. */
   fault?: Extract<Fault, 'store'>;
+  /** alert_on_refusal: the key's first refusal in the window, for a warning of its own. */
+  alert?: string;
 }
+
+/** Events go unnamed in log lines, as they always have; bytes are said. */
+const unitText = (unit: string): string => (unit === 'events' ? '' : ` ${unit}`);
+
+/** The mark alert_on_refusal keeps in the store: one event per key and window length, held for that window. */
+export const alertKey = (key: string, seconds: number): string => `alert:${seconds}:${key}`;
 
 /** After a failed open, wait this long before trying the store again. */
 export const STORE_RETRY_MS = 1000;
@@ -42,6 +50,10 @@ export function rulesFrom(c: RateConfig): RateRules {
   return {
     limits: c.limits,
     limitsById: m(c.limits_by_id, id),
+    limitsByKind: c.limits_by_kind,
+    serverLimits: c.server_limits,
+    volumeLimits: c.volume_limits,
+    volumeLimitsById: m(c.volume_limits_by_id, id),
     bySasl: c.limit_by_sasl,
     bySender: c.limit_by_sender,
     byIp: c.limit_by_ip,
@@ -112,32 +124,66 @@ export class RateLimitCheck {
         if (fromDb !== undefined) sub = subject(req, this.rules, fromDb);
         if (!sub.applies) return { verdict: 'skip', reason: sub.reason, action: c.success_action };
       }
-      if (sub.buckets.length === 0) return { verdict: 'pass', reason: 'unlimited id', action: c.success_action, id };
-      // consume() records only what passes every window, so a dry run counts exactly what a real run would.
-      const r = await this.timed(
-        store.consume({ buckets: sub.buckets, n: sub.n, nowSec: Math.floor(nowMs / 1000), commit }),
-      );
-      if (r.ok) {
+      if (sub.steps.length === 0) return { verdict: 'pass', reason: 'unlimited id', action: c.success_action, id };
+      const nowSec = Math.floor(nowMs / 1000);
+      const done: string[] = [];
+      for (const step of sub.steps) {
+        // consume() records only what passes every window, so a dry run counts exactly what a real run would.
+        const record = commit && step.record;
+        const r = await this.timed(store.consume({ buckets: step.buckets, n: step.n, nowSec, commit: record }));
+        if (!r.ok) return this.refused(store, id, sub.ownKeys, r, step.n, step.unit, commit, nowSec);
         // Keys as the store holds them (a long one hashed, as the report lists it), so log lines stay short.
-        const keys = sub.buckets.map((b) => storedKey(b.key)).join(', ');
-        return {
-          verdict: 'pass',
-          reason: commit ? `${sub.n} counted for ${keys}` : `within limits, ${sub.n} not counted for ${keys}`,
-          action: c.success_action,
-          id,
-        };
+        const keys = step.buckets.map((b: Bucket) => storedKey(b.key)).join(', ');
+        done.push(
+          record
+            ? `${step.n}${unitText(step.unit)} counted for ${keys}`
+            : `within limits, ${step.n}${unitText(step.unit)} not counted for ${keys}`,
+        );
       }
-      const reason = `${storedKey(r.key)}: ${r.used} + ${sub.n} over ${r.limit[0]} in ${r.limit[1]} s`;
-      if (c.report && c.report_limits.includes(r.limit[1]) && commit)
-        store.recordHit(r.key, r.limit[1]).catch(() => {});
-      if (c.dry_run)
-        return { verdict: 'would_limit', reason: `dry run, would refuse: ${reason}`, action: c.success_action, id };
-      return { verdict: 'rate_limited', reason, action: c.fail_action, id };
+      return { verdict: 'pass', reason: done.join('; '), action: c.success_action, id };
     } catch (e) {
       // Pools and ioredis reconnect by themselves; a failed open is retried by getStore().
       if (!(e instanceof StoreError)) throw e;
       return { verdict: 'error', reason: e.message, action: c.db_error_action, id, fault: 'store' };
     }
+  }
+
+  /** The answer for a refusal by one window of `r.key`; alerts and counts hits as configured. */
+  private async refused(
+    store: RateStore,
+    id: string,
+    ownKeys: readonly string[],
+    r: { key: string; limit: Limit; used: number },
+    n: number,
+    unit: string,
+    commit: boolean,
+    nowSec: number,
+  ): Promise<RateResult> {
+    const c = this.c;
+    const reason = `${storedKey(r.key)}: ${r.used} + ${n}${unitText(unit)} over ${r.limit[0]} in ${r.limit[1]} s`;
+    if (c.report && c.report_limits.includes(r.limit[1]) && commit) store.recordHit(r.key, r.limit[1]).catch(() => {});
+    if (c.dry_run)
+      return { verdict: 'would_limit', reason: `dry run, would refuse: ${reason}`, action: c.success_action, id };
+    const held = c.hold_action !== null && ownKeys.includes(r.key);
+    const result: RateResult = {
+      verdict: 'rate_limited',
+      reason: held ? `${reason} (hold_action)` : reason,
+      action: held ? c.hold_action! : c.fail_action,
+      id,
+    };
+    if (c.alert_on_refusal && commit) {
+      // The store keeps the mark, so every process and host sharing it alerts once; if it cannot say, alert anyway.
+      const mark = alertKey(r.key, r.limit[1]);
+      const first = await this.timed(
+        store.consume({ buckets: [{ key: mark, limits: [[1, r.limit[1]]] }], n: 1, nowSec, commit: true }),
+      ).then(
+        (m) => m.ok,
+        () => true,
+      );
+      if (first)
+        result.alert = `first refusal of ${storedKey(r.key)} in ${r.limit[1]} s: ${reason}; answered ${result.action}`;
+    }
+    return result;
   }
 
   async close(): Promise<void> {

@@ -1,15 +1,15 @@
 // What `quotapolicy ratelimit show|reset KIND:ID` acts on, pure: which
 // counter key an admin's id names (the key decide.ts counts under), which
 // windows apply to it, and where each window stands at a given time.
-import type { Limit, RateRules } from './decide.js';
+import { idLimitsFor, volumeLimitsFor, SERVER_KEY, VOLUME_PREFIX, type Limit, type RateRules } from './decide.js';
 import { inNetworks, ipGroup } from './net.js';
 import { parseIp } from '../../shared/network.js';
 import { addressKey } from '../../shared/address.js';
 import type { EventRow } from './store.js';
 import { QpError } from '../../shared/errors.js';
 
-/** The kinds of counter keys decide.ts makes ("KIND:ID"). */
-export const KEY_KINDS = ['sasl', 'sender', 'ip', 'rcpt_domain', 'sender_domain'] as const;
+/** The kinds of counter keys decide.ts makes ("KIND:ID"; "all:" for server_limits, "bytes:KIND:ID" for volumes). */
+export const KEY_KINDS = ['sasl', 'sender', 'ip', 'rcpt_domain', 'sender_domain', 'all', 'bytes'] as const;
 export type KeyKind = (typeof KEY_KINDS)[number];
 
 export class KeyIdError extends QpError {
@@ -27,6 +27,8 @@ export interface Target {
   key: string;
   /** For ip given as one address: that address (limits_by_id may name it, exempt_networks may hold it). */
   address?: string;
+  /** For bytes: the id whose volume it is. */
+  of?: Target;
 }
 
 const KINDS_TEXT = KEY_KINDS.join(', ');
@@ -53,9 +55,21 @@ export function parseTarget(text: string, r: RateRules): Target {
     );
   }
   const raw = text.slice(colon + 1);
+  if (kind === 'all') {
+    if (raw !== '') throw new KeyIdError(`all: is one key for every id together: write "all:", nothing after it`);
+    return { kind: 'all', id: '', key: SERVER_KEY };
+  }
   if (raw === '') throw new KeyIdError(`"${text}" names no id after "${kind}:"`);
+  if (kind === 'bytes') {
+    const of = parseTarget(raw, r);
+    if (of.kind !== 'sasl' && of.kind !== 'sender' && of.kind !== 'ip')
+      throw new KeyIdError(
+        `bytes:${raw}: volumes are counted per id: write bytes:sasl:NAME, bytes:sender:ADDRESS or bytes:ip:ADDRESS`,
+      );
+    return { kind: 'bytes', id: of.id, key: `${VOLUME_PREFIX}${of.key}`, of };
+  }
   if (/[\r\n]/.test(raw)) throw new KeyIdError(`"${kind}:" id contains a line break: no request can carry one`);
-  const k = kind as KeyKind;
+  const k = kind as Exclude<KeyKind, 'all' | 'bytes'>; // those two returned above
   switch (k) {
     case 'sasl':
     case 'sender': {
@@ -102,6 +116,21 @@ export interface Applying {
  */
 export function applying(t: Target, r: RateRules, fromDb?: readonly Limit[]): Applying {
   const notCounted: string[] = [];
+  if (t.kind === 'all') {
+    if (r.serverLimits.length === 0) notCounted.push('server_limits is empty');
+    return { limits: r.serverLimits.length > 0 ? r.serverLimits : undefined, source: 'server_limits', notCounted };
+  }
+  if (t.kind === 'bytes') {
+    const of = t.of!;
+    const inner = applying(of, r);
+    const v = volumeLimitsFor(r, { id: of.id, kind: of.kind as 'sasl' | 'sender' | 'ip' }, of.address ?? '');
+    if (v.source === 'volume_limits' && v.limits.length === 0) inner.notCounted.push('volume_limits is empty');
+    return {
+      limits: v.source === 'volume_limits' && v.limits.length === 0 ? undefined : v.limits,
+      source: v.source,
+      notCounted: inner.notCounted,
+    };
+  }
   if (t.kind === 'rcpt_domain' || t.kind === 'sender_domain') {
     const map = t.kind === 'rcpt_domain' ? r.limitsByRecipientDomain : r.limitsBySenderDomain;
     const setting = t.kind === 'rcpt_domain' ? 'limits_by_recipient_domain' : 'limits_by_sender_domain';
@@ -118,10 +147,7 @@ export function applying(t: Target, r: RateRules, fromDb?: readonly Limit[]): Ap
     if (t.address !== undefined && inNetworks(t.address, r.exemptNetworks))
       notCounted.push(`${t.address} is in exempt_networks`);
   } else if (r.exemptIds.has(t.id)) notCounted.push(`${t.id} is in exempt_ids`);
-  if (fromDb !== undefined) return { limits: fromDb, source: 'sql_limits_by_id', notCounted };
-  const byId = r.limitsById.get(t.id) ?? (t.address !== undefined ? r.limitsById.get(t.address) : undefined);
-  if (byId !== undefined) return { limits: byId, source: 'limits_by_id', notCounted };
-  return { limits: r.limits, source: 'limits', notCounted };
+  return { ...idLimitsFor(r, { id: t.id, kind: t.kind }, t.address ?? '', fromDb), notCounted };
 }
 
 export interface WindowState {

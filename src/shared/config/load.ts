@@ -151,8 +151,8 @@ export function parseConfig(text: string, source: string, base: Config = default
     rate_limit: (n) => applyMap(n, RATE_FIELDS, cfg.rate_limit, where, 'rate_limit.'),
   });
   crossCheck(cfg, source);
-  foldIds(cfg, (k) => {
-    const map = doc.getIn(['rate_limit', 'limits_by_id'], true);
+  foldIds(cfg, (field, k) => {
+    const map = doc.getIn(['rate_limit', field], true);
     const pair = isMap(map)
       ? (map.items as Pair<Node, Node | null>[]).find((p) => isScalar(p.key) && String(p.key.value) === k)
       : undefined;
@@ -199,6 +199,8 @@ function crossCheck(c: Config, source: string): void {
     throw new ConfigError(`rate_limit.sql_limits_by_id${at}: needs an SQL backend`);
   if (r.report && (r.report_from === null || r.report_to === null))
     throw new ConfigError(`rate_limit.report${at}: report_from and report_to are required`);
+  if (r.alert_mail && (!r.alert_on_refusal || r.report_from === null || r.report_to === null))
+    throw new ConfigError(`rate_limit.alert_mail${at}: needs alert_on_refusal: true, report_from and report_to`);
   if (r.smtp_credentials !== null && !r.smtp_starttls)
     throw new ConfigError(
       `rate_limit.smtp_credentials${at}: set smtp_starttls: true, credentials are never sent in clear`,
@@ -206,27 +208,31 @@ function crossCheck(c: Config, source: string): void {
 }
 
 /**
- * limits_by_id and exempt_ids keys as the rate limiter compares ids
- * (addressKey, with fold_local_part_case): Big@Example.org becomes
- * big@example.org. Two limits_by_id keys that fold into one address are
- * refused (which of their limits was meant cannot be guessed); a repeated
- * exempt id is only said twice, and kept once.
+ * limits_by_id, volume_limits_by_id and exempt_ids keys as the rate limiter
+ * compares ids (addressKey, with fold_local_part_case): Big@Example.org
+ * becomes big@example.org. Two keys of one mapping that fold into one
+ * address are refused (which of their limits was meant cannot be guessed);
+ * a repeated exempt id is only said twice, and kept once.
  */
-function foldIds(c: Config, whereId: (key: string) => string): void {
+function foldIds(c: Config, whereId: (field: string, key: string) => string): void {
   const r = c.rate_limit;
   const fold = r.fold_local_part_case;
-  const seen = new Map<string, string>();
-  for (const k of Object.keys(r.limits_by_id)) {
-    const key = addressKey(k, fold);
-    const other = seen.get(key);
-    if (other !== undefined)
-      throw new ConfigError(
-        `rate_limit.limits_by_id${whereId(k)}: ${JSON.stringify(other)} and ${JSON.stringify(k)} are one address, ${key}, as Postfix compares addresses` +
-          `${fold ? ' (fold_local_part_case: true)' : ''}: give it once`,
-      );
-    seen.set(key, k);
-  }
-  r.limits_by_id = Object.fromEntries(Object.entries(r.limits_by_id).map(([k, v]) => [addressKey(k, fold), v]));
+  const folded = (field: 'limits_by_id' | 'volume_limits_by_id'): Record<string, [number, number][]> => {
+    const seen = new Map<string, string>();
+    for (const k of Object.keys(r[field])) {
+      const key = addressKey(k, fold);
+      const other = seen.get(key);
+      if (other !== undefined)
+        throw new ConfigError(
+          `rate_limit.${field}${whereId(field, k)}: ${JSON.stringify(other)} and ${JSON.stringify(k)} are one address, ${key}, as Postfix compares addresses` +
+            `${fold ? ' (fold_local_part_case: true)' : ''}: give it once`,
+        );
+      seen.set(key, k);
+    }
+    return Object.fromEntries(Object.entries(r[field]).map(([k, v]) => [addressKey(k, fold), v]));
+  };
+  r.limits_by_id = folded('limits_by_id');
+  r.volume_limits_by_id = folded('volume_limits_by_id');
   r.exempt_ids = [...new Set(r.exempt_ids.map((k) => addressKey(k, fold)))];
 }
 

@@ -46,6 +46,18 @@ const limitsMap =
     }
     return undefined;
   };
+/** The identity kinds an id is counted under (decide.ts identify()). */
+export const ID_KINDS = ['sasl', 'sender', 'ip'] as const;
+export type IdKind = (typeof ID_KINDS)[number];
+const limitsByKind: Check<Partial<Record<IdKind, [number, number][]>>> = (v) => {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'must be a mapping';
+  for (const [k, l] of Object.entries(v)) {
+    if (!(ID_KINDS as readonly string[]).includes(k)) return `${k}: not an id kind (kinds: ${ID_KINDS.join(', ')})`;
+    const bad = limitList(l);
+    if (bad !== undefined) return `${k}: ${bad}`;
+  }
+  return undefined;
+};
 const anyId: Check<string> = (v) =>
   typeof v === 'string' && v !== '' && v.length <= 255 && !CONTROL.test(v) ? undefined : 'must be a non-empty id';
 const anyString: Check<string> = (v) => (typeof v === 'string' ? undefined : 'must be a string');
@@ -121,6 +133,26 @@ export const RATE_FIELDS = fieldTable({
     check: limitsMap(anyId),
     doc: 'Per-id overrides (SASL user, sender, or client IP/group); [] means unlimited. Addresses match in any case (fold_local_part_case).',
   },
+  limits_by_kind: {
+    default: {},
+    check: limitsByKind,
+    doc: 'Default windows per identity kind ({sasl: ..., sender: ..., ip: ...}), over limits and under limits_by_id and sql_limits_by_id; [] means unlimited.',
+  },
+  server_limits: {
+    default: [],
+    check: limitList,
+    doc: 'Windows [count, seconds] for all ids together (key all:): every counted request counts here too, ids with no windows of their own ([]) included; exempt ones do not. [] = none.',
+  },
+  volume_limits: {
+    default: [],
+    check: limitList,
+    doc: 'Windows [bytes, seconds] per id (key bytes:KIND:ID): the real size of each message at END-OF-MESSAGE is counted, once per message; the size declared in MAIL FROM is looked at when count_mode counts, to refuse early. Needs check_policy_service in smtpd_end_of_data_restrictions. [] = none.',
+  },
+  volume_limits_by_id: {
+    default: {},
+    check: limitsMap(anyId),
+    doc: 'Per-id overrides of volume_limits; [] means no volume limit for that id. Addresses match in any case (fold_local_part_case).',
+  },
   sql_limits_by_id: {
     default: '',
     check: anyString,
@@ -150,6 +182,21 @@ export const RATE_FIELDS = fieldTable({
     default: 'DEFER_IF_PERMIT Rate limit reach, retry later',
     check: action,
     doc: 'Over a limit (not counted).',
+  },
+  hold_action: {
+    default: null,
+    check: nullable(action),
+    doc: "Answered instead of fail_action when an id's own windows (count or volume) refuse, e.g. HOLD, so a compromised account's mail waits in the hold queue; a domain or server_limits refusal keeps fail_action. null = fail_action.",
+  },
+  alert_on_refusal: {
+    default: false,
+    check: bool,
+    doc: 'Log a warning the first time a key is refused in a window: at most once per key and window length in any span of that length, across every host sharing the store (the store keeps the mark, key alert:SECONDS:KEY).',
+  },
+  alert_mail: {
+    default: false,
+    check: bool,
+    doc: 'With alert_on_refusal: also mail each alert to report_to, from report_from, through smtp_server (smtp_starttls, smtp_credentials, smtp_tls_ca_file as for the report), sent by the daemon as it happens; a few at once at most, beyond that and on failure the alert is only logged, with the reason.',
   },
   db_error_action: { default: 'DUNNO', check: action, doc: 'The store is unreachable or failed; logged as a warning.' },
   dry_run: {

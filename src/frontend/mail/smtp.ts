@@ -1,4 +1,5 @@
-// A small SMTP client for rate-limit reports: EHLO, optional STARTTLS, AUTH
+// A small SMTP client for rate-limit reports (`quotapolicy clean`) and
+// alerts (the front, alert_mail): EHLO, optional STARTTLS, AUTH
 // PLAIN, one message to each recipient. Every step has a deadline; any
 // non-2xx/3xx reply is an error naming the step.
 import net from 'node:net';
