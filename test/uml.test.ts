@@ -106,6 +106,27 @@ test('`quotapolicy check` as root prints the right action for real quotas', () =
   );
 });
 
+test('group quotas: the decision names the kind that answered', () => {
+  const kindOf = (recipient: string) =>
+    daemonLog.find((l) => l.msg === 'decision' && l.recipient === recipient)?.quota_kind;
+  assert.equal(kindOf('grpuser@example.test'), 'group');
+  assert.equal(kindOf('grpgrace@example.test'), 'group');
+  assert.equal(kindOf('grpexpired@example.test'), 'group');
+  // /home/prj counts group usage without enforcing it: the full group there is not what answered.
+  assert.equal(kindOf('grpoff@example.test'), 'user');
+});
+
+test('`quotapolicy check`: a full primary group refuses; quota_kinds: [user] does not consult it', () => {
+  assert.equal(
+    readFileSync(join(out, 'check-grpuser.txt'), 'utf8'),
+    `action: ${FULL}\nverdict: over_quota\nreason: group quota: blocks at hard limit on /home (200/200 KiB)\nuser: grpuser\n`,
+  );
+  assert.equal(
+    readFileSync(join(out, 'check-grpuser-kinds-user.txt'), 'utf8'),
+    'action: DUNNO\nverdict: pass\nreason: within quota on /home\nuser: grpuser\n',
+  );
+});
+
 test('the service user cannot run quota(1) for another user by itself (real quotactl)', () => {
   const rc = Number(readFileSync(join(out, 'front-quota.rc'), 'utf8'));
   const stderr = readFileSync(join(out, 'front-quota.stderr'), 'utf8');
