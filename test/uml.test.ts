@@ -1,4 +1,5 @@
-// Acceptance: real kernel quotas (user-mode-linux, ext4 with usrquota), the
+// Acceptance: real kernel quotas (user-mode-linux, ext4 with usrquota and
+// grpquota, a second one with prjquota), the
 // real quota(1), `quotapolicy serve` as root with real privilege separation,
 // and a real Postfix sending through check_policy_service. One boot; the
 // guest (test/uml/acceptance.sh + probe.ts) records, this file judges.
@@ -114,6 +115,14 @@ test('group quotas: the decision names the kind that answered', () => {
   assert.equal(kindOf('grpexpired@example.test'), 'group');
   // /home/prj counts group usage without enforcing it: the full group there is not what answered.
   assert.equal(kindOf('grpoff@example.test'), 'user');
+  assert.equal(kindOf('prjfull@example.test'), 'project');
+});
+
+test('`quotapolicy check`: a full project of the mailbox directory refuses (read by lsattr -p, as the service user)', () => {
+  assert.equal(
+    readFileSync(join(out, 'check-prjfull.txt'), 'utf8'),
+    `action: ${FULL}\nverdict: over_quota\nreason: project quota: blocks at hard limit on /home/prj (200/200 KiB)\nuser: prjfull\n`,
+  );
 });
 
 test('`quotapolicy check`: a full primary group refuses; quota_kinds: [user] does not consult it', () => {

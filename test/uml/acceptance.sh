@@ -27,9 +27,15 @@ mkuser grpexpired 2010; setquota -g grpexpired 100 200 10 20 /home; fill grpexpi
 groupadd -g 3004 offgrp
 useradd -M -d /home/prj/grpoff -u 2011 -g offgrp -s /bin/sh grpoff && mkdir /home/prj/grpoff && chown grpoff:offgrp /home/prj/grpoff
 setquota -u grpoff 1000 2000 100 200 /home/prj; setquota -g offgrp 100 200 10 20 /home/prj; fillas 2011 3004 /home/prj/grpoff/fill 300
+# Project quotas: prjfull's home on /home/prj is project 42 (inherited by what is made in it), which is full;
+# its own quota there is fine. The front reads the id with lsattr -p as the service user.
+useradd -M -d /home/prj/prjfull -u 2012 -U -s /bin/sh prjfull && mkdir /home/prj/prjfull && chown prjfull: /home/prj/prjfull
+chattr -p 42 +P /home/prj/prjfull
+setquota -u prjfull 1000 2000 100 200 /home/prj; setquota -P 42 100 200 10 20 /home/prj; fillas 2012 2012 /home/prj/prjfull/fill 300
 sleep 2   # let the expired user's 1 s grace run out
 repquota -u /home > /run/out/repquota.txt 2>&1
 repquota -g /home /home/prj > /run/out/repquota-g.txt 2>&1
+repquota -P /home/prj > /run/out/repquota-p.txt 2>&1
 
 # Postfix, chrooted smtpd as Debian ships it, policy socket in its spool.
 cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
@@ -73,6 +79,7 @@ node "$REPO/bin/quotapolicy.js" check hard@example.test > /run/out/check-hard.tx
 node "$REPO/bin/quotapolicy.js" check under@example.test --size 3072000 > /run/out/check-under-big.txt 2>&1
 node "$REPO/bin/quotapolicy.js" check grpuser@example.test > /run/out/check-grpuser.txt 2>&1
 node "$REPO/bin/quotapolicy.js" check --config /run/quotapolicy-user.yaml grpuser@example.test > /run/out/check-grpuser-kinds-user.txt 2>&1
+node "$REPO/bin/quotapolicy.js" check prjfull@example.test > /run/out/check-prjfull.txt 2>&1
 # Privilege proof: the service user (what the front runs as) cannot read another user's quota.
 setpriv --reuid=quotapolicy --regid=quotapolicy --clear-groups /usr/bin/quota -w -p -v --show-mntpoint --hide-device -u -- 2003 \
   > /run/out/front-quota.stdout 2> /run/out/front-quota.stderr; echo $? > /run/out/front-quota.rc

@@ -38,6 +38,8 @@ export const POLICY_CASES: PolicyCase[] = [
     want: 'DUNNO',
     verdict: 'pass',
   },
+  // Project quotas: the project of the mailbox directory (its home on /home/prj).
+  { name: 'user fine, project full', attrs: rcpt('prjfull@example.test'), want: FULL, verdict: 'over_quota' },
   { name: 'not a Unix user', attrs: rcpt('nosuchuser@example.test'), want: 'DUNNO', verdict: 'skip' },
   // Aliases, expanded through the real postalias/postmap on the maps acceptance.sh makes.
   { name: 'alias to a full user', attrs: rcpt('fullalias@example.test'), want: FULL, verdict: 'over_quota' },
@@ -111,6 +113,13 @@ export const SMTP_CASES: SmtpCase[] = [
   {
     name: 'user whose group is over quota refused at RCPT with 452 4.2.2',
     to: 'grpuser@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '452 4.2.2',
+  },
+  {
+    name: 'user whose project is over quota refused at RCPT with 452 4.2.2',
+    to: 'prjfull@example.test',
     bodyKiB: 1,
     declareSize: false,
     rcptCode: '452 4.2.2',
