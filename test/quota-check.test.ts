@@ -2,7 +2,8 @@
 // cached, exemptions and the helper's min_uid.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QuotaCheck } from '../src/frontend/quota/quota-check.js';
+import { QuotaCheck, type CheckResult } from '../src/frontend/quota/quota-check.js';
+import type { MailboxProject } from '../src/frontend/quota/project.js';
 import { parseConfig } from '../src/shared/config/load.js';
 import { QuotaKind, QuotaStatus, type UserQuota } from '../src/shared/wire.js';
 
@@ -170,4 +171,91 @@ test('the mounts table: which mount points enforce group quotas', async () => {
     '/dev/sde /var/mail ext4 rw,grpjquota=aquota.group,jqfmt=vfsv1 0 0',
   ].join('\n');
   assert.deepEqual([...parseGroupQuotaMounts(t)], ['/home', '/srv/x y', '/var/mail']);
+});
+
+test("quota_kinds: project: the mailbox directory's project, only on its own file system", async () => {
+  const full = { ...row, mount: '/home/prj', blocks: 200, blockHard: 200, blockSoft: 0, blockGrace: 0 };
+  const elsewhere = { ...full, mount: '/srv' };
+  const fine = { ...row, blocks: 1, blockHard: 200, blockSoft: 0, blockGrace: 0 };
+  const asked: [number, QuotaKind][] = [];
+  const looked: string[] = [];
+  const make = (yaml: string, project: MailboxProject, rows = [full]) =>
+    new QuotaCheck(parseConfig(yaml, 't'), '+', 1000, {
+      lookupUser: () => ({ uid: 2001, gid: 100 }),
+      queryQuota: async (id, kind): Promise<UserQuota> => {
+        asked.push([id, kind]);
+        return { uid: id, status: QuotaStatus.Ok, fs: kind === QuotaKind.Project ? rows : [fine] };
+      },
+      groupQuotaMounts: () => new Set(),
+      mailboxProject: async (name) => {
+        looked.push(name);
+        return project;
+      },
+    });
+  const req = new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient: 'bob@x' }));
+  const onPrj = { id: 42, mounts: new Set(['/home/prj']) };
+  const c = make('cache_ttl_ms: 1000\n', onPrj);
+  const r = await c.check(req, 0);
+  assert.deepEqual(
+    [r.verdict, r.kind, r.reason],
+    ['over_quota', 'project', 'project quota: blocks at hard limit on /home/prj (200/200 KiB)'],
+  );
+  assert.deepEqual(
+    asked,
+    [
+      [2001, QuotaKind.User],
+      [42, QuotaKind.Project],
+    ],
+    'quota -P with the numeric project id',
+  );
+  // Cached: neither the lookup nor quota(1) runs again within cache_ttl_ms.
+  assert.equal((c.check(req, 999) as CheckResult).verdict, 'over_quota');
+  assert.deepEqual(looked, ['bob']);
+  assert.equal(asked.length, 2);
+  // The same project full on another file system: not the mailbox's, so the kernel would take the mail.
+  assert.equal((await make('', onPrj, [elsewhere]).check(req, 0)).verdict, 'pass');
+  // The mailbox's file system enforces no project quota: quota -P is not run.
+  asked.length = 0;
+  assert.equal(
+    (await make('', { none: '/home/bob is on a file system without project quotas' }).check(req, 0)).verdict,
+    'pass',
+  );
+  assert.deepEqual(asked, [[2001, QuotaKind.User]]);
+  // quota_kinds without project: no lookup at all.
+  looked.length = 0;
+  assert.equal((await make('quota_kinds: [user, group]\n', onPrj).check(req, 0)).verdict, 'pass');
+  assert.deepEqual(looked, []);
+});
+
+test('quota_kinds: project: a project that cannot be found answers the error action, never cached', async () => {
+  let project: MailboxProject = { error: 'lsattr -p -d -- /home/bob: Permission denied' };
+  const looked: number[] = [];
+  const c = new QuotaCheck(parseConfig('actions:\n  error: "DEFER_IF_PERMIT try later"\n', 't'), '+', 1000, {
+    lookupUser: () => ({ uid: 2001, gid: 100 }),
+    queryQuota: async (id): Promise<UserQuota> => ({
+      uid: id,
+      status: QuotaStatus.Ok,
+      fs: [{ ...row, blocks: 1, blockSoft: 0 }],
+    }),
+    groupQuotaMounts: () => new Set(),
+    mailboxProject: async () => {
+      looked.push(1);
+      return project;
+    },
+  });
+  const req = new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient: 'bob@x' }));
+  const r = await c.check(req, 0);
+  assert.deepEqual(
+    [r.verdict, r.action, r.fault, r.kind, r.reason],
+    [
+      'error',
+      'DEFER_IF_PERMIT try later',
+      'project',
+      'project',
+      'project quota: mailbox project not found: lsattr -p -d -- /home/bob: Permission denied',
+    ],
+  );
+  project = { none: 'no file system enforces project quotas' };
+  assert.equal((await c.check(req, 1)).verdict, 'pass');
+  assert.equal(looked.length, 2, 'the failure was not cached');
 });

@@ -1,4 +1,5 @@
-// Acceptance: real kernel quotas (user-mode-linux, ext4 with usrquota), the
+// Acceptance: real kernel quotas (user-mode-linux, ext4 with usrquota and
+// grpquota, a second one with prjquota), the
 // real quota(1), `quotapolicy serve` as root with real privilege separation,
 // and a real Postfix sending through check_policy_service. One boot; the
 // guest (test/uml/acceptance.sh + probe.ts) records, this file judges.
@@ -103,6 +104,35 @@ test('`quotapolicy check` as root prints the right action for real quotas', () =
   assert.match(
     readFileSync(join(out, 'check-under-big.txt'), 'utf8'),
     new RegExp(`^action: ${TOO_LARGE}\nverdict: too_large\n`),
+  );
+});
+
+test('group quotas: the decision names the kind that answered', () => {
+  const kindOf = (recipient: string) =>
+    daemonLog.find((l) => l.msg === 'decision' && l.recipient === recipient)?.quota_kind;
+  assert.equal(kindOf('grpuser@example.test'), 'group');
+  assert.equal(kindOf('grpgrace@example.test'), 'group');
+  assert.equal(kindOf('grpexpired@example.test'), 'group');
+  // /home/prj counts group usage without enforcing it: the full group there is not what answered.
+  assert.equal(kindOf('grpoff@example.test'), 'user');
+  assert.equal(kindOf('prjfull@example.test'), 'project');
+});
+
+test('`quotapolicy check`: a full project of the mailbox directory refuses (read by lsattr -p, as the service user)', () => {
+  assert.equal(
+    readFileSync(join(out, 'check-prjfull.txt'), 'utf8'),
+    `action: ${FULL}\nverdict: over_quota\nreason: project quota: blocks at hard limit on /home/prj (200/200 KiB)\nuser: prjfull\n`,
+  );
+});
+
+test('`quotapolicy check`: a full primary group refuses; quota_kinds: [user] does not consult it', () => {
+  assert.equal(
+    readFileSync(join(out, 'check-grpuser.txt'), 'utf8'),
+    `action: ${FULL}\nverdict: over_quota\nreason: group quota: blocks at hard limit on /home (200/200 KiB)\nuser: grpuser\n`,
+  );
+  assert.equal(
+    readFileSync(join(out, 'check-grpuser-kinds-user.txt'), 'utf8'),
+    'action: DUNNO\nverdict: pass\nreason: within quota on /home\nuser: grpuser\n',
   );
 });
 

@@ -13,6 +13,7 @@ import { NO_QUOTA_FS } from '../frontend/quota/quota-check.js';
 import { delimitersFor } from '../frontend/quota/delimiter.js';
 import { makeLogger } from '../frontend/log.js';
 import { aliasSetupFor } from '../frontend/quota/postfix-maps.js';
+import { ProjectLookup } from '../frontend/quota/project.js';
 import { serviceUserIds } from './service-user.js';
 
 export const HELPER_MAIN = fileURLToPath(new URL('../helper/main.js', import.meta.url));
@@ -49,11 +50,19 @@ export async function check(cl: CommandLine, out: (s: string) => void): Promise<
     // Postfix's maps are read as the service user, as the daemon reads them: never as root.
     const aliases = await aliasSetupFor(config, config.expand_aliases ? serviceUserIds(config) : undefined);
     if (aliases.warning !== undefined) out(`warning: ${aliases.warning}\n`);
+    // The mailbox's project is read as the service user too, as the daemon reads it.
+    const projects = config.quota_kinds.includes('project')
+      ? new ProjectLookup({ runAs: serviceUserIds(config) })
+      : undefined;
     const service = new PolicyService(
       config,
       (await delimitersFor(config)).delimiters,
       minUid,
-      { queryQuota: (id, kind) => helper.query(id, kind), aliases: aliases.reader },
+      {
+        queryQuota: (id, kind) => helper.query(id, kind),
+        aliases: aliases.reader,
+        mailboxProject: projects && ((name) => projects.mailboxProject(name)),
+      },
       log,
     );
     const req = new Map([

@@ -20,6 +20,8 @@ export function serviceUserIds(cfg: Config): { uid: number; gid: number } | unde
   try {
     return userid.ids(cfg.user);
   } catch {
-    throw new ConfigError(`user: ${cfg.user} is not a user on this host (postalias and postmap run as it)`);
+    throw new ConfigError(
+      `user: ${cfg.user} is not a user on this host (postalias, postmap, getent and lsattr run as it)`,
+    );
   }
 }

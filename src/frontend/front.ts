@@ -12,6 +12,7 @@ import { HelperClient } from './quota/helper-client.js';
 import { PolicyService } from './policy/service.js';
 import { delimitersFor } from './quota/delimiter.js';
 import { aliasSetupFor } from './quota/postfix-maps.js';
+import { ProjectLookup } from './quota/project.js';
 import { serveConnection, type Connection } from './server/connection.js';
 import { admit, type Idle } from './server/admission.js';
 import { Metrics } from './metrics.js';
@@ -70,11 +71,18 @@ export async function runFront(o: FrontOptions): Promise<void> {
   if (aliases.warning !== undefined) log.warn(aliases.warning);
   log.debug({ config: redactConfig(config) }, 'effective config');
   const metrics = new Metrics();
+  // getent and lsattr run as this process: the service user.
+  const projects = new ProjectLookup();
   const service = new PolicyService(
     config,
     delim.delimiters,
     helperMinUid,
-    { queryQuota: (id, kind) => helper.query(id, kind), metrics, aliases: aliases.reader },
+    {
+      queryQuota: (id, kind) => helper.query(id, kind),
+      metrics,
+      aliases: aliases.reader,
+      mailboxProject: (name) => projects.mailboxProject(name),
+    },
     log,
   );
 

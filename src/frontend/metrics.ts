@@ -10,7 +10,7 @@ import type { QuotaStatusName } from './quota/quota-check.js';
  * QuotaStatus for a failed quota lookup, the rate-limit store, or a bug. The
  * reason beside it is prose for humans; labels and log fields use this.
  */
-export type Fault = `quota_${Exclude<QuotaStatusName, 'ok' | 'no_data'>}` | 'alias' | 'store' | 'internal';
+export type Fault = `quota_${Exclude<QuotaStatusName, 'ok' | 'no_data'>}` | 'alias' | 'project' | 'store' | 'internal';
 /** Every kind quotapolicy_errors_total counts: a closed set, so no label is ever made from prose. */
 export type ErrorKind = Fault | 'protocol' | 'connection_limit' | 'connection_limit_idle_closed';
 

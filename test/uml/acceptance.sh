@@ -13,8 +13,29 @@ mkuser files 2004;   setquota -u files 1000 2000 3 5 /home
 for i in 1 2 3 4 5 6; do setpriv --reuid=files --regid=files --clear-groups touch /home/files/x$i 2>/dev/null; done
 mkuser expired 2005; setquota -u expired 100 200 10 20 /home;    fill expired 150; setquota -T -u expired 1 1 /home
 mkuser noquota 2006; fill noquota 5
+# Group quotas (issue 14.1). fillas UID GID FILE KiB: a write as that user and group, stopped by any full quota.
+fillas() { setpriv --reuid=$1 --regid=$2 --clear-groups dd if=/dev/zero of=$3 bs=1024 count=$4 conv=fsync 2>/dev/null; }
+# grpuser's own quota is fine; its primary group web (shared hosting) is full, filled by grpfiller.
+groupadd -g 3001 web
+useradd -M -d /home/grpuser -u 2007 -g web -s /bin/sh grpuser && mkdir /home/grpuser && chown grpuser:web /home/grpuser
+useradd -M -d /home/grpfiller -u 2008 -g web -s /bin/sh grpfiller && mkdir /home/grpfiller && chown grpfiller:web /home/grpfiller
+setquota -u grpuser 1000 2000 100 200 /home; setquota -g web 100 200 10 20 /home; fillas 2008 3001 /home/grpfiller/fill 300
+# Group grace: soft limit passed, grace running (grpgrace) or expired (grpexpired); the users have no quota of their own.
+mkuser grpgrace 2009;   setquota -g grpgrace 100 200 10 20 /home;   fill grpgrace 150
+mkuser grpexpired 2010; setquota -g grpexpired 100 200 10 20 /home; fill grpexpired 150; setquota -T -g grpexpired 1 1 /home
+# Group quotas off: /home/prj counts group usage but does not enforce it (prelude.sh), so a full group there is not consulted.
+groupadd -g 3004 offgrp
+useradd -M -d /home/prj/grpoff -u 2011 -g offgrp -s /bin/sh grpoff && mkdir /home/prj/grpoff && chown grpoff:offgrp /home/prj/grpoff
+setquota -u grpoff 1000 2000 100 200 /home/prj; setquota -g offgrp 100 200 10 20 /home/prj; fillas 2011 3004 /home/prj/grpoff/fill 300
+# Project quotas: prjfull's home on /home/prj is project 42 (inherited by what is made in it), which is full;
+# its own quota there is fine. The front reads the id with lsattr -p as the service user.
+useradd -M -d /home/prj/prjfull -u 2012 -U -s /bin/sh prjfull && mkdir /home/prj/prjfull && chown prjfull: /home/prj/prjfull
+chattr -p 42 +P /home/prj/prjfull
+setquota -u prjfull 1000 2000 100 200 /home/prj; setquota -P 42 100 200 10 20 /home/prj; fillas 2012 2012 /home/prj/prjfull/fill 300
 sleep 2   # let the expired user's 1 s grace run out
 repquota -u /home > /run/out/repquota.txt 2>&1
+repquota -g /home /home/prj > /run/out/repquota-g.txt 2>&1
+repquota -P /home/prj > /run/out/repquota-p.txt 2>&1
 
 # Postfix, chrooted smtpd as Debian ships it, policy socket in its spool.
 cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
@@ -48,12 +69,17 @@ rate_limit:
     volume: [[7000, 3600]]
 YAML
 chmod 644 /run/quotapolicy.yaml
+# The same daemon config with group quotas turned off, for `quotapolicy check`.
+echo 'quota_kinds: [user]' > /run/quotapolicy-user.yaml; chmod 644 /run/quotapolicy-user.yaml
 node "$REPO/bin/quotapolicy.js" serve --config /run/quotapolicy.yaml > /run/out/daemon.log 2>&1 &
 wait_connect /var/spool/postfix/private/quotapolicy
 ls -l /var/spool/postfix/private/quotapolicy > /run/out/socket.txt
 /usr/lib/postfix/sbin/master -w
 node "$REPO/bin/quotapolicy.js" check hard@example.test > /run/out/check-hard.txt 2>&1
 node "$REPO/bin/quotapolicy.js" check under@example.test --size 3072000 > /run/out/check-under-big.txt 2>&1
+node "$REPO/bin/quotapolicy.js" check grpuser@example.test > /run/out/check-grpuser.txt 2>&1
+node "$REPO/bin/quotapolicy.js" check --config /run/quotapolicy-user.yaml grpuser@example.test > /run/out/check-grpuser-kinds-user.txt 2>&1
+node "$REPO/bin/quotapolicy.js" check prjfull@example.test > /run/out/check-prjfull.txt 2>&1
 # Privilege proof: the service user (what the front runs as) cannot read another user's quota.
 setpriv --reuid=quotapolicy --regid=quotapolicy --clear-groups /usr/bin/quota -w -p -v --show-mntpoint --hide-device -u -- 2003 \
   > /run/out/front-quota.stdout 2> /run/out/front-quota.stderr; echo $? > /run/out/front-quota.rc

@@ -28,6 +28,18 @@ export const POLICY_CASES: PolicyCase[] = [
   { name: 'files at the hard limit', attrs: rcpt('files@example.test'), want: FULL, verdict: 'over_quota' },
   { name: 'grace expired', attrs: rcpt('expired@example.test'), want: FULL, verdict: 'over_quota' },
   { name: 'no quota set', attrs: rcpt('noquota@example.test'), want: 'DUNNO', verdict: 'skip' },
+  // Group quotas: the recipient's primary group, where the file system enforces them.
+  { name: 'user fine, group full', attrs: rcpt('grpuser@example.test'), want: FULL, verdict: 'over_quota' },
+  { name: 'group in grace', attrs: rcpt('grpgrace@example.test'), want: GRACE, verdict: 'grace' },
+  { name: 'group grace expired', attrs: rcpt('grpexpired@example.test'), want: FULL, verdict: 'over_quota' },
+  {
+    name: 'group full where group quotas are not enforced',
+    attrs: rcpt('grpoff@example.test'),
+    want: 'DUNNO',
+    verdict: 'pass',
+  },
+  // Project quotas: the project of the mailbox directory (its home on /home/prj).
+  { name: 'user fine, project full', attrs: rcpt('prjfull@example.test'), want: FULL, verdict: 'over_quota' },
   { name: 'not a Unix user', attrs: rcpt('nosuchuser@example.test'), want: 'DUNNO', verdict: 'skip' },
   // Aliases, expanded through the real postalias/postmap on the maps acceptance.sh makes.
   { name: 'alias to a full user', attrs: rcpt('fullalias@example.test'), want: FULL, verdict: 'over_quota' },
@@ -94,6 +106,20 @@ export const SMTP_CASES: SmtpCase[] = [
   {
     name: 'over-quota user refused at RCPT with 452 4.2.2',
     to: 'hard@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '452 4.2.2',
+  },
+  {
+    name: 'user whose group is over quota refused at RCPT with 452 4.2.2',
+    to: 'grpuser@example.test',
+    bodyKiB: 1,
+    declareSize: false,
+    rcptCode: '452 4.2.2',
+  },
+  {
+    name: 'user whose project is over quota refused at RCPT with 452 4.2.2',
+    to: 'prjfull@example.test',
     bodyKiB: 1,
     declareSize: false,
     rcptCode: '452 4.2.2',

@@ -17,6 +17,7 @@ import type { MapReader } from '../quota/aliases.js';
 import { QUERY_ATTRIBUTE, QUERY_DRY, queryKind } from '../protocol/dry-query.js';
 import { Notifier } from '../quota/notifier.js';
 import type { QuotaWarning } from '../quota/quota-warning.js';
+import type { MailboxProject } from '../quota/project.js';
 
 /** getpwnam() through NSS (userid's native binding); undefined when there is no such user. */
 export function lookupUnixUser(name: string): UserEntry | undefined {
@@ -75,6 +76,8 @@ export interface ServiceDeps {
   now?: () => number;
   /** Postfix's alias tables (expand_aliases); replaced on reload. */
   aliases?: MapReader | undefined;
+  /** The project of a user's mailbox directory (quota_kinds: project); without it project quotas are not read. */
+  mailboxProject?: ((name: string) => Promise<MailboxProject>) | undefined;
 }
 
 /** Characters of an unknown quotapolicy_query value echoed in the reply and the log: enough to recognise it, not a whole 8 KiB line. */
@@ -119,6 +122,7 @@ export class PolicyService {
             },
       onCacheLookup: m === undefined ? undefined : (cache, hit) => m.cacheLookup(cache, hit),
       aliases: this.deps.aliases,
+      mailboxProject: this.deps.mailboxProject,
     });
   }
 

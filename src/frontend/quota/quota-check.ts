@@ -1,7 +1,8 @@
 // The quota check: policy request -> verdict. It expands the recipient through
 // Postfix's aliases (./aliases.ts), maps it to local users, asks the helper
 // (through the caches) for each quota kind the kernel checks on a delivery
-// (quota_kinds: the user's own, its primary group's) and hands the numbers to
+// (quota_kinds: the user's own, its primary group's, its mailbox directory's
+// project: ./project.ts) and hands the numbers to
 // the pure decideQuota(); any kind that refuses refuses. An alias's users'
 // verdicts are combined by alias_refuse_when. The clock is passed in; every
 // I/O dependency is injected.
@@ -17,6 +18,7 @@ import { isUnixName } from '../../shared/unix-name.js';
 import { decideQuota, SEVERITY, type QuotaDecision, type QuotaVerdict } from './quota-decision.js';
 import { highestWarning, userAddress, warningText, type QuotaWarning } from './quota-warning.js';
 import type { Fault } from '../metrics.js';
+import type { MailboxProject } from './project.js';
 
 /** The helper's per-user status as the front names it (wire.ts holds it as a number). */
 export type QuotaStatusName = (typeof QUOTA_STATUS_NAMES)[number];
@@ -66,6 +68,8 @@ export interface QuotaCheckDeps {
   queryQuota: (id: number, kind: QuotaKind) => Promise<UserQuota>;
   /** Mount points where the kernel enforces group quotas (default: read from /proc/self/mounts). */
   groupQuotaMounts?: () => ReadonlySet<string>;
+  /** The project of the user's mailbox directory (./project.ts); never rejects. Without it, project quotas are not read. */
+  mailboxProject?: ((name: string) => Promise<MailboxProject>) | undefined;
   /** Told of every cache lookup (for metrics). */
   onCacheLookup?(cache: 'quota' | 'user' | 'alias', hit: boolean): void;
   /** Postfix's alias tables; undefined: recipients are not expanded (expand_aliases off, or no maps). */
@@ -96,8 +100,10 @@ export class QuotaCheck {
   /** Expansions under way: a burst for one recipient shares one. */
   private readonly expanding = new Map<string, Promise<Expansion>>();
   private readonly expandRules: ExpandRules;
-  /** Keyed "kind:id". */
+  /** Keyed "kind:id"; a project's "2:id@mount,mount" (its rows are those of the mailbox's file system). */
   private readonly quotas: TtlCache<string, UserQuota>;
+  /** By user name: its mailbox's project, for cache_ttl_ms (errors are not kept). */
+  private readonly projects: TtlCache<string, MailboxProject>;
   private readonly rules: RecipientRules;
   private readonly exempt: ReadonlySet<string>;
 
@@ -109,6 +115,7 @@ export class QuotaCheck {
   ) {
     this.users = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
     this.quotas = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
+    this.projects = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
     this.rules = { delimiters, domains: new Set(cfg.domains.map((d) => d.toLowerCase())) };
     this.exempt = new Set(cfg.exempt_users);
     this.expansions = new TtlCache(cfg.alias_cache_ttl_ms, cfg.cache_max_entries);
@@ -239,45 +246,111 @@ export class QuotaCheck {
     if (entry.uid < this.minUid) return this.skip(`uid ${entry.uid} below min_uid`, name);
     if (this.exempt.has(name)) return this.skip('exempt user', name);
     const { uid, gid } = entry;
-    const asks = this.cfg.quota_kinds.map((k) => (k === 'user' ? QuotaKind.User : QuotaKind.Group));
-    const ids = asks.map((kind) => (kind === QuotaKind.User ? uid : gid));
-    const got = asks.map((kind, i) => this.cachedQuota(kind, ids[i]!, nowMs));
-    if (got.every((q) => q !== undefined)) return this.judge(asks, got, name, msg, nowMs);
-    return Promise.all(got.map(async (q, i) => q ?? this.ask(asks[i]!, ids[i]!, nowMs))).then((qs) =>
-      this.judge(asks, qs, name, msg, nowMs),
+    const kinds = this.cfg.quota_kinds;
+    const asks: QuotaKind[] = [];
+    const ids: number[] = [];
+    for (const k of kinds)
+      if (k !== 'project') {
+        asks.push(k === 'user' ? QuotaKind.User : QuotaKind.Group);
+        ids.push(k === 'user' ? uid : gid);
+      }
+    const lookup = this.deps.mailboxProject;
+    if (!kinds.includes('project') || lookup === undefined)
+      return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
+    const known = this.projects.get(name, nowMs);
+    const withProject = (p: MailboxProject): CheckResult | Promise<CheckResult> => {
+      if ('error' in p) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs, p.error);
+      if ('none' in p) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
+      asks.push(QuotaKind.Project);
+      ids.push(p.id);
+      return this.quotasFor(asks, ids, p.mounts, name, msg, nowMs);
+    };
+    if (known !== undefined) return withProject(known);
+    return lookup(name).then((p) => {
+      if (!('error' in p)) this.projects.set(name, p, nowMs);
+      return withProject(p);
+    });
+  }
+
+  /** The quotas of these kinds and ids (a project's rows only on `projectMounts`), judged together. */
+  private quotasFor(
+    asks: QuotaKind[],
+    ids: number[],
+    projectMounts: ReadonlySet<string>,
+    name: string,
+    msg: Msg,
+    nowMs: number,
+    projectError?: string,
+  ): CheckResult | Promise<CheckResult> {
+    const keys = asks.map((kind, i) =>
+      kind === QuotaKind.Project ? `${kind}:${ids[i]!}@${Array.from(projectMounts).join(',')}` : `${kind}:${ids[i]!}`,
+    );
+    const got = keys.map((key) => this.cachedQuota(key, nowMs));
+    if (got.every((q) => q !== undefined)) return this.judge(asks, got, name, msg, nowMs, projectError);
+    return Promise.all(got.map(async (q, i) => q ?? this.ask(asks[i]!, ids[i]!, keys[i]!, projectMounts, nowMs))).then(
+      (qs) => this.judge(asks, qs, name, msg, nowMs, projectError),
     );
   }
 
-  private cachedQuota(kind: QuotaKind, id: number, nowMs: number): UserQuota | undefined {
-    const cached = this.quotas.get(`${kind}:${id}`, nowMs);
+  private cachedQuota(key: string, nowMs: number): UserQuota | undefined {
+    const cached = this.quotas.get(key, nowMs);
     this.deps.onCacheLookup?.('quota', cached !== undefined);
     return cached;
   }
 
-  private async ask(kind: QuotaKind, id: number, nowMs: number): Promise<UserQuota> {
+  private async ask(
+    kind: QuotaKind,
+    id: number,
+    key: string,
+    projectMounts: ReadonlySet<string>,
+    nowMs: number,
+  ): Promise<UserQuota> {
     // A group quota binds only where the file system enforces group quotas (the kernel ignores the rest);
-    // with none enforced anywhere, quota(1) is not run for the group at all.
-    const enforced = kind === QuotaKind.Group ? (this.deps.groupQuotaMounts ?? groupQuotaMounts)() : undefined;
+    // with none enforced anywhere, quota(1) is not run for the group at all. A project's binds only on
+    // the mailbox's own file system (./project.ts found it enforcing project quotas).
+    const enforced =
+      kind === QuotaKind.Group
+        ? (this.deps.groupQuotaMounts ?? groupQuotaMounts)()
+        : kind === QuotaKind.Project
+          ? projectMounts
+          : undefined;
     if (enforced?.size === 0) {
       const none: UserQuota = { uid: id, status: QuotaStatus.NoData, fs: [] };
-      this.quotas.set(`${kind}:${id}`, none, nowMs);
+      this.quotas.set(key, none, nowMs);
       return none;
     }
     const q = await this.deps.queryQuota(id, kind);
     if (q.status !== QuotaStatus.Ok && q.status !== QuotaStatus.NoData) return q;
     const fs = enforced ? q.fs.filter((r: FsQuota) => enforced.has(r.mount)) : q.fs;
     const kept = { ...q, fs };
-    this.quotas.set(`${kind}:${id}`, kept, nowMs);
+    this.quotas.set(key, kept, nowMs);
     return kept;
   }
 
   /** Any kind that refuses refuses the mail (the worst one answers); then errors; then the rest. */
-  private judge(kinds: QuotaKind[], qs: UserQuota[], name: string, msg: Msg, nowMs: number): CheckResult {
+  private judge(
+    kinds: QuotaKind[],
+    qs: UserQuota[],
+    name: string,
+    msg: Msg,
+    nowMs: number,
+    projectError?: string,
+  ): CheckResult {
     // The hot path (a cache hit runs it for every request): indexed loops, no spreads.
     let worst: QuotaDecision | undefined;
     let worstKind = QuotaKind.User;
-    let failed: CheckResult | undefined;
-    let noData = true;
+    let failed: CheckResult | undefined =
+      projectError === undefined
+        ? undefined
+        : {
+            verdict: 'error',
+            reason: `project quota: mailbox project not found: ${projectError}`,
+            action: this.cfg.actions.error,
+            user: name,
+            fault: 'project',
+            kind: 'project',
+          };
+    let noData = projectError === undefined;
     for (let i = 0; i < qs.length; i++) {
       const q = qs[i]!;
       const kind = kinds[i]!;
@@ -344,6 +417,7 @@ export class QuotaCheck {
     };
   }
 }
+const NO_MOUNTS: ReadonlySet<string> = new Set();
 const REFUSED: ReadonlySet<QuotaVerdict> = new Set(['too_large', 'over_quota', 'does_not_fit']);
 
 /** Mount options that make the kernel enforce group quotas (ext4, XFS; "gqnoenforce" only counts). */

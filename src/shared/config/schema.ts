@@ -237,11 +237,11 @@ export const FIELDS = fieldTable({
     doc: 'Protocol states the quota check answers (END-OF-MESSAGE only with exactly one recipient; there the real size is known). Others get DUNNO.',
   },
   quota_kinds: {
-    default: ['user', 'group'],
-    check: refine(listOf(oneOf('user', 'group'), 2), (v) =>
-      v.length > 0 && new Set(v).size === v.length ? undefined : 'must name user, group or both, each once',
+    default: ['user', 'group', 'project'],
+    check: refine(listOf(oneOf('user', 'group', 'project'), 3), (v) =>
+      v.length > 0 && new Set(v).size === v.length ? undefined : 'must name user, group or project, each at most once',
     ),
-    doc: "Quotas the check reads, as the kernel charges a delivery: user (the recipient's own) and group (its primary group's: local(8) writes as that group). Any one full refuses the mail; the reason and the log name the kind. A group quota counts only on file systems mounted with group quotas enforced (grpquota, gquota or grpjquota= in /proc/self/mounts), as the kernel ignores it elsewhere. Project quotas are not read (yet).",
+    doc: "Quotas the check reads, as the kernel charges a delivery: user (the recipient's own), group (its primary group's: local(8) writes as that group) and project (its home directory's project id, where home_mailbox puts mail). Any one full refuses the mail; the reason and the log name the kind. A group or project quota counts only where the file system enforces it (grpquota, gquota, grpjquota=; prjquota, pquota, prjjquota= in the mount options), as the kernel ignores it elsewhere: the default reads what the kernel would enforce.",
   },
   checks: {
     default: ['quota'],

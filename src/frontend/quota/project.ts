@@ -1,0 +1,168 @@
+// The project of a user's mailbox directory, for project quotas (ext4
+// prjquota, XFS). The kernel charges a new file to the project id of the
+// directory it is made in (inherited from it with the P flag), so that id --
+// not a name in /etc/projects, which may be stale or absent -- is what counts.
+// The front reads it itself, as the service user: the home directory from
+// getpwnam() through NSS (`getent passwd NAME`: the `userid` binding has no
+// home, and /etc/passwd alone misses LDAP users), its project id with
+// `lsattr -p -d DIR` (the FS_IOC_FSGETXATTR ioctl, which Node cannot make
+// without a native addon). No shell, a fixed environment, bounded in time,
+// output and processes at once. Root only ever gets the numeric id.
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+
+/** One getent or lsattr run: NSS may ask LDAP; Postfix waits smtpd_policy_service_timeout (100 s) for the whole answer. */
+export const PROJECT_LOOKUP_TIMEOUT_MS = 5000;
+/** Processes at once, all recipients together: the front shares its cores with smtpd. */
+export const MAX_PROJECT_PROCESSES = 4;
+/** Lookups waiting for one of those; beyond this a lookup fails at once (the error action) instead of queueing without end. */
+export const MAX_PROJECT_WAITING = 256;
+/** Either answers one line: a passwd entry, or "ID FLAGS PATH"; 64 KiB is far above both. */
+export const PROJECT_OUTPUT_MAX_BYTES = 64 * 1024;
+/** Project ids are 32-bit (struct fsxattr.fsx_projid). */
+const MAX_PROJECT_ID = 0xffff_ffff;
+const PATH = '/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** Mount options that make the kernel enforce project quotas (ext4 prjquota, prjjquota=; XFS pquota, pqenforce). */
+const PROJECT_ENFORCED = /(?:^|,)(?:prjquota|pquota|prjjquota=[^,]*|pqenforce)(?:,|$)/;
+
+/** What the mailbox's project is. */
+export type MailboxProject =
+  | { id: number; mounts: ReadonlySet<string> }
+  /** Its file system does not enforce project quotas: nothing to read. */
+  | { none: string }
+  | { error: string };
+
+const unescape = (s: string): string =>
+  s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+/**
+ * Mount points enforcing project quotas, by device ("major:minor"), from a
+ * mountinfo table (/proc/self/mountinfo): the per-mount options and the
+ * file system's own (after " - ") both count.
+ */
+export function parseProjectQuotaMounts(table: string): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const line of table.split('\n')) {
+    const f = line.split(' ');
+    const dash = f.indexOf('-', 6);
+    if (dash < 0 || f.length < dash + 4) continue;
+    if (!PROJECT_ENFORCED.test(f[5]!) && !PROJECT_ENFORCED.test(f[dash + 3]!)) continue;
+    const dev = f[2]!;
+    let set = out.get(dev);
+    if (set === undefined) out.set(dev, (set = new Set()));
+    set.add(unescape(f[4]!));
+  }
+  return out;
+}
+
+/** Read afresh at each lookup (a cache miss): a file system remounted with prjquota counts at once. */
+export function projectQuotaMounts(): Map<string, Set<string>> {
+  return parseProjectQuotaMounts(readFileSync('/proc/self/mountinfo', 'utf8'));
+}
+
+/** Linux's dev_t as mountinfo spells it (glibc's major()/minor()). */
+export function devName(dev: number): string {
+  const hi = Math.floor(dev / 2 ** 32);
+  const lo = dev % 2 ** 32;
+  const major = ((lo >>> 8) & 0xfff) | ((hi & 0xfffff000) >>> 0);
+  const minor = (lo & 0xff) | ((lo >>> 12) & 0xfff00);
+  return `${major}:${minor}`;
+}
+
+/** The home directory field of one `getent passwd NAME` line, or why there is none. */
+export function parsePasswdHome(out: string, name: string): string | { error: string } {
+  const line = out.split('\n')[0] ?? '';
+  const f = line.split(':');
+  if (f.length !== 7 || f[0] !== name) return { error: `getent passwd ${name}: not one passwd entry` };
+  if (!f[5]!.startsWith('/'))
+    return { error: `getent passwd ${name}: home "${f[5]!.slice(0, 64)}" is not an absolute path` };
+  return f[5]!;
+}
+
+/** The project id from `lsattr -p -d DIR`'s line "ID FLAGS DIR". */
+export function parseLsattrProject(out: string, dir: string): number | { error: string } {
+  const m = /^\s*(\d{1,10})\s+\S+\s+(.*)$/.exec(out.split('\n')[0] ?? '');
+  if (m === null || m[2] !== dir) return { error: `lsattr -p -d ${dir}: output not understood` };
+  const id = Number(m[1]);
+  return id <= MAX_PROJECT_ID ? id : { error: `lsattr -p -d ${dir}: project id ${m[1]} out of range` };
+}
+
+export interface ProjectLookupOptions {
+  /** Whom to run as when this process is root (`quotapolicy check`): the service user. */
+  runAs?: { uid: number; gid: number } | undefined;
+  getent?: string;
+  lsattr?: string;
+  timeoutMs?: number;
+  /** Devices enforcing project quotas, and their mount points (default: from /proc/self/mountinfo). */
+  mounts?: () => ReadonlyMap<string, ReadonlySet<string>>;
+}
+
+/** Finds the project of a user's mailbox directory (its home: home_mailbox, as local(8) delivers). */
+export class ProjectLookup {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly o: ProjectLookupOptions = {}) {
+    if (process.getuid?.() === 0 && o.runAs === undefined) throw new Error('project lookups never run as root');
+  }
+
+  /** Never rejects. */
+  async mailboxProject(name: string): Promise<MailboxProject> {
+    try {
+      const enforced = (this.o.mounts ?? projectQuotaMounts)();
+      if (enforced.size === 0) return { none: 'no file system enforces project quotas' };
+      const home = parsePasswdHome(await this.run(this.o.getent ?? 'getent', ['passwd', '--', name]), name);
+      if (typeof home !== 'string') return home;
+      const mounts = enforced.get(devName((await stat(home)).dev));
+      if (mounts === undefined) return { none: `${home} is on a file system without project quotas` };
+      const id = parseLsattrProject(await this.run(this.o.lsattr ?? 'lsattr', ['-p', '-d', '--', home]), home);
+      return typeof id === 'number' ? { id, mounts } : id;
+    } catch (e) {
+      return { error: (e as Error).message.split('\n')[0]! };
+    }
+  }
+
+  private async run(bin: string, args: string[]): Promise<string> {
+    if (this.running >= MAX_PROJECT_PROCESSES) {
+      if (this.waiting.length >= MAX_PROJECT_WAITING)
+        throw new Error(`${MAX_PROJECT_WAITING} project lookups already waiting: not looked up`);
+      await new Promise<void>((r) => this.waiting.push(r));
+    }
+    this.running++;
+    const timeout = this.o.timeoutMs ?? PROJECT_LOOKUP_TIMEOUT_MS;
+    try {
+      return await new Promise((resolve, reject) => {
+        execFile(
+          bin,
+          args,
+          {
+            timeout,
+            killSignal: 'SIGKILL',
+            maxBuffer: PROJECT_OUTPUT_MAX_BYTES,
+            encoding: 'utf8',
+            env: { PATH, LC_ALL: 'C' },
+            ...(this.o.runAs ?? {}),
+          },
+          (e, out, err) => {
+            if (e === null) return resolve(out);
+            const x = e as NodeJS.ErrnoException & { killed?: boolean };
+            const why =
+              x.code === 'ENOENT'
+                ? 'not found'
+                : bin === (this.o.getent ?? 'getent') && (x.code as unknown) === 2
+                  ? 'no such user'
+                  : x.killed
+                    ? `no answer in ${timeout} ms`
+                    : err.trim().split('\n')[0] || `exit status ${String(x.code)}`;
+            reject(new Error(`${bin} ${args.join(' ')}: ${why}`));
+          },
+        );
+      });
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
+}

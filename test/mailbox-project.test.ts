@@ -1,0 +1,144 @@
+// The project of a mailbox directory (src/frontend/quota/project.ts): the
+// mountinfo, passwd and lsattr parsers, and the lookup end to end with stand-in
+// getent and lsattr programs that record how they were run.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, readFileSync, statSync, mkdirSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ProjectLookup,
+  devName,
+  parseLsattrProject,
+  parsePasswdHome,
+  parseProjectQuotaMounts,
+} from '../src/frontend/quota/project.js';
+
+test('the mountinfo table: which devices enforce project quotas, and where they are mounted', () => {
+  const t = [
+    '30 1 98:0 / /home rw,relatime shared:1 - ext4 /dev/ubda rw,quota,usrquota,grpquota',
+    '31 30 98:16 / /home/prj rw,relatime shared:2 - ext4 /dev/ubdb rw,quota,usrquota,prjquota',
+    '32 1 98:16 /sub /srv/a\\040b rw,relatime - ext4 /dev/ubdb rw,quota,usrquota,prjquota',
+    '33 1 8:1 / /xfs rw,relatime - xfs /dev/sda1 rw,attr2,inode64,pquota',
+    '34 1 8:2 / /acct rw,relatime - xfs /dev/sda2 rw,pqnoenforce',
+    '35 1 8:3 / /j rw - ext4 /dev/sda3 rw,prjjquota=aquota.project,jqfmt=vfsv1',
+    'garbage',
+  ].join('\n');
+  assert.deepEqual(
+    [...parseProjectQuotaMounts(t)].map(([d, m]) => [d, [...m]]),
+    [
+      ['98:16', ['/home/prj', '/srv/a b']],
+      ['8:1', ['/xfs']],
+      ['8:3', ['/j']],
+    ],
+  );
+});
+
+test("devName spells a stat() dev as this host's mountinfo does", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-prj-'));
+  const dev = devName(statSync(dir).dev);
+  const table = readFileSync('/proc/self/mountinfo', 'utf8');
+  assert.ok(
+    table.split('\n').some((l) => l.split(' ')[2] === dev),
+    `${dev} for ${dir} is in /proc/self/mountinfo`,
+  );
+  assert.equal(devName(0x0803), '8:3');
+  assert.equal(devName(259 * 256 + 1), '259:1');
+  // Large majors and minors (glibc's makedev(): major 0x1234, minor 0x56789).
+  assert.equal(devName(Number((0x234n << 8n) | (0x1000n << 32n) | 0x89n | (0x56700n << 12n))), '4660:354185');
+});
+
+test('the passwd entry and the lsattr line are read strictly', () => {
+  assert.equal(parsePasswdHome('bob:x:2001:100:Bob:/home/bob:/bin/sh\n', 'bob'), '/home/bob');
+  assert.deepEqual(parsePasswdHome('', 'bob'), { error: 'getent passwd bob: not one passwd entry' });
+  assert.deepEqual(parsePasswdHome('alice:x:1:1::/home/a:/bin/sh\n', 'bob'), {
+    error: 'getent passwd bob: not one passwd entry',
+  });
+  assert.deepEqual(parsePasswdHome('bob:x:1:1::home:/bin/sh\n', 'bob'), {
+    error: 'getent passwd bob: home "home" is not an absolute path',
+  });
+  assert.equal(parseLsattrProject('   42 --------------e-----P-- /home/prj/bob\n', '/home/prj/bob'), 42);
+  assert.equal(parseLsattrProject('4294967295 ---- /a b\n', '/a b'), 4294967295);
+  assert.deepEqual(parseLsattrProject('4294967296 ---- /a\n', '/a'), {
+    error: 'lsattr -p -d /a: project id 4294967296 out of range',
+  });
+  assert.deepEqual(parseLsattrProject('42 ---- /other\n', '/a'), { error: 'lsattr -p -d /a: output not understood' });
+  assert.deepEqual(parseLsattrProject('--------e-- /a\n', '/a'), { error: 'lsattr -p -d /a: output not understood' });
+});
+
+function standIns(lsattrOut: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'qp-prj-'));
+  const home = join(dir, 'home');
+  mkdirSync(home);
+  const log = join(dir, 'log');
+  const script = (name: string, body: string) => {
+    const p = join(dir, name);
+    writeFileSync(p, `#!/bin/sh\necho "${name} $*" >> ${log}\n${body}\n`);
+    chmodSync(p, 0o755);
+    return p;
+  };
+  const getent = script('getent', `[ "$3" = bob ] || exit 2\necho "bob:x:2001:100::${home}:/bin/sh"`);
+  const lsattr = script('lsattr', `printf '%s' "${lsattrOut.replace('HOME', home)}"`);
+  const hang = script('hang', 'exec sleep 30');
+  const dev = devName(statSync(home).dev);
+  const calls = () => readFileSync(log, 'utf8').trim().split('\n');
+  return { home, getent, lsattr, hang, dev, calls };
+}
+
+const me = { uid: process.getuid!(), gid: process.getgid!() };
+
+test('the lookup: home from getent, project id from lsattr, mounts of its device', async () => {
+  const s = standIns('   42 ----P-- HOME\n');
+  const l = new ProjectLookup({
+    runAs: me,
+    getent: s.getent,
+    lsattr: s.lsattr,
+    mounts: () => new Map([[s.dev, new Set(['/m'])]]),
+  });
+  assert.deepEqual(await l.mailboxProject('bob'), { id: 42, mounts: new Set(['/m']) });
+  assert.deepEqual(s.calls(), ['getent passwd -- bob', `lsattr -p -d -- ${s.home}`]);
+  assert.deepEqual(await l.mailboxProject('carol'), { error: `${s.getent} passwd -- carol: no such user` });
+});
+
+test('the lookup runs nothing where no file system enforces project quotas, and no lsattr off them', async () => {
+  const s = standIns('42 ---- HOME\n');
+  const none = new ProjectLookup({ runAs: me, getent: s.getent, lsattr: s.lsattr, mounts: () => new Map() });
+  assert.deepEqual(await none.mailboxProject('bob'), { none: 'no file system enforces project quotas' });
+  const other = new ProjectLookup({
+    runAs: me,
+    getent: s.getent,
+    lsattr: s.lsattr,
+    mounts: () => new Map([['999:999', new Set(['/x'])]]),
+  });
+  assert.deepEqual(await other.mailboxProject('bob'), {
+    none: `${s.home} is on a file system without project quotas`,
+  });
+  assert.deepEqual(s.calls(), ['getent passwd -- bob'], 'getent once (the second lookup), lsattr never');
+});
+
+test('a failing or hung lsattr is an error, in bounded time', async () => {
+  const s = standIns('');
+  const bad = new ProjectLookup({
+    runAs: me,
+    getent: s.getent,
+    lsattr: '/bin/false',
+    mounts: () => new Map([[s.dev, new Set(['/m'])]]),
+  });
+  assert.deepEqual(await bad.mailboxProject('bob'), { error: `/bin/false -p -d -- ${s.home}: exit status 1` });
+  const hung = new ProjectLookup({
+    runAs: me,
+    getent: s.getent,
+    lsattr: s.hang,
+    timeoutMs: 200,
+    mounts: () => new Map([[s.dev, new Set(['/m'])]]),
+  });
+  const t0 = Date.now();
+  const r = await hung.mailboxProject('bob');
+  assert.ok(Date.now() - t0 < 5000);
+  assert.deepEqual(r, { error: `${s.hang} -p -d -- ${s.home}: no answer in 200 ms` });
+});
+
+test('as root, only with a user to run as', () => {
+  if (process.getuid!() !== 0) assert.fail('this test runs as root (the suite does)');
+  assert.throws(() => new ProjectLookup(), /never run as root/);
+});
