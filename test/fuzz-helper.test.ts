@@ -50,7 +50,7 @@ function frames(rand: () => number): Buffer[] {
 
 /**
  * What a correct helper runs ([kind, ...ids]): valid queries after one valid HELLO, up to the first bad
- * frame. min_uid bounds uids only; gids and project ids need only be in range.
+ * frame. Id 0 is refused for every kind; min_uid bounds uids only; gids and project ids need only be in range.
  */
 function expected(stream: Buffer): number[][] {
   const fr = new FrameReader();
@@ -67,7 +67,7 @@ function expected(stream: Buffer): number[][] {
       }
       if (
         m.type !== MsgType.QuotaQuery ||
-        (m.kind === QuotaKind.User && m.uids.some((u) => u < MIN_UID)) ||
+        m.uids.some((u) => u === 0 || (m.kind === QuotaKind.User && u < MIN_UID)) ||
         new Set(m.uids).size !== m.uids.length ||
         ++inflight > MAX_INFLIGHT
       )

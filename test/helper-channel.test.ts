@@ -65,6 +65,12 @@ const violations: [string, Buffer[]][] = [
   ['second hello', [HELLO, HELLO]],
   ['a reply type from the front', [HELLO, encode({ type: MsgType.HelloAck, version: WIRE_VERSION, minUid: 1 })]],
   ['uid below min_uid', [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: [0] })]],
+  [
+    'uid below min_uid, not 0',
+    [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: [999] })],
+  ],
+  ["gid 0 (root's group)", [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.Group, uids: [0] })]],
+  ['project 0', [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.Project, uids: [0] })]],
   ['duplicate uid', [HELLO, encode({ type: MsgType.QuotaQuery, seq: 1, kind: QuotaKind.User, uids: [2001, 2001] })]],
   ['zero-length frame', [HELLO, Buffer.from([0, 0, 0, 0])]],
   ['oversized frame length', [HELLO, Buffer.from([0x7f, 0, 0, 0])]],

@@ -7,7 +7,16 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import userid from 'userid';
@@ -94,7 +103,7 @@ test('SQLite directory missing in a directory only root can write: check-config 
     await d.waitFor((l) => l.msg === 'front ready');
     const st = statSync(store);
     assert.deepEqual([st.isDirectory(), st.uid, st.gid, st.mode & 0o7777], [true, svc.uid, svc.gid, 0o750]);
-    assert.ok(d.lines.some((l) => l.msg === 'created the rate-limit store directory' && l.dir === store));
+    assert.ok(d.lines.some((l) => l.msg === 'created the directory for a SQLite file' && l.dir === store));
     assert.equal(d.lines.filter((l) => l.level === 40).length, 0, JSON.stringify(d.lines));
   } finally {
     assert.equal(await d.stop(), 0);
@@ -102,7 +111,7 @@ test('SQLite directory missing in a directory only root can write: check-config 
   assert.deepEqual([cli('check-config', '--config', cfg).stderr], ['']);
 });
 
-test('SQLite directory missing where the service user could plant it: both refuse, with the install -d fix', () => {
+test('SQLite directory missing where the service user could plant it: both refuse, and advise no command there', () => {
   const dir = rootDir('qp-pre-nomk-');
   const open = join(dir, 'user');
   mkdirSync(open, { mode: 0o755 });
@@ -112,7 +121,7 @@ test('SQLite directory missing where the service user could plant it: both refus
   bothRefuse(
     ['--config', cfg],
     new RegExp(
-      `rate_limit.sqlite_path ${store}/rl.sqlite3: directory ${store} does not exist, and serve creates it only in a directory only root can write .*: create it \\(install -d -o ${SERVICE_USER} `,
+      `rate_limit.sqlite_path ${store}/rl.sqlite3: directory ${store} does not exist, and serve creates it only in a directory only root can write .*: choose a sqlite_path whose directory's parent only root can write \\(serve then creates it\\)`,
     ),
   );
   assert.equal(existsSync(store), false);
@@ -157,7 +166,7 @@ test('quota_warnings.state_path: a directory the service user could plant is ref
   bothRefuse(
     ['--config', config(dir, notifying(join(state, 'w.sqlite3')))],
     new RegExp(
-      `quota_warnings.state_path ${state}/w.sqlite3: directory ${state} does not exist, and serve creates it only in a directory only root can write .*: create it \\(install -d -o ${SERVICE_USER} `,
+      `quota_warnings.state_path ${state}/w.sqlite3: directory ${state} does not exist, and serve creates it only in a directory only root can write .*: choose a state_path whose directory's parent only root can write \\(serve then creates it\\)`,
     ),
   );
   assert.equal(existsSync(state), false);
@@ -181,4 +190,23 @@ test('quota_warnings.state_path a read-only directory: check-config warns that n
     config(dir, `quota_warnings:\n  state_path: ${join(state, 'w.sqlite3')}\n`),
   );
   assert.deepEqual([off.status, off.stderr], [0, ''], 'not looked at without notify');
+});
+
+test("a name planted in the service user's store directory is looked at, never followed, and never chowned by advice", () => {
+  const dir = rootDir('qp-pre-plant-');
+  const secret = rootDir('qp-pre-secret-');
+  chmodSync(secret, 0o700);
+  const target = join(secret, 'key');
+  writeFileSync(target, 'x', { mode: 0o600 });
+  const store = join(dir, 'store');
+  mkdirSync(store, { mode: 0o750 });
+  chownSync(store, svc.uid, svc.gid);
+  // What the service user may do in its own directory: point the database's name elsewhere.
+  symlinkSync(target, join(store, 'rl.sqlite3'));
+  const c = cli('check-config', '--config', config(dir, rateLimited(join(store, 'rl.sqlite3'))));
+  assert.equal(c.status, 0, c.stderr);
+  assert.match(c.stderr, /rl\.sqlite3 is a symbolic link: .*remove it \(the front creates it\)/);
+  assert.doesNotMatch(c.stderr, /chown|mode 0600|owner uid 0/, 'no advice to chown, nothing about the target');
+  const st = statSync(target);
+  assert.deepEqual([st.uid, st.mode & 0o777], [0, 0o600], 'the target is untouched');
 });

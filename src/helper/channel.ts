@@ -51,8 +51,10 @@ export function serveChannel(input: Readable, output: Writable, opts: ChannelOpt
         return undefined;
       }
       if (msg.type !== MsgType.QuotaQuery) return `unexpected message type ${msg.type}`;
-      // Re-check what the front already checked, in case it got corrupted.
-      if (msg.kind === QuotaKind.User && msg.uids.some((uid) => uid < opts.minUid)) return 'uid below min_uid';
+      // Re-check what the front already checked, in case it got corrupted. Id 0 is refused for every
+      // kind (root's group; project 0 holds every file without one); gids/projects have no other floor.
+      if (msg.uids.some((id) => id === 0 || (msg.kind === QuotaKind.User && id < opts.minUid)))
+        return 'id 0, or uid below min_uid';
       if (new Set(msg.uids).size !== msg.uids.length) return 'duplicate id';
       if (++inflight > MAX_INFLIGHT) return 'too many queries in flight';
       opts.runQuota(msg.uids, msg.kind).then(

@@ -249,8 +249,9 @@ export class QuotaCheck {
     const kinds = this.cfg.quota_kinds;
     const asks: QuotaKind[] = [];
     const ids: number[] = [];
+    // Id 0 (root's group) is never asked for: the helper refuses it for every kind.
     for (const k of kinds)
-      if (k !== 'project') {
+      if (k !== 'project' && (k === 'user' || gid !== 0)) {
         asks.push(k === 'user' ? QuotaKind.User : QuotaKind.Group);
         ids.push(k === 'user' ? uid : gid);
       }
@@ -260,7 +261,8 @@ export class QuotaCheck {
     const known = this.projects.get(name, nowMs);
     const withProject = (p: MailboxProject): CheckResult | Promise<CheckResult> => {
       if ('error' in p) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs, p.error);
-      if ('none' in p) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
+      // Project 0 is every file's without a project of its own: no limit of one mailbox.
+      if ('none' in p || p.id === 0) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
       asks.push(QuotaKind.Project);
       ids.push(p.id);
       return this.quotasFor(asks, ids, p.mounts, name, msg, nowMs);

@@ -154,7 +154,9 @@ function storeFile(
 ): void {
   const user = svc.name;
   const dir = dirname(path);
-  const fix = `install -d -o ${user} -g ${svc.gid} -m 0750 ${dir}`;
+  // SECURITY: root only looks here (lstat: no symlink is followed), and never tells the admin to
+  // chown or create by path where someone else could plant a name: root-only parents only.
+  const choose = `choose a ${setIt.replace(/^set /, '')} whose directory's parent only root can write`;
   const d = isDirectory(dir);
   if (d === 'ENOENT') {
     const parent = dirname(dir);
@@ -165,19 +167,37 @@ function storeFile(
     } else
       out.errors.push(
         `${what}: directory ${dir} does not exist, and serve creates it only in a directory only root can write ` +
-          `(${p === true ? notRoot : `${parent}: ${p === false ? 'not a directory' : p}`}): create it (${fix})`,
+          `(${p === true ? notRoot : `${parent}: ${p === false ? 'not a directory' : p}`}): ${choose} (serve then creates it)`,
       );
   } else if (d !== true) {
     out.errors.push(`${what}: ${dir} ${d === false ? 'is not a directory' : `: ${d}`}: ${setIt}`);
   } else {
-    // Serve would start, degraded.
-    const why = blocked(dir, svc, 3);
-    const file = isDirectory(path) === false ? blocked(path, svc, 6) : undefined;
-    if (why ?? file)
+    // Serve would start, degraded. A name in the directory is the directory owner's to plant: look, never follow.
+    const file = lstatOrCode(path);
+    const planted =
+      typeof file !== 'string' && (file.isSymbolicLink() || !file.isFile() || (file.uid !== svc.uid && file.uid !== 0));
+    const why = blocked(dir, svc, 3) ?? (typeof file === 'string' || planted ? undefined : blocked(path, svc, 6));
+    const rootParent = rootOnly(dirname(dir)) === undefined && !lstatSync(dir).isSymbolicLink();
+    if (planted)
       out.warnings.push(
-        `${what}: the front runs as ${user} and ${why ?? file}: ${degraded.what} ${degraded.to}: ` +
-          `${why ? `chown ${user} ${dir} && chmod 0750 ${dir}` : `chown ${user} ${path}`}`,
+        `${what}: ${path} is ${file.isSymbolicLink() ? 'a symbolic link' : file.isFile() ? `owned by uid ${file.uid}` : 'not a regular file'}: ` +
+          `${degraded.what} ${degraded.to}: remove it (the front creates it)`,
       );
+    else if (why)
+      out.warnings.push(
+        `${what}: the front runs as ${user} and ${why}: ${degraded.what} ${degraded.to}: ` +
+          (rootParent
+            ? `chown ${user} ${dir} && chmod 0750 ${dir}${why.includes(path) ? `, and remove ${path} (the front creates it)` : ''}`
+            : choose),
+      );
+  }
+}
+
+function lstatOrCode(path: string): Stats | string {
+  try {
+    return lstatSync(path);
+  } catch (e) {
+    return code(e);
   }
 }
 

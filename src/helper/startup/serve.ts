@@ -200,7 +200,7 @@ export async function serve(cl: CommandLine): Promise<void> {
   if (config.pid_file !== null) claimPidFile(config.pid_file, 0);
   for (const dir of pre.create) {
     createStoreDir(dir, svc);
-    helperLog('info', 'created the rate-limit store directory', { dir, owner: config.user, mode: '0750' });
+    helperLog('info', 'created the directory for a SQLite file', { dir, owner: config.user, mode: '0750' });
   }
   const { list, from } = await listeners(config, svc);
   // A clean exit (or any other) leaves no socket behind that a later start or test could mistake for a live one.
