@@ -138,7 +138,7 @@ if (only.has('c')) {
     const r = spawnSync('su', ['postgres', '-c', `psql -qAt -c "${sql}"`], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
   };
-  psql('DROP DATABASE IF EXISTS quotapolicy_bench');
+  psql('DROP DATABASE IF EXISTS quotapolicy_bench WITH (FORCE)');
   psql('CREATE DATABASE quotapolicy_bench OWNER quotapolicy');
   measured.push(
     await measure(
@@ -156,7 +156,7 @@ if (only.has('c')) {
   measured.push(await measure('c', () => postfwd(dir('postfwd'), LIMITS[0]![0], LIMITS[0]![1]), rateRequest));
   // The same, each request under a SASL user never seen before (issue 13's second shape): the shared SQL
   // store against the two comparators, each on fresh state.
-  psql('DROP DATABASE IF EXISTS quotapolicy_bench');
+  psql('DROP DATABASE IF EXISTS quotapolicy_bench WITH (FORCE)');
   psql('CREATE DATABASE quotapolicy_bench OWNER quotapolicy');
   measured.push(
     await measure(
