@@ -202,7 +202,7 @@ test('a request the store cannot take fails alone, with a clear error; the other
     const r = results[i];
     assert.equal(r.status, 'rejected');
     assert.ok(r.reason instanceof StoreError, String(r.reason));
-    assert.equal((r.reason).message, msg);
+    assert.equal(r.reason.message, msg);
   }
   assert.deepEqual(await store.consume({ buckets: [{ key, limits: [[3, 60]] }], n: 1, nowSec: T, commit: false }), {
     ok: false,
