@@ -38,6 +38,15 @@ export interface LoadResult {
 
 export const encode = (a: Record<string, string>): string => encodeRequest(a);
 
+/**
+ * In a template's value, replaced when the request is sent by the number of
+ * such requests this process sent before it (over every runLoad): an id no
+ * other request has ("new id per request"), which a pool of encoded requests
+ * cannot give.
+ */
+export const REQUEST_SEQ = '{seq}';
+let seq = 0;
+
 /** A RCPT request as Postfix 3.7 sends it (29 attributes, captured: test/fixtures/postfix-request.txt). */
 const CAPTURED = Object.fromEntries(
   readFileSync(new URL('../../test/fixtures/postfix-request.txt', import.meta.url), 'utf8')
@@ -56,7 +65,17 @@ export const postfixRequest = (i: number): Record<string, string> => ({
 });
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
-  const pool = Array.from({ length: o.pool ?? POOL }, (_, i) => Buffer.from(encode(o.template(i)), 'utf8'));
+  // Each request as the bytes around its REQUEST_SEQ (one part if it has none).
+  const pool = Array.from({ length: o.pool ?? POOL }, (_, i) =>
+    encode(o.template(i))
+      .split(REQUEST_SEQ)
+      .map((part) => Buffer.from(part, 'utf8')),
+  );
+  const bytes = (parts: Buffer[]): Buffer => {
+    if (parts.length === 1) return parts[0]!;
+    const n = Buffer.from(String(seq++), 'latin1');
+    return Buffer.concat(parts.flatMap((p, i) => (i === 0 ? [p] : [n, p])));
+  };
   const latencies: number[] = [];
   let errors = 0;
   let next = 0;
@@ -88,7 +107,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       const send = (): void => {
         if (performance.now() >= end) return;
         sentAt.push(performance.now());
-        s.write(pool[next++ % pool.length]!);
+        s.write(bytes(pool[next++ % pool.length]!));
       };
       s.on('connect', () => {
         for (let i = 0; i < o.pipeline; i++) send();

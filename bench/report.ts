@@ -10,6 +10,8 @@ export const REPORT_START = '<!-- bench:start (written by npm run bench) -->';
 export const REPORT_END = '<!-- bench:end -->';
 
 export type Scenario = 'a' | 'b' | 'c' | 'd';
+/** Ends the name of a (c) system measured with a new SASL user per request (the others reuse 1000). */
+export const NEW_ID = ', new id per request';
 export interface Point extends LoadResult {
   connections: number;
 }
@@ -70,8 +72,10 @@ const ms = (n: number | undefined): string =>
   n === undefined || Number.isNaN(n) ? 'n/a' : n < 10 ? n.toFixed(2) : n.toFixed(1);
 
 export function renderReport(r: Results): string {
-  const find = (s: Scenario, prefix: string): Measured | undefined =>
-    r.measured.find((m) => m.scenario === s && m.system.startsWith(prefix));
+  const find = (s: Scenario, prefix: string, suffix = ''): Measured | undefined =>
+    r.measured.find(
+      (m) => m.scenario === s && m.system.startsWith(prefix) && m.system.endsWith(NEW_ID) === (suffix === NEW_ID),
+    );
   const trivial = find('d', 'trivial');
   const qpA = find('a', 'quotapolicy');
   const dovecotCount = find('a', 'Dovecot');
@@ -83,6 +87,10 @@ export function renderReport(r: Results): string {
   const mariadbNew = find('c', 'quotapolicy: rate limit, MariaDB, new id per request');
   const prl = find('c', 'policyd-rate-limit');
   const pf = find('c', 'postfwd');
+  const pg = find('c', 'quotapolicy: rate limit, PostgreSQL');
+  const prlNew = find('c', 'policyd-rate-limit', NEW_ID);
+  const pfNew = find('c', 'postfwd', NEW_ID);
+  const pgNew = find('c', 'quotapolicy: rate limit, PostgreSQL', NEW_ID);
   const rss = (name: string): number =>
     Math.max(
       ...r.measured
@@ -125,6 +133,24 @@ export function renderReport(r: Results): string {
       `${num(peak(mariadbNew))} req/s`,
     ),
     times('(c) MariaDB, new id per request, vs postfwd', mariadbNew, pf, 3, 1, `${num(peak(mariadbNew))} req/s`),
+    times('(c) PostgreSQL vs policyd-rate-limit', pg, prl, 10, 1, `${num(peak(pg))} vs ${num(peak(prl))} req/s`),
+    times('(c) PostgreSQL vs postfwd', pg, pf, 3, 1, `${num(peak(pg))} vs ${num(peak(pf))} req/s`),
+    times(
+      '(c) PostgreSQL vs policyd-rate-limit, new id per request',
+      pgNew,
+      prlNew,
+      10,
+      1,
+      `${num(peak(pgNew))} vs ${num(peak(prlNew))} req/s`,
+    ),
+    times(
+      '(c) PostgreSQL vs postfwd, new id per request',
+      pgNew,
+      pfNew,
+      3,
+      1,
+      `${num(peak(pgNew))} vs ${num(peak(pfNew))} req/s`,
+    ),
     times(
       '(b) cache miss: distinct users/s vs Dovecot quota-status (fs)',
       qpB,

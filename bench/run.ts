@@ -1,8 +1,10 @@
 // `npm run bench`: every scenario of docs/BENCHMARKS.md in one run, as root.
 //   (d) a trivial DUNNO server, the ceiling of the harness;
 //   (a) quotapolicy's quota decision on a cache hit, against Dovecot quota-status (count backend);
-//   (c) quotapolicy's rate limit on SQLite, Redis, PostgreSQL and MariaDB (there
-//       also with a new id per request), against policyd-rate-limit (SQLite) and postfwd;
+//   (c) quotapolicy's rate limit on SQLite, Redis, PostgreSQL and MariaDB, against
+//       policyd-rate-limit (SQLite) and postfwd, 1000 reused SASL users; MariaDB also with a
+//       new SASL user per request; then PostgreSQL and both comparators again with a new
+//       SASL user per request;
 //   (b) the quota decision on a cache miss, real quota(1) on real kernel quotas,
 //       against Dovecot quota-status (fs backend), inside user-mode-linux.
 // Each at 1, 8, 32 and 128 connections; req/s, p50/p99/max latency, errors,
@@ -27,9 +29,9 @@ import {
   postfwd,
   serviceDir,
 } from './systems.js';
-import { type Measured, type Results, machine, renderReport, REPORT_START, REPORT_END } from './report.js';
+import { type Measured, type Results, machine, renderReport, REPORT_START, REPORT_END, NEW_ID } from './report.js';
 import { measurer } from './measure.js';
-import { postfixRequest } from './loadgen.js';
+import { postfixRequest, REQUEST_SEQ } from './loadgen.js';
 import { plot } from './plot.js';
 import { runUml } from './uml.js';
 
@@ -70,6 +72,11 @@ const newIdRequest = (i: number): Record<string, string> => ({
   ...postfixRequest(i),
   sasl_username: `new${i}`,
   recipient: `r${i % 500}@example.net`,
+});
+/** (c), new id per request: a SASL user no request before it had (the load generator numbers them). */
+const freshRateRequest = (i: number): Record<string, string> => ({
+  ...rateRequest(i),
+  sasl_username: `new${REQUEST_SEQ}`,
 });
 /** Windows never reached, so every request is counted (policyd-rate-limit's shape: a minute and a day). */
 const LIMITS: [number, number][] = [
@@ -139,7 +146,7 @@ if (only.has('c')) {
     const r = spawnSync('su', ['postgres', '-c', `psql -qAt -c "${sql}"`], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`psql: ${r.stderr}`);
   };
-  psql('DROP DATABASE IF EXISTS quotapolicy_bench');
+  psql('DROP DATABASE IF EXISTS quotapolicy_bench WITH (FORCE)');
   psql('CREATE DATABASE quotapolicy_bench OWNER quotapolicy');
   measured.push(
     await measure(
@@ -186,6 +193,28 @@ if (only.has('c')) {
   );
   measured.push(await measure('c', () => policydRateLimit(dir('prl'), JSON.stringify(LIMITS)), rateRequest));
   measured.push(await measure('c', () => postfwd(dir('postfwd'), LIMITS[0]![0], LIMITS[0]![1]), rateRequest));
+  // The same, each request under a SASL user never seen before (issue 13's second shape): the shared SQL
+  // store against the two comparators, each on fresh state.
+  psql('DROP DATABASE IF EXISTS quotapolicy_bench WITH (FORCE)');
+  psql('CREATE DATABASE quotapolicy_bench OWNER quotapolicy');
+  measured.push(
+    await measure(
+      'c',
+      () =>
+        quotapolicy(
+          `quotapolicy: rate limit, PostgreSQL${NEW_ID}`,
+          dir('qp-pg-new'),
+          rate('postgresql', 'postgresql://quotapolicy@%2Fvar%2Frun%2Fpostgresql/quotapolicy_bench'),
+        ),
+      freshRateRequest,
+    ),
+  );
+  measured.push(
+    await measure('c', () => policydRateLimit(dir('prl-new'), JSON.stringify(LIMITS), NEW_ID), freshRateRequest),
+  );
+  measured.push(
+    await measure('c', () => postfwd(dir('postfwd-new'), LIMITS[0]![0], LIMITS[0]![1], NEW_ID), freshRateRequest),
+  );
 }
 
 if (only.has('b')) measured.push(...(await runUml(dir('uml'), SECONDS, WARMUP_SECONDS, SHORT)));

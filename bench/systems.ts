@@ -276,7 +276,7 @@ service quota-status {
 }
 
 /** policyd-rate-limit (Debian's), SQLite backend, on a unix socket. Stops on SIGUSR1. */
-export function policydRateLimit(dir: string, limits: string): Promise<System> {
+export function policydRateLimit(dir: string, limits: string, suffix = ''): Promise<System> {
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o777);
   const path = join(dir, 'prl.sock');
@@ -298,13 +298,13 @@ fail_action: "defer_if_permit Rate limit reach, retry later"
 db_error_action: "dunno"
 `,
   );
-  return launch('policyd-rate-limit (SQLite)', 'policyd-rate-limit', ['--file', join(dir, 'prl.yaml')], path, {
+  return launch(`policyd-rate-limit (SQLite)${suffix}`, 'policyd-rate-limit', ['--file', join(dir, 'prl.yaml')], path, {
     stopSignal: 'SIGUSR1',
   });
 }
 
 /** postfwd (Debian's default, postfwd2: it always daemonizes), rate limit per SASL user in memory, request cache off. */
-export function postfwd(dir: string, max: number, seconds: number): Promise<System> {
+export function postfwd(dir: string, max: number, seconds: number, suffix = ''): Promise<System> {
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o777);
   const path = join(dir, 'postfwd.sock');
@@ -313,7 +313,7 @@ export function postfwd(dir: string, max: number, seconds: number): Promise<Syst
     `id=RATE; sasl_username=~.; action=rate(sasl_username/${max}/${seconds}/450 4.7.1 rate limit exceeded)\nid=DEFAULT; action=DUNNO\n`,
   );
   return launch(
-    'postfwd (rate, in memory)',
+    `postfwd (rate, in memory)${suffix}`,
     'postfwd',
     [
       '-f',

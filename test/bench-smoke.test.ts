@@ -21,6 +21,9 @@ const SYSTEMS: [string, string][] = [
   ['c', 'quotapolicy: rate limit, MariaDB, new id per request'],
   ['c', 'policyd-rate-limit (SQLite)'],
   ['c', 'postfwd (rate, in memory)'],
+  ['c', 'quotapolicy: rate limit, PostgreSQL, new id per request'],
+  ['c', 'policyd-rate-limit (SQLite), new id per request'],
+  ['c', 'postfwd (rate, in memory), new id per request'],
   ['b', 'quotapolicy: quota, cache off (real quota)'],
   ['b', 'Dovecot quota-status (fs)'],
 ];
@@ -58,6 +61,7 @@ test(
     for (const t of [
       '(a) cache hit vs trivial server',
       '(c) SQLite vs policyd-rate-limit',
+      '(c) PostgreSQL vs postfwd, new id per request',
       '(b) cache miss',
       'start-up to first answer',
     ])

@@ -1,6 +1,8 @@
 // PostgreSQL and MariaDB schema 2 (keys as storedKey() makes them; MariaDB
 // keys VARBINARY) and the conversion of version 1 tables written by an
-// earlier quotapolicy (MariaDB's on to version 3: ratelimit-mysql-totals), each in a database of its own made for the test (and
+// earlier quotapolicy (MariaDB's on to version 3: ratelimit-mysql-totals); PostgreSQL's later versions
+// converted under a running process of the release before (support/postgres-v3.ts is that release's
+// store), each in a database of its own made for the test (and
 // dropped after), so no other test sees a half-converted table. Also the
 // store's refusal of a PostgreSQL database that cannot hold every key, and
 // MariaDB keys compared as bytes whatever the connection's character set.
@@ -10,9 +12,10 @@ import pg from 'pg';
 import mysql from 'mysql2/promise';
 import { STORE_URLS } from './support/stores.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
-import { storedKey, type RateStore, type ConsumeResult } from '../src/frontend/ratelimit/store.js';
+import { storedKey, type RateStore, type ConsumeResult, type ConsumeRequest } from '../src/frontend/ratelimit/store.js';
 import { PG_SCHEMA_VERSION } from '../src/frontend/ratelimit/stores/postgres.js';
 import { MYSQL_SCHEMA_VERSION } from '../src/frontend/ratelimit/stores/mysql.js';
+import { openPostgres as openPostgresV3 } from './support/postgres-v3.js';
 import { rng, modelUsed } from './support/window-model.js';
 
 const T = 1_800_000_000;
@@ -334,6 +337,97 @@ test('postgresql: version 2 tables get running totals; with a version 2 process 
     );
   } finally {
     await s.close();
+    await c.end();
+  }
+});
+
+test('postgresql: version 3 to 4 while a version 3 process keeps running (a rolling upgrade): side by side, every answer exact; one started afterwards refuses', async () => {
+  const url = await pgDatabase(`${scratch}_pg3`);
+  const old = await openPostgresV3(url, '', 5000);
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  let s: RateStore | undefined;
+  try {
+    assert.equal((await c.query<{ version: number }>('SELECT version FROM qp_schema')).rows[0]!.version, 3);
+    const next = rng(33);
+    const WINDOWS = [2, 10, 30];
+    const keys = ['sasl:a', 'sasl:b', 'sender_domain:c'];
+    const events = new Map<string, Map<number, number>>(keys.map((k) => [k, new Map()]));
+    let maxNow = T;
+    const step = (): ConsumeRequest => {
+      maxNow += next() < 0.5 ? 0 : Math.floor(next() * 3);
+      const pick = keys.filter(() => next() < 0.5);
+      return {
+        buckets: (pick.length > 0 ? pick : [keys[0]!]).map((key) => ({
+          key,
+          limits: WINDOWS.filter(() => next() < 0.6)
+            .map((w) => [Math.floor(next() * 40), w] as const)
+            .concat([[200, 60]]),
+        })),
+        n: 1 + Math.floor(next() * 3),
+        nowSec: maxNow - Math.floor(next() * 4),
+        commit: next() < 0.8,
+      };
+    };
+    const model = (req: ConsumeRequest): ConsumeResult => {
+      for (const b of req.buckets)
+        for (const l of b.limits) {
+          const used = modelUsed(events.get(b.key)!, req.nowSec, l[1]);
+          if (used + req.n > l[0]) return { ok: false, key: b.key, limit: l, used };
+        }
+      if (req.commit)
+        for (const b of req.buckets) {
+          const ev = events.get(b.key)!;
+          ev.set(req.nowSec, (ev.get(req.nowSec) ?? 0) + req.n);
+        }
+      return { ok: true };
+    };
+    // The old release alone, then the new one converts the tables under it.
+    for (let i = 0; i < 40; i++) {
+      const req = step();
+      assert.deepEqual(await old.consume(req), model(req), `old alone, step ${i}`);
+    }
+    s = await open('postgresql', url);
+    assert.equal(
+      (await c.query<{ version: number }>('SELECT version FROM qp_schema')).rows[0]!.version,
+      PG_SCHEMA_VERSION,
+    );
+    for (let round = 0; round < 30; round++) {
+      // One after another, either release; then a group of the new one's (one call), then the old one again.
+      for (let i = 0; i < 5; i++) {
+        const req = step();
+        const got: ConsumeResult = await (next() < 0.5 ? old : s).consume(req);
+        assert.deepEqual(got, model(req), `round ${round} step ${i}`);
+      }
+      const group = Array.from({ length: 1 + Math.floor(next() * 20) }, step);
+      const got = await Promise.all(group.map((r) => s!.consume(r)));
+      assert.deepEqual(got, group.map(model), `round ${round}: a group`);
+      if (round % 10 === 9) {
+        const cut = maxNow - 15;
+        await (round === 19 ? old : s).clean(cut);
+        for (const ev of events.values()) for (const at of [...ev.keys()]) if (at < cut) ev.delete(at);
+      }
+    }
+    // Both releases at once on one key: exactly L pass.
+    const L = 53;
+    const hot = 'sasl:hot';
+    const req = (): ConsumeRequest => ({
+      buckets: [{ key: hot, limits: [[L, 3600]] }],
+      n: 1,
+      nowSec: maxNow,
+      commit: true,
+    });
+    const all = await Promise.all(Array.from({ length: 4 * L }, (_, i) => (i % 2 === 0 ? old : s!).consume(req())));
+    assert.equal(all.filter((r) => r.ok).length, L);
+    assert.equal(Number((await c.query('SELECT SUM(n) AS n FROM qp_rate_events WHERE key = $1', [hot])).rows[0]!.n), L);
+    // A version 3 process started now refuses the newer tables, clearly (in that release's words).
+    await assert.rejects(openPostgresV3(url, '', 5000), {
+      name: 'StoreError',
+      message: `schema version ${PG_SCHEMA_VERSION} is newer than this quotapolicy`,
+    });
+  } finally {
+    await s?.close();
+    await old.close();
     await c.end();
   }
 });
