@@ -2,7 +2,7 @@
 // cached, exemptions and the helper's min_uid.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QuotaCheck, type CheckResult } from '../src/frontend/quota/quota-check.js';
+import { QuotaCheck, PROJECT_CACHE_TTL_MS, type CheckResult } from '../src/frontend/quota/quota-check.js';
 import type { MailboxProject } from '../src/frontend/quota/project.js';
 import { parseConfig } from '../src/shared/config/load.js';
 import { QuotaKind, QuotaStatus, type UserQuota } from '../src/shared/wire.js';
@@ -212,6 +212,12 @@ test("quota_kinds: project: the mailbox directory's project, only on its own fil
   assert.equal((c.check(req, 999) as CheckResult).verdict, 'over_quota');
   assert.deepEqual(looked, ['bob']);
   assert.equal(asked.length, 2);
+  // After cache_ttl_ms the quota numbers are asked again, the project id only after PROJECT_CACHE_TTL_MS.
+  await c.check(req, 1000);
+  assert.deepEqual(looked, ['bob']);
+  assert.equal(asked.length, 4);
+  await c.check(req, PROJECT_CACHE_TTL_MS);
+  assert.deepEqual(looked, ['bob', 'bob']);
   // The same project full on another file system: not the mailbox's, so the kernel would take the mail.
   assert.equal((await make('', onPrj, [elsewhere]).check(req, 0)).verdict, 'pass');
   // The mailbox's file system enforces no project quota: quota -P is not run.

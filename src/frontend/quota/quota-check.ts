@@ -91,6 +91,13 @@ const refusal = (r: CheckResult): boolean => RANK[r.verdict] <= RANK.does_not_fi
 /** Users named in an alias's reason (the log line): enough to see who, not 64 of them. */
 const USERS_SHOWN = 8;
 
+/**
+ * How long a mailbox's project id is kept (at least; cache_ttl_ms if longer). It changes only when an
+ * admin runs chattr -p, and finding it costs two process runs (getent, lsattr) per user, while quota
+ * numbers, which every delivery changes, keep cache_ttl_ms (0 in the cache-miss benchmark).
+ */
+export const PROJECT_CACHE_TTL_MS = 60_000;
+
 /** Postfix sizes are bytes; more than 2^53 is not a size. */
 const SIZE = /^\d{1,15}$/;
 
@@ -115,7 +122,7 @@ export class QuotaCheck {
   ) {
     this.users = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
     this.quotas = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
-    this.projects = new TtlCache(cfg.cache_ttl_ms, cfg.cache_max_entries);
+    this.projects = new TtlCache(Math.max(cfg.cache_ttl_ms, PROJECT_CACHE_TTL_MS), cfg.cache_max_entries);
     this.rules = { delimiters, domains: new Set(cfg.domains.map((d) => d.toLowerCase())) };
     this.exempt = new Set(cfg.exempt_users);
     this.expansions = new TtlCache(cfg.alias_cache_ttl_ms, cfg.cache_max_entries);
