@@ -84,7 +84,7 @@ export function renderReport(r: Results): string {
   const sqlite = find('c', 'quotapolicy: rate limit, SQLite');
   const redis = find('c', 'quotapolicy: rate limit, Redis');
   const mariadb = find('c', 'quotapolicy: rate limit, MariaDB');
-  const mariadbNew = find('c', 'quotapolicy: rate limit, MariaDB, new id per request');
+  const mariadbNew = find('c', 'quotapolicy: rate limit, MariaDB', NEW_ID);
   const prl = find('c', 'policyd-rate-limit');
   const pf = find('c', 'postfwd');
   const pg = find('c', 'quotapolicy: rate limit, PostgreSQL');
@@ -125,14 +125,21 @@ export function renderReport(r: Results): string {
     times('(c) MariaDB vs policyd-rate-limit', mariadb, prl, 10, 1, `${num(peak(mariadb))} req/s`),
     times('(c) MariaDB vs postfwd', mariadb, pf, 3, 1, `${num(peak(mariadb))} req/s`),
     times(
-      '(c) MariaDB, new id per request, vs policyd-rate-limit',
+      '(c) MariaDB vs policyd-rate-limit, new id per request',
       mariadbNew,
-      prl,
+      prlNew,
       10,
       1,
-      `${num(peak(mariadbNew))} req/s`,
+      `${num(peak(mariadbNew))} vs ${num(peak(prlNew))} req/s`,
     ),
-    times('(c) MariaDB, new id per request, vs postfwd', mariadbNew, pf, 3, 1, `${num(peak(mariadbNew))} req/s`),
+    times(
+      '(c) MariaDB vs postfwd, new id per request',
+      mariadbNew,
+      pfNew,
+      3,
+      1,
+      `${num(peak(mariadbNew))} vs ${num(peak(pfNew))} req/s`,
+    ),
     times('(c) PostgreSQL vs policyd-rate-limit', pg, prl, 10, 1, `${num(peak(pg))} vs ${num(peak(prl))} req/s`),
     times('(c) PostgreSQL vs postfwd', pg, pf, 3, 1, `${num(peak(pg))} vs ${num(peak(pf))} req/s`),
     times(
