@@ -2,8 +2,8 @@
 // window since the last clean, as a table, mailed on `quotapolicy clean`.
 import type { HitRow } from '../../frontend/ratelimit/store.js';
 import type { RateConfig } from '../../shared/config/rate-schema.js';
-import { readFileSync } from 'node:fs';
 import { sendMail } from '../../frontend/mail/smtp.js';
+import { reportRecipients, smtpOptions } from '../../frontend/mail/settings.js';
 import { shownKey } from '../../frontend/mail/shown.js';
 
 export function reportText(hits: readonly HitRow[]): string {
@@ -26,20 +26,6 @@ export function reportText(hits: readonly HitRow[]): string {
 export async function sendReport(c: RateConfig, hits: readonly HitRow[]): Promise<boolean> {
   const reported = hits.filter((h) => c.report_limits.includes(h.seconds));
   if (c.report_only_if_needed && reported.length === 0) return false;
-  const to = Array.isArray(c.report_to) ? c.report_to : [c.report_to!];
-  const ca = c.smtp_tls_ca_file === null ? undefined : readFileSync(c.smtp_tls_ca_file);
-  await sendMail(
-    {
-      host: c.smtp_server[0],
-      port: c.smtp_server[1] ?? 25,
-      starttls: c.smtp_starttls,
-      credentials: c.smtp_credentials,
-      ...(ca ? { ca } : {}),
-    },
-    c.report_from!,
-    to,
-    c.report_subject,
-    reportText(reported),
-  );
+  await sendMail(smtpOptions(c), c.report_from!, reportRecipients(c), c.report_subject, reportText(reported));
   return true;
 }

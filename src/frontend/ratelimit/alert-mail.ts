@@ -2,9 +2,9 @@
 // the front (the report itself is mailed by `quotapolicy clean`). Never
 // holds up an answer: the mail goes out after the reply, and its outcome
 // is logged.
-import { readFileSync } from 'node:fs';
 import type { RateConfig } from '../../shared/config/rate-schema.js';
 import { sendMail } from '../mail/smtp.js';
+import { reportRecipients, smtpOptions } from '../mail/settings.js';
 import { shownKey } from '../mail/shown.js';
 
 /**
@@ -29,17 +29,10 @@ export class AlertMailer {
       return { sent: false, reason: `${MAX_ALERT_MAILS_IN_FLIGHT} alert mails already being sent` };
     this.inFlight++;
     try {
-      const ca = c.smtp_tls_ca_file === null ? undefined : readFileSync(c.smtp_tls_ca_file);
       await this.send(
-        {
-          host: c.smtp_server[0],
-          port: c.smtp_server[1] ?? 25,
-          starttls: c.smtp_starttls,
-          credentials: c.smtp_credentials,
-          ...(ca ? { ca } : {}),
-        },
+        smtpOptions(c),
         c.report_from!,
-        [c.report_to!].flat(),
+        reportRecipients(c),
         ALERT_SUBJECT,
         // The key is whatever a client sent: one escaped line, nothing it can add to the mail.
         `${shownKey(alert)}\n`,
