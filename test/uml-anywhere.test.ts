@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { REPO } from './support/daemon.js';
 import { POLICY_CASES, FULL } from './uml/cases.js';
+import { bootGuest } from './support/uml.js';
 
 /** Where a newcomer's clone may sit that the guest's own mounts used to hide. */
 const PARENTS = ['/var/tmp', '/home'];
@@ -64,19 +65,7 @@ for (const parent of PARENTS) {
       before_ = snapshot(copy);
       out = mkdtempSync(join(tmpdir(), 'qp-uml-anywhere-'));
       // Fails (not skips) where user-mode-linux is missing: scripts/setup.sh installs it.
-      const r = spawnSync(join(copy, 'test/uml/boot.sh'), [out, join(copy, 'test/uml/acceptance.sh'), `REPO=${copy}`], {
-        encoding: 'utf8',
-        timeout: 240_000,
-        env: { ...process.env, UML_TIMEOUT: '220' },
-      });
-      const console_ = existsSync(join(out, 'console.log'))
-        ? readFileSync(join(out, 'console.log'), 'utf8')
-        : '(no console log)';
-      assert.equal(
-        r.status,
-        0,
-        `guest failed from ${copy} (status ${r.status}, ${r.error?.message ?? ''}):\n${r.stderr}\n${console_.slice(-4000)}`,
-      );
+      bootGuest(out, 'acceptance.sh', { repo: copy });
       results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as typeof results;
     });
 

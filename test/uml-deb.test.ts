@@ -5,10 +5,11 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, renameSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from './support/daemon.js';
+import { bootGuest } from './support/uml.js';
 
 let out: string;
 let version: string;
@@ -31,13 +32,7 @@ before(() => {
   version = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
   build(version, 'old.deb');
   build(`${version}+upgrade1`, 'new.deb');
-  const r = spawnSync(
-    join(REPO, 'test/uml/boot.sh'),
-    [out, join(REPO, 'test/uml/deb.sh'), `REPO=${REPO}`, 'OVERLAY_USR=1'],
-    { encoding: 'utf8', timeout: 400_000, env: { ...process.env, UML_TIMEOUT: '380' } },
-  );
-  const console_ = existsSync(join(out, 'console.log')) ? read('console.log') : '(no console log)';
-  assert.equal(r.status, 0, `guest failed (status ${r.status}):\n${r.stderr}\n${console_.slice(-4000)}`);
+  bootGuest(out, 'deb.sh', { overlayUsr: true, timeoutS: 380 });
 });
 
 test('dpkg -i: installs, creates the system user with adduser, sets the config and state groups', () => {

@@ -3,11 +3,10 @@
 // the unit's capability set, and in sudo mode as the service user.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from './support/daemon.js';
+import { bootGuest } from './support/uml.js';
 
 const FULL = 'action=452 4.2.2 Mailbox full, try again later';
 let out: string;
@@ -16,13 +15,7 @@ const rc = (f: string): number => Number(read(`${f}.rc`).trim());
 
 before(() => {
   out = mkdtempSync(join(tmpdir(), 'qp-uml-install-'));
-  const r = spawnSync(
-    join(REPO, 'test/uml/boot.sh'),
-    [out, join(REPO, 'test/uml/install.sh'), `REPO=${REPO}`, 'OVERLAY_USR=1'],
-    { encoding: 'utf8', timeout: 300_000, env: { ...process.env, UML_TIMEOUT: '280' } },
-  );
-  const console_ = existsSync(join(out, 'console.log')) ? read('console.log') : '(no console log)';
-  assert.equal(r.status, 0, `guest failed (status ${r.status}):\n${r.stderr}\n${console_.slice(-4000)}`);
+  bootGuest(out, 'install.sh', { overlayUsr: true, timeoutS: 280 });
 });
 
 test('make install: root-owned code nobody else can write, config 0640 root:quotapolicy, sudoers 0440', () => {

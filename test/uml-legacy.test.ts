@@ -5,11 +5,10 @@
 // its --debug foreground, and the daemon's own command line as root.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from './support/daemon.js';
+import { bootGuest } from './support/uml.js';
 
 const FULL = 'action=452 4.2.2 Mailbox full, try again later';
 const HOME = '/var/spool/postfix/quotapolicy';
@@ -25,13 +24,7 @@ const said = (f: string): string =>
 
 before(() => {
   out = mkdtempSync(join(tmpdir(), 'qp-uml-legacy-'));
-  const r = spawnSync(
-    join(REPO, 'test/uml/boot.sh'),
-    [out, join(REPO, 'test/uml/legacy.sh'), `REPO=${REPO}`, 'OVERLAY_USR=1'],
-    { encoding: 'utf8', timeout: 300_000, env: { ...process.env, UML_TIMEOUT: '280' } },
-  );
-  const console_ = existsSync(join(out, 'console.log')) ? read('console.log') : '(no console log)';
-  assert.equal(r.status, 0, `guest failed (status ${r.status}):\n${r.stderr}\n${console_.slice(-4000)}`);
+  bootGuest(out, 'legacy.sh', { overlayUsr: true, timeoutS: 280 });
 });
 
 test('without the sudoers drop-in: one line naming the file, status 78, nothing left but the log', () => {

@@ -6,11 +6,10 @@
 // (test/uml/warnings.sh + warnings-probe.ts) records, this file judges.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from './support/daemon.js';
+import { bootGuest } from './support/uml.js';
 
 interface Phase {
   smtp: Record<string, Record<string, string>>;
@@ -28,19 +27,7 @@ const NOTICE = /^Subject: Your mailbox is nearly full$/m;
 before(() => {
   // Fails (not skips) where user-mode-linux is missing: scripts/setup.sh installs it.
   out = mkdtempSync(join(tmpdir(), 'qp-uml-warn-'));
-  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/warnings.sh'), `REPO=${REPO}`], {
-    encoding: 'utf8',
-    timeout: 240_000,
-    env: { ...process.env, UML_TIMEOUT: '220' },
-  });
-  const console_ = existsSync(join(out, 'console.log'))
-    ? readFileSync(join(out, 'console.log'), 'utf8')
-    : '(no console log)';
-  assert.equal(
-    r.status,
-    0,
-    `guest failed (status ${r.status}, ${r.error?.message ?? ''}):\n${r.stderr}\n${console_.slice(-4000)}`,
-  );
+  bootGuest(out, 'warnings.sh');
   beforeRestart = JSON.parse(readFileSync(join(out, 'warnings-before.json'), 'utf8')) as Phase;
   afterRestart = JSON.parse(readFileSync(join(out, 'warnings-after.json'), 'utf8')) as Phase;
   daemonLog = readFileSync(join(out, 'daemon.log'), 'utf8')

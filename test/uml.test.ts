@@ -5,12 +5,11 @@
 // guest (test/uml/acceptance.sh + probe.ts) records, this file judges.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from './support/daemon.js';
 import { POLICY_CASES, SMTP_CASES, FULL, TOO_LARGE } from './uml/cases.js';
+import { bootGuest } from './support/uml.js';
 
 let out: string;
 let results: {
@@ -23,19 +22,7 @@ let daemonLog: Record<string, unknown>[];
 before(() => {
   // Fails (not skips) where user-mode-linux is missing: scripts/setup.sh installs it.
   out = mkdtempSync(join(tmpdir(), 'qp-uml-'));
-  const r = spawnSync(join(REPO, 'test/uml/boot.sh'), [out, join(REPO, 'test/uml/acceptance.sh'), `REPO=${REPO}`], {
-    encoding: 'utf8',
-    timeout: 240_000,
-    env: { ...process.env, UML_TIMEOUT: '220' },
-  });
-  const console_ = existsSync(join(out, 'console.log'))
-    ? readFileSync(join(out, 'console.log'), 'utf8')
-    : '(no console log)';
-  assert.equal(
-    r.status,
-    0,
-    `guest failed (status ${r.status}, ${r.error?.message ?? ''}):\n${r.stderr}\n${console_.slice(-4000)}`,
-  );
+  bootGuest(out, 'acceptance.sh');
   results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as typeof results;
   daemonLog = readFileSync(join(out, 'daemon.log'), 'utf8')
     .split('\n')
