@@ -32,11 +32,16 @@ export const BACKENDS: Backend[] = (process.env.QP_STORES?.split(',') as Backend
   'redis',
 ];
 
-export function storeConfig(backend: Backend, sqlLimitsById = '') {
+/** url: another server's (PostgreSQL through PgBouncer, say) instead of STORE_URLS'. */
+export function storeConfig(
+  backend: Backend,
+  sqlLimitsById = '',
+  url: string | null = backend === 'sqlite' ? null : STORE_URLS[backend],
+) {
   return {
     backend,
     sqlite_path: join(mkdtempSync(join(tmpdir(), 'qp-sqlite-')), 'rl.sqlite3'),
-    url: backend === 'sqlite' ? null : STORE_URLS[backend],
+    url,
     timeout_ms: 2000,
     sql_limits_by_id: sqlLimitsById,
   };

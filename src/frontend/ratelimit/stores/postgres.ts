@@ -80,6 +80,13 @@ const RETRY_CODES: readonly string[] = ['40P01', '40001'];
 /** Advisory lock id held while creating or migrating the tables ("qp" in ASCII). */
 const MIGRATION_LOCK = 0x7170;
 /**
+ * What PgBouncer in statement pooling mode answers a BEGIN with (it then
+ * drops the connection): it hands each statement to any server connection,
+ * so a transaction of several cannot run. Only creating or converting the
+ * tables needs one; every other call of this store is a single statement.
+ */
+const STATEMENT_POOLING = /transaction blocks not allowed/;
+/**
  * Database encodings that hold every key: any Unicode text but NUL (which
  * storedKey() hashes away). In another (LATIN1, ...) a key with a character
  * it lacks would fail every insert, and db_error_action would let it through.
@@ -420,6 +427,81 @@ function grouper(
   };
 }
 
+/**
+ * Creates or converts the tables, inside a transaction the caller opened and
+ * ends. Its first statement takes MIGRATION_LOCK for the transaction:
+ * instances starting together must not race on CREATE TABLE IF NOT EXISTS
+ * (it can fail in PostgreSQL), and a transaction-scoped lock is the one a
+ * pooler in transaction mode (PgBouncer) keeps on one server connection from
+ * lock to release; a session lock and its unlock could land on two, leaving
+ * the lock held by a pooled connection for good. Every step is one
+ * transaction with it: nothing is half-converted, and no write to the events
+ * goes by without the totals' trigger.
+ */
+async function migrateInTransaction(c: Client): Promise<void> {
+  await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+  await c.query(`CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS qp_rate_events (key TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS qp_rate_events_key_at ON qp_rate_events (key, at);
+      CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (key, seconds))`);
+  const v = await c.query('SELECT version FROM qp_schema');
+  const version = v.rows.length === 0 ? undefined : Number(v.rows[0]!.version);
+  if (version !== undefined && version > PG_SCHEMA_VERSION)
+    throw new StoreError(`schema version ${String(v.rows[0]!.version)} is newer than this quotapolicy`);
+  if (version !== undefined && version < 2) {
+    // 1 -> 2: only keys storedKey() changes (long, or containing its mark) move; every other keeps its rows.
+    const long = 'octet_length(key) > $1 OR strpos(key, $2) > 0';
+    const old = await c.query(
+      `SELECT key FROM qp_rate_events WHERE ${long} UNION SELECT key FROM qp_rate_hits WHERE ${long}`,
+      [STORE_KEY_MAX_BYTES, HASHED_KEY_MARK],
+    );
+    for (const [from, to] of rekeyPlan(old.rows.map((r) => String(r.key)))) {
+      await c.query('UPDATE qp_rate_events SET key = $1 WHERE key = $2', [to, from]);
+      await c.query('UPDATE qp_rate_hits SET key = $1 WHERE key = $2', [to, from]);
+    }
+    await c.query('UPDATE qp_schema SET version = 2');
+  }
+  if (version === undefined || version < 3) {
+    // 2 -> 3 (and new tables).
+    // The totals start empty; each is built from the events when a check first asks for its window.
+    // Invariant, per row: total = the key's events from the second edge on. The triggers run once per
+    // statement with the rows it changed (a clean deleting a million events runs one UPDATE, not a million).
+    await c.query(`CREATE TABLE IF NOT EXISTS qp_rate_totals (key TEXT NOT NULL, seconds BIGINT NOT NULL, edge BIGINT NOT NULL, total BIGINT NOT NULL, PRIMARY KEY (key, seconds));
+        ${['add', 'sub']
+          .map(
+            (f) => `CREATE OR REPLACE FUNCTION qp_rate_totals_${f}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          UPDATE qp_rate_totals t SET total = t.total ${f === 'add' ? '+' : '-'} d.n
+            FROM (SELECT w.key, w.seconds, SUM(e.n) AS n FROM qp_rate_totals w JOIN changed e ON e.key = w.key AND e.at >= w.edge
+                  GROUP BY w.key, w.seconds) d
+            WHERE t.key = d.key AND t.seconds = d.seconds;
+          RETURN NULL;
+        END $$;`,
+          )
+          .join('\n')}
+        DROP TRIGGER IF EXISTS qp_rate_events_added ON qp_rate_events;
+        DROP TRIGGER IF EXISTS qp_rate_events_removed ON qp_rate_events;
+        DROP TRIGGER IF EXISTS qp_rate_events_updated_old ON qp_rate_events;
+        DROP TRIGGER IF EXISTS qp_rate_events_updated_new ON qp_rate_events;
+        CREATE TRIGGER qp_rate_events_added AFTER INSERT ON qp_rate_events
+          REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_add();
+        CREATE TRIGGER qp_rate_events_removed AFTER DELETE ON qp_rate_events
+          REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_sub();
+        CREATE TRIGGER qp_rate_events_updated_old AFTER UPDATE ON qp_rate_events
+          REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_sub();
+        CREATE TRIGGER qp_rate_events_updated_new AFTER UPDATE ON qp_rate_events
+          REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_add();`);
+    if (version === undefined) await c.query('INSERT INTO qp_schema (version) VALUES (3)');
+    else await c.query('UPDATE qp_schema SET version = 3');
+  }
+  if (version === undefined || version < 4) {
+    // 3 -> 4: a function; the tables, triggers and locks stay, so a version 3 process beside stays exact.
+    await c.query(CONSUME_FUNCTION);
+    for (const f of ['add', 'sub']) await c.query(`ALTER FUNCTION qp_rate_totals_${f}() ${KEYED_PLANS}`);
+    await c.query('UPDATE qp_schema SET version = 4');
+  }
+}
+
 export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
   const { default: pg } = await import('pg');
   // Typed as the calls this file makes; tsc checks pg's own types fit them.
@@ -457,78 +539,35 @@ export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs
   let ready: Promise<void> | undefined;
   const migrate = (): Promise<void> =>
     (ready ??= wrap(async () => {
-      // Instances starting together must not race on CREATE TABLE IF NOT EXISTS (it can fail in PostgreSQL).
       await withClient(async (c) => {
-        await c.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
-        await c.query(`CREATE TABLE IF NOT EXISTS qp_schema (version INTEGER NOT NULL);
-        CREATE TABLE IF NOT EXISTS qp_rate_events (key TEXT NOT NULL, at BIGINT NOT NULL, n INTEGER NOT NULL);
-        CREATE INDEX IF NOT EXISTS qp_rate_events_key_at ON qp_rate_events (key, at);
-        CREATE TABLE IF NOT EXISTS qp_rate_hits (key TEXT NOT NULL, seconds BIGINT NOT NULL, hits BIGINT NOT NULL, PRIMARY KEY (key, seconds))`);
-        checkEncoding(String((await c.query("SELECT current_setting('server_encoding') AS enc")).rows[0]!.enc));
-        const v = await c.query('SELECT version FROM qp_schema');
-        const version = v.rows.length === 0 ? undefined : Number(v.rows[0]!.version);
-        if (version !== undefined && version > PG_SCHEMA_VERSION)
-          throw new StoreError(`schema version ${String(v.rows[0]!.version)} is newer than this quotapolicy`);
-        if (version !== undefined && version < 2) {
-          // 1 -> 2, in one transaction: only keys storedKey() changes (long, or containing its mark) move; every other keeps its rows.
-          await c.query('BEGIN');
-          const long = 'octet_length(key) > $1 OR strpos(key, $2) > 0';
-          const old = await c.query(
-            `SELECT key FROM qp_rate_events WHERE ${long} UNION SELECT key FROM qp_rate_hits WHERE ${long}`,
-            [STORE_KEY_MAX_BYTES, HASHED_KEY_MARK],
-          );
-          for (const [from, to] of rekeyPlan(old.rows.map((r) => String(r.key)))) {
-            await c.query('UPDATE qp_rate_events SET key = $1 WHERE key = $2', [to, from]);
-            await c.query('UPDATE qp_rate_hits SET key = $1 WHERE key = $2', [to, from]);
-          }
-          await c.query('UPDATE qp_schema SET version = 2');
-          await c.query('COMMIT');
+        // Tables already current (every open but the first): two single statements, no lock, no transaction.
+        const found = (
+          await c.query("SELECT current_setting('server_encoding') AS enc, to_regclass('qp_schema') IS NOT NULL AS t")
+        ).rows[0]!;
+        checkEncoding(String(found.enc));
+        if (found.t === true) {
+          const v = (await c.query('SELECT max(version) AS v FROM qp_schema')).rows[0]!.v;
+          if (v !== null && Number(v) > PG_SCHEMA_VERSION)
+            throw new StoreError(`schema version ${Number(v)} is newer than this quotapolicy`);
+          if (v !== null && Number(v) === PG_SCHEMA_VERSION) return;
         }
-        if (version === undefined || version < 3) {
-          // 2 -> 3 (and new tables), in one transaction, so no write to the events goes by without the trigger.
-          // The totals start empty; each is built from the events when a check first asks for its window.
-          // Invariant, per row: total = the key's events from the second edge on. The triggers run once per
-          // statement with the rows it changed (a clean deleting a million events runs one UPDATE, not a million).
+        try {
           await c.query('BEGIN');
-          await c.query(`CREATE TABLE IF NOT EXISTS qp_rate_totals (key TEXT NOT NULL, seconds BIGINT NOT NULL, edge BIGINT NOT NULL, total BIGINT NOT NULL, PRIMARY KEY (key, seconds));
-          ${['add', 'sub']
-            .map(
-              (f) => `CREATE OR REPLACE FUNCTION qp_rate_totals_${f}() RETURNS trigger LANGUAGE plpgsql AS $$
-          BEGIN
-            UPDATE qp_rate_totals t SET total = t.total ${f === 'add' ? '+' : '-'} d.n
-              FROM (SELECT w.key, w.seconds, SUM(e.n) AS n FROM qp_rate_totals w JOIN changed e ON e.key = w.key AND e.at >= w.edge
-                    GROUP BY w.key, w.seconds) d
-              WHERE t.key = d.key AND t.seconds = d.seconds;
-            RETURN NULL;
-          END $$;`,
-            )
-            .join('\n')}
-          DROP TRIGGER IF EXISTS qp_rate_events_added ON qp_rate_events;
-          DROP TRIGGER IF EXISTS qp_rate_events_removed ON qp_rate_events;
-          DROP TRIGGER IF EXISTS qp_rate_events_updated_old ON qp_rate_events;
-          DROP TRIGGER IF EXISTS qp_rate_events_updated_new ON qp_rate_events;
-          CREATE TRIGGER qp_rate_events_added AFTER INSERT ON qp_rate_events
-            REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_add();
-          CREATE TRIGGER qp_rate_events_removed AFTER DELETE ON qp_rate_events
-            REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_sub();
-          CREATE TRIGGER qp_rate_events_updated_old AFTER UPDATE ON qp_rate_events
-            REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_sub();
-          CREATE TRIGGER qp_rate_events_updated_new AFTER UPDATE ON qp_rate_events
-            REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION qp_rate_totals_add();`);
-          if (version === undefined) await c.query('INSERT INTO qp_schema (version) VALUES (3)');
-          else await c.query('UPDATE qp_schema SET version = 3');
-          await c.query('COMMIT');
+        } catch (e) {
+          if (STATEMENT_POOLING.test((e as Error).message))
+            throw new StoreError(
+              `postgresql: the tables need creating or converting to schema ${PG_SCHEMA_VERSION}, one transaction of several statements, and the pooler refused it (${(e as Error).message}): open the store once directly or through PgBouncer's transaction pooling`,
+            );
+          throw e;
         }
-        if (version === undefined || version < 4) {
-          // 3 -> 4: a function; the tables, triggers and locks stay, so a version 3 process beside stays exact.
-          await c.query('BEGIN');
-          await c.query(CONSUME_FUNCTION);
-          for (const f of ['add', 'sub']) await c.query(`ALTER FUNCTION qp_rate_totals_${f}() ${KEYED_PLANS}`);
-          await c.query('UPDATE qp_schema SET version = 4');
+        try {
+          await migrateInTransaction(c);
           await c.query('COMMIT');
+        } catch (e) {
+          // Nothing of it stays, and the lock goes with the transaction (the client is destroyed too).
+          await c.query('ROLLBACK').catch(() => {});
+          throw e;
         }
-        // Unlocked by ending the session if anything above failed (the client is destroyed).
-        await c.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
       });
     }).catch((e: unknown) => {
       ready = undefined;
