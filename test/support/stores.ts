@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../../src/frontend/ratelimit/open-store.js';
+import { NO_STORE_TLS } from '../../src/frontend/ratelimit/store-tls.js';
 import type { RateStore } from '../../src/frontend/ratelimit/store.js';
 
 // Unix sockets as root: peer/unix_socket authentication works both on a fresh
@@ -34,6 +35,7 @@ export const BACKENDS: Backend[] = (process.env.QP_STORES?.split(',') as Backend
 
 export function storeConfig(backend: Backend, sqlLimitsById = '') {
   return {
+    ...NO_STORE_TLS,
     backend,
     sqlite_path: join(mkdtempSync(join(tmpdir(), 'qp-sqlite-')), 'rl.sqlite3'),
     url: backend === 'sqlite' ? null : STORE_URLS[backend],
