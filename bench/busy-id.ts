@@ -24,6 +24,7 @@ import { parseArgs } from 'node:util';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { openStore, type StoreConfig } from '../src/frontend/ratelimit/open-store.js';
+import { NO_STORE_TLS } from '../src/frontend/ratelimit/store-tls.js';
 import { StoreError, storedKey, type RateStore } from '../src/frontend/ratelimit/store.js';
 import type { Limit } from '../src/frontend/ratelimit/decide.js';
 
@@ -63,6 +64,7 @@ const URLS = {
 
 const open = (backend: Backend, path: string): Promise<RateStore> =>
   openStore({
+    ...NO_STORE_TLS,
     backend,
     sqlite_path: path,
     url: backend === 'sqlite' ? null : URLS[backend],

@@ -10,6 +10,7 @@ import { parse } from 'yaml';
 import userid from 'userid';
 import { BIN, REPO, freePort } from './support/daemon.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
+import { NO_STORE_TLS } from '../src/frontend/ratelimit/store-tls.js';
 import { migratePolicydRateLimit } from '../src/cli/ratelimit-commands.js';
 import { ConfigError } from '../src/shared/config/load.js';
 
@@ -109,6 +110,7 @@ test('clean purges old counts, compacts, and mails the report of hits through SM
   chownSync(dir, svc.uid, svc.gid);
   const db = join(dir, 'rl.sqlite3');
   const store = await openStore({
+    ...NO_STORE_TLS,
     backend: 'sqlite',
     sqlite_path: db,
     url: null,

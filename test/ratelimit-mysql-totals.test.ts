@@ -12,6 +12,7 @@ import mysql from 'mysql2/promise';
 import { STORE_URLS } from './support/stores.js';
 import { rng, modelUsed } from './support/window-model.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
+import { NO_STORE_TLS } from '../src/frontend/ratelimit/store-tls.js';
 import type { RateStore, ConsumeRequest, ConsumeResult } from '../src/frontend/ratelimit/store.js';
 import type { Limit } from '../src/frontend/ratelimit/decide.js';
 import { MYSQL_SCHEMA_VERSION, MYSQL_GROUP_MAX } from '../src/frontend/ratelimit/stores/mysql.js';
@@ -35,7 +36,7 @@ async function database(name: string): Promise<string> {
   return u.toString();
 }
 const open = (url: string, timeoutMs = 5000): Promise<RateStore> =>
-  openStore({ backend: 'mysql', url, sqlite_path: '', timeout_ms: timeoutMs, sql_limits_by_id: '' });
+  openStore({ ...NO_STORE_TLS, backend: 'mysql', url, sqlite_path: '', timeout_ms: timeoutMs, sql_limits_by_id: '' });
 
 /** What the exact window answers, and records, for one request. */
 function modelConsume(events: Map<string, Map<number, number>>, req: ConsumeRequest): ConsumeResult {

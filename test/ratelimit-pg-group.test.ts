@@ -10,12 +10,14 @@ import assert from 'node:assert/strict';
 import { STORE_URLS, uniq } from './support/stores.js';
 import { rng, modelUsed } from './support/window-model.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
+import { NO_STORE_TLS } from '../src/frontend/ratelimit/store-tls.js';
 import { StoreError, storedKey, type ConsumeRequest, type ConsumeResult } from '../src/frontend/ratelimit/store.js';
 import { planGroup, PG_MAX_N, PG_GROUP_MAX } from '../src/frontend/ratelimit/stores/postgres.js';
 import type { Limit } from '../src/frontend/ratelimit/decide.js';
 
 const T = 1_800_000_000;
 const store = await openStore({
+  ...NO_STORE_TLS,
   backend: 'postgresql',
   url: STORE_URLS.postgresql,
   sqlite_path: '',

@@ -16,6 +16,7 @@ import pg from 'pg';
 import { STORE_URLS, uniq } from './support/stores.js';
 import { storeConformance } from './support/conformance.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
+import { NO_STORE_TLS } from '../src/frontend/ratelimit/store-tls.js';
 import { storedKey, type RateStore } from '../src/frontend/ratelimit/store.js';
 import { PG_POOL_SIZE, PG_SCHEMA_VERSION } from '../src/frontend/ratelimit/stores/postgres.js';
 
@@ -63,7 +64,7 @@ async function sql<R extends pg.QueryResultRow = Record<string, unknown>>(
 }
 
 const open = (url: string): Promise<RateStore> =>
-  openStore({ backend: 'postgresql', url, sqlite_path: '', timeout_ms: 10_000, sql_limits_by_id: '' });
+  openStore({ ...NO_STORE_TLS, backend: 'postgresql', url, sqlite_path: '', timeout_ms: 10_000, sql_limits_by_id: '' });
 
 // Cleanup, in reverse order, whatever failed: pgbouncer stopped by its pid, databases dropped, the directory removed.
 const cleanup: (() => Promise<void> | void)[] = [];

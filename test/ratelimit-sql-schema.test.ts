@@ -12,6 +12,7 @@ import pg from 'pg';
 import mysql from 'mysql2/promise';
 import { STORE_URLS } from './support/stores.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
+import { NO_STORE_TLS } from '../src/frontend/ratelimit/store-tls.js';
 import { storedKey, type RateStore, type ConsumeResult, type ConsumeRequest } from '../src/frontend/ratelimit/store.js';
 import { PG_SCHEMA_VERSION } from '../src/frontend/ratelimit/stores/postgres.js';
 import { MYSQL_SCHEMA_VERSION } from '../src/frontend/ratelimit/stores/mysql.js';
@@ -59,7 +60,7 @@ async function mysqlDatabase(name: string): Promise<string> {
   return withDatabase(STORE_URLS.mysql, name);
 }
 const open = (backend: 'postgresql' | 'mysql', url: string): Promise<RateStore> =>
-  openStore({ backend, url, sqlite_path: '', timeout_ms: 5000, sql_limits_by_id: '' });
+  openStore({ ...NO_STORE_TLS, backend, url, sqlite_path: '', timeout_ms: 5000, sql_limits_by_id: '' });
 
 /** Keys a version 1 store held, with the events each has (at T - 1 and T) and its hits. */
 const long = `sender:${'l'.repeat(1000)}`;

@@ -18,6 +18,7 @@ import { admit, type Idle } from './server/admission.js';
 import { Metrics } from './metrics.js';
 import { redactConfig } from './redact.js';
 import { startupFindings } from './startup/warnings.js';
+import { checkStoreTlsFiles } from './ratelimit/store-tls.js';
 import { EXIT, type ExitStatus } from '../shared/errors.js';
 
 /** After SIGTERM, open requests get this long to be answered. */
@@ -55,6 +56,13 @@ export async function runFront(o: FrontOptions): Promise<void> {
   let onStop = (code: ExitStatus, _why: string): void => void exit(code);
   process.on('SIGTERM', () => onStop(EXIT.OK, 'SIGTERM: draining'));
   process.on('SIGINT', () => onStop(EXIT.OK, 'SIGINT: draining'));
+  // store_tls's files, read as they will be whenever the store connects: one that fails is a config error, now.
+  try {
+    if (config.checks.includes('rate_limit')) checkStoreTlsFiles(config.rate_limit);
+  } catch (e) {
+    log.fatal({ err: (e as Error).message }, 'cannot start');
+    return exit(EXIT.CONFIG);
+  }
   const helper = new HelperClient(o.channel, config.quota_timeout_ms);
   // Postfix's recipient_delimiter is read while the helper answers the handshake.
   const delimiters = delimitersFor(config);
@@ -226,6 +234,7 @@ async function reload(service: PolicyService, cl: CommandLine, log: Logger): Pro
     const { config, source } = loadConfig({ path: cl.configPath, overrides: cl.overrides, flagOf });
     const old = service.config;
     const ignored = RESTART_ONLY.filter((k) => JSON.stringify(old[k]) !== JSON.stringify(config[k]));
+    if (config.checks.includes('rate_limit')) checkStoreTlsFiles(config.rate_limit);
     const [delim, aliases] = await Promise.all([delimitersFor(config), aliasSetupFor(config)]);
     if (aliases.warning !== undefined) log.warn(aliases.warning);
     service.reconfigure(config, delim.delimiters, aliases.reader);

@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../../src/frontend/ratelimit/open-store.js';
+import { NO_STORE_TLS } from '../../src/frontend/ratelimit/store-tls.js';
 import type { RateStore } from '../../src/frontend/ratelimit/store.js';
 
 // Unix sockets as root: peer/unix_socket authentication works both on a fresh
@@ -39,6 +40,7 @@ export function storeConfig(
   url: string | null = backend === 'sqlite' ? null : STORE_URLS[backend],
 ) {
   return {
+    ...NO_STORE_TLS,
     backend,
     sqlite_path: join(mkdtempSync(join(tmpdir(), 'qp-sqlite-')), 'rl.sqlite3'),
     url,

@@ -1,7 +1,10 @@
-// Opens the configured store; only that backend's driver is loaded.
+// Opens the configured store; only that backend's driver is loaded. Every
+// opener (the daemon, the start-up probe, check-config, the ratelimit
+// commands) comes through here, so all of them use the same TLS settings.
 import type { RateStore } from './store.js';
+import { readStoreTls, type StoreTlsConfig } from './store-tls.js';
 
-export interface StoreConfig {
+export interface StoreConfig extends StoreTlsConfig {
   backend: 'sqlite' | 'postgresql' | 'mysql' | 'redis';
   sqlite_path: string;
   url: string | null;
@@ -14,11 +17,16 @@ export async function openStore(c: StoreConfig): Promise<RateStore> {
     case 'sqlite':
       return (await import('./stores/sqlite.js')).openSqlite(c.sqlite_path, c.sql_limits_by_id);
     case 'postgresql':
-      return (await import('./stores/postgres.js')).openPostgres(c.url!, c.sql_limits_by_id, c.timeout_ms);
+      return (await import('./stores/postgres.js')).openPostgres(
+        c.url!,
+        c.sql_limits_by_id,
+        c.timeout_ms,
+        readStoreTls(c),
+      );
     case 'mysql':
-      return (await import('./stores/mysql.js')).openMysql(c.url!, c.sql_limits_by_id, c.timeout_ms);
+      return (await import('./stores/mysql.js')).openMysql(c.url!, c.sql_limits_by_id, c.timeout_ms, readStoreTls(c));
     case 'redis':
-      return (await import('./stores/redis.js')).openRedis(c.url!, c.timeout_ms);
+      return (await import('./stores/redis.js')).openRedis(c.url!, c.timeout_ms, readStoreTls(c));
   }
 }
 
@@ -28,10 +36,10 @@ export async function probeStore(c: StoreConfig): Promise<void> {
     case 'sqlite':
       return (await import('./stores/sqlite.js')).probeSqlite(c.sqlite_path);
     case 'postgresql':
-      return (await import('./stores/postgres.js')).probePostgres(c.url!, c.timeout_ms);
+      return (await import('./stores/postgres.js')).probePostgres(c.url!, c.timeout_ms, readStoreTls(c));
     case 'mysql':
-      return (await import('./stores/mysql.js')).probeMysql(c.url!, c.timeout_ms);
+      return (await import('./stores/mysql.js')).probeMysql(c.url!, c.timeout_ms, readStoreTls(c));
     case 'redis':
-      return (await import('./stores/redis.js')).probeRedis(c.url!, c.timeout_ms);
+      return (await import('./stores/redis.js')).probeRedis(c.url!, c.timeout_ms, readStoreTls(c));
   }
 }

@@ -5,6 +5,7 @@ import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } fro
 import { FIELDS, ACTION_FIELDS, WARNING_FIELDS, type Config } from './schema.js';
 import type { Field, FieldsOf } from './checks.js';
 import { RATE_FIELDS } from './rate-schema.js';
+import { storeTlsProblem } from './store-tls.js';
 import { addressKey } from '../address.js';
 import { QpError } from '../errors.js';
 
@@ -184,6 +185,8 @@ function crossCheck(c: Config, source: string): void {
   if (w.notify && w.thresholds.length === 0)
     throw new ConfigError(`quota_warnings.notify${at}: needs thresholds (e.g. [80, 90])`);
   if (w.notify && w.notify_from === null) throw new ConfigError(`quota_warnings.notify${at}: notify_from is required`);
+  const tls = storeTlsProblem(r);
+  if (tls !== undefined) throw new ConfigError(`rate_limit.${tls.key}${at}: ${tls.why}`);
   if (r.backend !== 'sqlite' && r.url === null)
     throw new ConfigError(`rate_limit.url${at}: required with backend ${r.backend}`);
   if (

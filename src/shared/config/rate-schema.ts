@@ -240,6 +240,26 @@ export const RATE_FIELDS = fieldTable({
     check: nullable(str),
     doc: 'postgresql://..., mysql://... or redis://... for the other backends.',
   },
+  store_tls: {
+    default: false,
+    check: bool,
+    doc: "postgresql, mysql and redis: connect over TLS and verify the server's certificate, its chain up to store_tls_ca_file and its name against url's host (as PostgreSQL's sslmode=verify-full); a connection that fails either check is not used. url then needs a TCP host (no unix socket; for mysql a name, not an IP address) and no TLS parameters of its own (rediss://, sslmode, ssl...): this key is the one way to say TLS.",
+  },
+  store_tls_ca_file: {
+    default: null,
+    check: nullable(absPath),
+    doc: "With store_tls: PEM file of the CA(s) that sign the store server's certificate; null trusts the public CAs built into Node.js (not /etc/ssl/certs). Read by the front as the service user whenever it connects; check-config and serve refuse a file it cannot read or that holds no certificate.",
+  },
+  store_tls_cert_file: {
+    default: null,
+    check: nullable(absPath),
+    doc: 'With store_tls: PEM client certificate shown to a store server that asks for one (with store_tls_key_file); null = none.',
+  },
+  store_tls_key_file: {
+    default: null,
+    check: nullable(absPath),
+    doc: "With store_tls_cert_file: the client certificate's private key (PEM, unencrypted), readable by the service user (and no one else).",
+  },
   store_timeout_ms: {
     default: 1000,
     check: int(50, 60_000),

@@ -20,6 +20,7 @@ import type { RateStore, ConsumeRequest, ConsumeResult } from '../store.js';
 import { storeCall } from './wrap.js';
 import { StoreError, parseLimitsText, storedKey, rekeyPlan, STORE_KEY_MAX_BYTES, HASHED_KEY_MARK } from '../store.js';
 import { planGroup, readsFor, answerGroup, type GroupRead } from './mysql-group.js';
+import { certificateFailure, type StoreTls } from '../store-tls.js';
 
 /** The driver calls this backend makes. */
 interface Conn {
@@ -78,6 +79,17 @@ const MOVED_COLUMN = 'n_moved_to_qp_rate_counts';
 const hexOf = (key: string): string => Buffer.from(storedKey(key), 'utf8').toString('hex');
 const bin = (hex: string): Buffer => Buffer.from(hex, 'hex');
 
+/**
+ * mysql2's ssl option: store_tls's files, the chain verified
+ * (rejectUnauthorized) and the host name too (verifyIdentity: mysql2 checks
+ * no name without it). Without store_tls, nothing: the config check refused
+ * an ssl parameter in the URL.
+ */
+const mysqlSsl = (
+  tls: StoreTls | undefined,
+): { ssl?: StoreTls & { rejectUnauthorized: true; verifyIdentity: true } } =>
+  tls === undefined ? {} : { ssl: { ...tls, rejectUnauthorized: true, verifyIdentity: true } };
+
 /** One connection that reads, never writes: what check-config and the start-up warning try (see startup/store-probe.ts). */
 interface ProbeConn {
   query: Conn['query'];
@@ -86,12 +98,17 @@ interface ProbeConn {
 }
 
 /** Connects, and checks that the tables (if any) are not newer than this version. */
-export async function probeMysql(url: string, timeoutMs: number): Promise<void> {
+export async function probeMysql(url: string, timeoutMs: number, tls?: StoreTls): Promise<void> {
   const { default: mysql } = await import('mysql2/promise');
   let c: ProbeConn | undefined;
   try {
     // Typed as the calls the probe makes; tsc checks mysql2's own Connection fits them.
-    c = await mysql.createConnection({ uri: url, connectTimeout: timeoutMs, multipleStatements: false });
+    c = await mysql.createConnection({
+      uri: url,
+      connectTimeout: timeoutMs,
+      multipleStatements: false,
+      ...mysqlSsl(tls),
+    });
     c.on('error', () => {
       /* the failed call says why */
     });
@@ -104,7 +121,7 @@ export async function probeMysql(url: string, timeoutMs: number): Promise<void> 
         throw new StoreError(`mysql: schema version ${Number(v[0]!.v)} is newer than this quotapolicy`);
     }
   } catch (e) {
-    throw e instanceof StoreError ? e : new StoreError(`mysql: ${(e as Error).message}`);
+    throw e instanceof StoreError ? e : new StoreError(`mysql: ${certificateFailure(e) ?? (e as Error).message}`);
   } finally {
     await c?.end().catch(() => {});
   }
@@ -123,7 +140,12 @@ interface Waiting {
   reject: (e: unknown) => void;
 }
 
-export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
+export async function openMysql(
+  url: string,
+  sqlLimitsById: string,
+  timeoutMs: number,
+  tls?: StoreTls,
+): Promise<RateStore> {
   const { default: mysql } = await import('mysql2/promise');
   // Typed as the calls this file makes; tsc checks mysql2's own types fit them.
   const pool: Pool = mysql.createPool({
@@ -132,6 +154,7 @@ export async function openMysql(url: string, sqlLimitsById: string, timeoutMs: n
     connectTimeout: timeoutMs,
     multipleStatements: false,
     supportBigNumbers: true,
+    ...mysqlSsl(tls),
   });
   const lockWaitSec = Math.max(1, Math.ceil(timeoutMs / 1000));
   // Each group's reads must be one snapshot taken after its locks (REPEATABLE READ, whatever the server's

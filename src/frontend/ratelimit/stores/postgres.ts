@@ -11,6 +11,7 @@
 // before it.
 import type { RateStore, ConsumeRequest, ConsumeResult } from '../store.js';
 import { storeCall } from './wrap.js';
+import { certificateFailure, type StoreTls } from '../store-tls.js';
 import type { Limit } from '../decide.js';
 import {
   StoreError,
@@ -100,6 +101,16 @@ function checkEncoding(enc: string): void {
     );
 }
 
+/**
+ * pg's ssl option: store_tls's files, the chain and the host name verified
+ * (pg passes the host it connects to as the name to check; the config check
+ * refused every TLS parameter of the URL, which would override this). false,
+ * not undefined, without store_tls: else pg would take PGSSLMODE from the
+ * environment.
+ */
+const pgSsl = (tls: StoreTls | undefined): false | (StoreTls & { rejectUnauthorized: true }) =>
+  tls === undefined ? false : { ...tls, rejectUnauthorized: true };
+
 /** One connection that reads, never writes: what check-config and the start-up warning try (see startup/store-probe.ts). */
 interface ProbeClient {
   connect(): Promise<unknown>;
@@ -109,11 +120,12 @@ interface ProbeClient {
 }
 
 /** Connects, and checks the encoding and that the tables (if any) are not newer than this version. */
-export async function probePostgres(url: string, timeoutMs: number): Promise<void> {
+export async function probePostgres(url: string, timeoutMs: number, tls?: StoreTls): Promise<void> {
   const { default: pg } = await import('pg');
   // Typed as the calls the probe makes; tsc checks pg's own Client fits them.
   const c: ProbeClient = new pg.Client({
     connectionString: url,
+    ssl: pgSsl(tls),
     connectionTimeoutMillis: timeoutMs,
     query_timeout: timeoutMs,
   });
@@ -132,7 +144,7 @@ export async function probePostgres(url: string, timeoutMs: number): Promise<voi
         throw new StoreError(`postgresql: schema version ${Number(v)} is newer than this quotapolicy`);
     }
   } catch (e) {
-    throw e instanceof StoreError ? e : new StoreError(`postgresql: ${(e as Error).message}`);
+    throw e instanceof StoreError ? e : new StoreError(`postgresql: ${certificateFailure(e) ?? (e as Error).message}`);
   } finally {
     await c.end().catch(() => {});
   }
@@ -502,11 +514,17 @@ async function migrateInTransaction(c: Client): Promise<void> {
   }
 }
 
-export async function openPostgres(url: string, sqlLimitsById: string, timeoutMs: number): Promise<RateStore> {
+export async function openPostgres(
+  url: string,
+  sqlLimitsById: string,
+  timeoutMs: number,
+  tls?: StoreTls,
+): Promise<RateStore> {
   const { default: pg } = await import('pg');
   // Typed as the calls this file makes; tsc checks pg's own types fit them.
   const pool: Pool = new pg.Pool({
     connectionString: url,
+    ssl: pgSsl(tls),
     max: PG_POOL_SIZE,
     connectionTimeoutMillis: timeoutMs,
     query_timeout: timeoutMs,

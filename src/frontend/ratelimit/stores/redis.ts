@@ -8,10 +8,13 @@
 // history it holds (a key with a day of busy seconds costs what a fresh one
 // does). Seconds behind every start are dropped as they are passed, and keys
 // expire after their longest window, so nothing needs cleaning.
+import { isIP } from 'node:net';
 import type { RateStore, ConsumeResult, EventRow } from '../store.js';
 import { StoreError, storedKey } from '../store.js';
 import { storeCall } from './wrap.js';
 import { redactUrl } from '../../redact.js';
+import { certificateFailure, type StoreTls } from '../store-tls.js';
+import { storeHost } from '../../../shared/config/store-tls.js';
 
 /** The driver calls this backend makes. */
 interface Redis {
@@ -228,8 +231,8 @@ return n
 `;
 
 /** Connects and answers PING: what check-config and the start-up warning try (see startup/store-probe.ts). */
-export async function probeRedis(url: string, timeoutMs: number): Promise<void> {
-  const r = await connect(url, timeoutMs);
+export async function probeRedis(url: string, timeoutMs: number, tls?: StoreTls): Promise<void> {
+  const r = await connect(url, timeoutMs, tls);
   try {
     await r.ping();
   } catch (e) {
@@ -239,7 +242,23 @@ export async function probeRedis(url: string, timeoutMs: number): Promise<void> 
   }
 }
 
-async function connect(url: string, timeoutMs: number): Promise<Redis> {
+/**
+ * ioredis's tls option: store_tls's files, the chain verified, and the name
+ * too: Node checks the certificate against servername, else the host ioredis
+ * connects to. A DNS name is sent as servername (SNI); an IP address never is
+ * (RFC 6066), it is checked as the host.
+ */
+function redisTls(
+  url: string,
+  tls: StoreTls | undefined,
+): { tls?: StoreTls & { rejectUnauthorized: true; servername?: string } } {
+  if (tls === undefined) return {};
+  const h = storeHost('redis', url);
+  if ('why' in h) throw new StoreError(`redis: with store_tls, the URL ${h.why}`);
+  return { tls: { ...tls, rejectUnauthorized: true, ...(isIP(h.host) === 0 ? { servername: h.host } : {}) } };
+}
+
+async function connect(url: string, timeoutMs: number, tls: StoreTls | undefined): Promise<Redis> {
   const { default: ioredis } = await import('ioredis');
   // Typed as the calls this file makes; tsc checks ioredis's own types fit them.
   // No offline queue: while Redis is down, calls fail at once and db_error_action applies.
@@ -249,13 +268,23 @@ async function connect(url: string, timeoutMs: number): Promise<Redis> {
     connectTimeout: timeoutMs,
     commandTimeout: timeoutMs,
     lazyConnect: false,
+    ...redisTls(url, tls),
   });
   // Reconnects by itself; failed calls say why, and a failed first connection says the last error.
   let last: Error | undefined;
+  let refused: (e: Error) => void = () => {};
   r.on('error', (e) => {
     last = e;
+    // A certificate store_tls refuses is refused again on every retry: said at once, not after the timeout.
+    const cert = certificateFailure(e);
+    if (cert !== undefined) refused(new StoreError(`redis: ${cert}`));
   });
   await new Promise<void>((resolve, reject) => {
+    refused = (e) => {
+      clearTimeout(t);
+      r.disconnect();
+      reject(e);
+    };
     const t = setTimeout(() => {
       r.disconnect();
       const why = last === undefined ? '' : `: ${last.message}`;
@@ -263,14 +292,16 @@ async function connect(url: string, timeoutMs: number): Promise<Redis> {
     }, timeoutMs);
     r.once('ready', () => {
       clearTimeout(t);
+      // Connected: a later failure is a reconnection's, which ioredis keeps trying (calls fail meanwhile).
+      refused = () => {};
       resolve();
     });
   });
   return r;
 }
 
-export async function openRedis(url: string, timeoutMs: number): Promise<RateStore> {
-  const r = await connect(url, timeoutMs);
+export async function openRedis(url: string, timeoutMs: number, tls?: StoreTls): Promise<RateStore> {
+  const r = await connect(url, timeoutMs, tls);
   const wrap = storeCall('redis');
   return {
     name: 'redis',
