@@ -75,8 +75,9 @@ const peak = (m: Measured | undefined): number => (m ? Math.max(...m.points.map(
 const at = (m: Measured | undefined, c: number): Point | undefined => m?.points.find((p) => p.connections === c);
 const num = (n: number): string =>
   Number.isNaN(n) ? 'n/a' : n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(1);
-const ms = (n: number | undefined): string =>
-  n === undefined || Number.isNaN(n) ? 'n/a' : n < 10 ? n.toFixed(2) : n.toFixed(1);
+/** NaN (no request answered in a point) comes back from results.json, or from the guest's, as null. */
+const ms = (n: number | null | undefined): string =>
+  typeof n !== 'number' || Number.isNaN(n) ? 'n/a' : n < 10 ? n.toFixed(2) : n.toFixed(1);
 
 export function renderReport(r: Results): string {
   const find = (s: Scenario, prefix: string, suffix = ''): Measured | undefined =>

@@ -44,6 +44,14 @@ test('(b) is met only when the like-for-like row is at least Dovecot at every co
   assert.match(met!, /\| 1\.00x at worst .*\| yes \|$/);
 });
 
+test('a point that answered nothing (NaN latencies, null once through JSON) is rendered n/a', () => {
+  const silent = row('Dovecot quota-status (fs)', [60, 80, 0, 0]);
+  for (const p of silent.points.slice(2)) Object.assign(p, { p50Ms: NaN, p99Ms: NaN, maxMs: NaN });
+  const measured = JSON.parse(JSON.stringify([row(B_LIKE_FOR_LIKE, [1, 2, 3, 4]), silent])) as Measured[];
+  const text = renderReport({ when: '2026-12-01T00:00:00Z', short: true, secondsPerPoint: 1, machine: {}, measured });
+  assert.match(text, /\| Dovecot quota-status \(fs\) \| 60\.0 \| 80\.0 \| 0\.0 \| 0\.0 \| n\/a \/ n\/a \/ n\/a \|/);
+});
+
 test('(b) with a row missing is not met', () => {
   const lines = renderReport({
     when: '2026-12-01T00:00:00Z',
