@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from './support/daemon.js';
-import { CONNECTIONS, type Results } from '../bench/report.js';
+import { B_DEFAULT_KINDS, B_LIKE_FOR_LIKE, CONNECTIONS, type Results } from '../bench/report.js';
 
 const SYSTEMS: [string, string][] = [
   ['d', 'trivial DUNNO server'],
@@ -24,7 +24,8 @@ const SYSTEMS: [string, string][] = [
   ['c', 'quotapolicy: rate limit, PostgreSQL, new id per request'],
   ['c', 'policyd-rate-limit (SQLite), new id per request'],
   ['c', 'postfwd (rate, in memory), new id per request'],
-  ['b', 'quotapolicy: quota, cache off (real quota)'],
+  ['b', B_LIKE_FOR_LIKE],
+  ['b', B_DEFAULT_KINDS],
   ['b', 'Dovecot quota-status (fs)'],
 ];
 

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   ProjectLookup,
+  homeFromFiles,
   devName,
   parseLsattrProject,
   parsePasswdHome,
@@ -82,7 +83,11 @@ function standIns(lsattrOut: string) {
   const hang = script('hang', 'exec sleep 30');
   const dev = devName(statSync(home).dev);
   const calls = () => readFileSync(log, 'utf8').trim().split('\n');
-  return { home, getent, lsattr, hang, dev, calls };
+  // NSS reads the files first; alice is in them, bob is not (getent answers for him).
+  const files = { nsswitch: join(dir, 'nsswitch.conf'), passwd: join(dir, 'passwd') };
+  writeFileSync(files.nsswitch, 'passwd:         files systemd\ngroup: files\n');
+  writeFileSync(files.passwd, `root:x:0:0:root:/root:/bin/bash\nalice:x:2002:100::${home}:/bin/sh\n`);
+  return { home, getent, lsattr, hang, dev, calls, files };
 }
 
 const me = { uid: process.getuid!(), gid: process.getgid!() };
@@ -91,6 +96,7 @@ test('the lookup: home from getent, project id from lsattr, mounts of its device
   const s = standIns('   42 ----P-- HOME\n');
   const l = new ProjectLookup({
     runAs: me,
+    ...s.files,
     getent: s.getent,
     lsattr: s.lsattr,
     mounts: () => new Map([[s.dev, new Set(['/m'])]]),
@@ -102,10 +108,17 @@ test('the lookup: home from getent, project id from lsattr, mounts of its device
 
 test('the lookup runs nothing where no file system enforces project quotas, and no lsattr off them', async () => {
   const s = standIns('42 ---- HOME\n');
-  const none = new ProjectLookup({ runAs: me, getent: s.getent, lsattr: s.lsattr, mounts: () => new Map() });
+  const none = new ProjectLookup({
+    runAs: me,
+    ...s.files,
+    getent: s.getent,
+    lsattr: s.lsattr,
+    mounts: () => new Map(),
+  });
   assert.deepEqual(await none.mailboxProject('bob'), { none: 'no file system enforces project quotas' });
   const other = new ProjectLookup({
     runAs: me,
+    ...s.files,
     getent: s.getent,
     lsattr: s.lsattr,
     mounts: () => new Map([['999:999', new Set(['/x'])]]),
@@ -116,10 +129,56 @@ test('the lookup runs nothing where no file system enforces project quotas, and 
   assert.deepEqual(s.calls(), ['getent passwd -- bob'], 'getent once (the second lookup), lsattr never');
 });
 
+test('the home from the passwd file only where getpwnam() would answer with it', () => {
+  const pw = 'root:x:0:0:root:/root:/bin/bash\nbob:x:2001:100::/home/bob:/bin/sh\nbob:x:2009:100::/other:/bin/sh\n';
+  assert.equal(homeFromFiles('bob', 'passwd: files\n', pw), '/home/bob', 'the first entry, as glibc');
+  assert.equal(homeFromFiles('bob', '# x\npasswd:\tfiles ldap\ngroup: ldap\n', pw), '/home/bob');
+  assert.equal(homeFromFiles('bo', 'passwd: files\n', pw), undefined, 'a prefix is not a name');
+  assert.equal(homeFromFiles('carol', 'passwd: files\n', pw), undefined, 'not there: NSS may know her');
+  for (const nss of [
+    'passwd: ldap files\n',
+    'passwd: compat\n',
+    'passwd: files [NOTFOUND=return] x\n',
+    '',
+    'passwd: files\npasswd: ldap\n',
+  ])
+    assert.equal(homeFromFiles('bob', nss, pw), undefined, nss);
+  for (const odd of ['+@staff::::::\n', '-eve::::::\n', ' eve:x:1:1::/e:/bin/sh\n', '#c\n'])
+    assert.equal(homeFromFiles('bob', 'passwd: files\n', odd + pw), undefined, odd);
+  assert.equal(homeFromFiles('bob', 'passwd: files\n', 'bob:x:2001:100::home:/bin/sh\n'), undefined, 'getent says why');
+});
+
+test('the lookup reads the passwd file first: no process for a user in it', async () => {
+  const s = standIns('   7 ----P-- HOME\n');
+  const l = new ProjectLookup({
+    runAs: me,
+    ...s.files,
+    getent: s.getent,
+    lsattr: s.lsattr,
+    mounts: () => new Map([[s.dev, new Set(['/m'])]]),
+  });
+  assert.deepEqual(await l.mailboxProject('alice'), { id: 7, mounts: new Set(['/m']) });
+  assert.deepEqual(s.calls(), [`lsattr -p -d -- ${s.home}`], 'lsattr only');
+  const ldapFirst = new ProjectLookup({
+    runAs: me,
+    ...s.files,
+    nsswitch: '/nonexistent',
+    getent: s.getent,
+    lsattr: s.lsattr,
+    mounts: () => new Map([[s.dev, new Set(['/m'])]]),
+  });
+  assert.deepEqual(
+    await ldapFirst.mailboxProject('alice'),
+    { error: `${s.getent} passwd -- alice: no such user` },
+    'unreadable nsswitch.conf: getent decides',
+  );
+});
+
 test('a failing or hung lsattr is an error, in bounded time', async () => {
   const s = standIns('');
   const bad = new ProjectLookup({
     runAs: me,
+    ...s.files,
     getent: s.getent,
     lsattr: '/bin/false',
     mounts: () => new Map([[s.dev, new Set(['/m'])]]),
@@ -127,6 +186,7 @@ test('a failing or hung lsattr is an error, in bounded time', async () => {
   assert.deepEqual(await bad.mailboxProject('bob'), { error: `/bin/false -p -d -- ${s.home}: exit status 1` });
   const hung = new ProjectLookup({
     runAs: me,
+    ...s.files,
     getent: s.getent,
     lsattr: s.hang,
     timeoutMs: 200,

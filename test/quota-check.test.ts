@@ -265,3 +265,37 @@ test('quota_kinds: project: a project that cannot be found answers the error act
   assert.equal((await c.check(req, 1)).verdict, 'pass');
   assert.equal(looked.length, 2, 'the failure was not cached');
 });
+
+test("quota_kinds: project: the user's and group's quotas are asked for while the project is looked up", async () => {
+  const events: string[] = [];
+  let found: (p: MailboxProject) => void = () => {};
+  const c = new QuotaCheck(parseConfig('', 't'), '+', 1000, {
+    lookupUser: () => ({ uid: 2001, gid: 100 }),
+    queryQuota: async (id, kind): Promise<UserQuota> => {
+      events.push(`quota ${kind} ${id}`);
+      const fs = [{ ...row, blocks: kind === QuotaKind.Project ? 200 : 1, blockHard: 200, blockSoft: 0 }];
+      return { uid: id, status: QuotaStatus.Ok, fs };
+    },
+    groupQuotaMounts: () => new Set(['/home']),
+    mailboxProject: (name) => {
+      events.push(`lookup ${name}`);
+      return new Promise((r) => (found = r));
+    },
+  });
+  const req = new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient: 'bob@x' }));
+  const pending = c.check(req, 0);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(events, [`quota ${QuotaKind.User} 2001`, `quota ${QuotaKind.Group} 100`, 'lookup bob']);
+  found({ id: 42, mounts: new Set(['/home']) });
+  const r = await pending;
+  assert.deepEqual(events.slice(3), [`quota ${QuotaKind.Project} 42`], 'the project once its id is known');
+  assert.deepEqual([r.verdict, r.kind], ['over_quota', 'project'], 'all three kinds judged together');
+  // A lookup that fails still answers with the error action, the other kinds read meanwhile.
+  const failing = new QuotaCheck(parseConfig('', 't'), '+', 1000, {
+    lookupUser: () => ({ uid: 2001, gid: 100 }),
+    queryQuota: async (id): Promise<UserQuota> => ({ uid: id, status: QuotaStatus.Ok, fs: [] }),
+    groupQuotaMounts: () => new Set(['/home']),
+    mailboxProject: async () => ({ error: 'getent passwd -- bob: no answer in 5000 ms' }),
+  });
+  assert.deepEqual((await failing.check(req, 0)).fault, 'project');
+});

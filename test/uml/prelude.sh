@@ -5,7 +5,7 @@
 # tmpfs, and the only host directory written to is $OUT (bind-mounted at /run/out).
 # After sourcing: /home is a fresh ext4 file system with user and group quotas
 # enforced, /home/prj a second one with user and project quotas enforced (group
-# quotas only counted), the checkout $REPO (if given) is at its own path, read-only, wherever
+# quotas only counted; left unmounted with PRJ_FS=0 on the kernel command line), the checkout $REPO (if given) is at its own path, read-only, wherever
 # it is, loopback is up, and finish STATUS powers the guest off.
 set -u
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -51,7 +51,10 @@ mkdir -p /var/tmp && mount -t tmpfs tmpfs /var/tmp
 # hostfs keeps the host's /home visible; the quota file system replaces it.
 mount -t ext4 -o usrquota,grpquota /dev/ubda /home || finish 94
 # The second file system (boot.sh): project quotas enforced, group quotas not.
-mkdir -p /home/prj && mount -t ext4 -o usrquota,prjquota /dev/ubdb /home/prj || finish 97
+# The acceptance tests use it; the cache-miss bench (bench/uml.ts) does not.
+if [ "${PRJ_FS:-1}" != 0 ]; then
+  mkdir -p /home/prj && mount -t ext4 -o usrquota,prjquota /dev/ubdb /home/prj || finish 97
+fi
 # The checkout comes back at its own path over those mounts, read-only: the guest
 # runs its code but cannot change it. Under /home its mount point is made on the
 # quota file system: root-owned directories that count in root's usage only (a

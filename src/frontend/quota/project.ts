@@ -4,13 +4,15 @@
 // not a name in /etc/projects, which may be stale or absent -- is what counts.
 // The front reads it itself, as the service user: the home directory from
 // getpwnam() through NSS (`getent passwd NAME`: the `userid` binding has no
-// home, and /etc/passwd alone misses LDAP users), its project id with
+// home, and /etc/passwd alone misses LDAP users; but when NSS reads
+// /etc/passwd first and the user is there, that entry is getpwnam()'s answer,
+// read without a process: homeFromFiles), its project id with
 // `lsattr -p -d DIR` (the FS_IOC_FSGETXATTR ioctl, which Node cannot make
 // without a native addon). No shell, a fixed environment, bounded in time,
 // output and processes at once. Root only ever gets the numeric id.
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 
 /** One getent or lsattr run: NSS may ask LDAP; Postfix waits smtpd_policy_service_timeout (100 s) for the whole answer. */
 export const PROJECT_LOOKUP_TIMEOUT_MS = 5000;
@@ -20,6 +22,8 @@ export const MAX_PROJECT_PROCESSES = 4;
 export const MAX_PROJECT_WAITING = 256;
 /** Either answers one line: a passwd entry, or "ID FLAGS PATH"; 64 KiB is far above both. */
 export const PROJECT_OUTPUT_MAX_BYTES = 64 * 1024;
+/** A passwd file larger than this is not read (getent asks NSS): ~80,000 entries of 100 bytes. */
+export const PASSWD_FILE_MAX_BYTES = 8 * 1024 * 1024;
 /** Project ids are 32-bit (struct fsxattr.fsx_projid). */
 const MAX_PROJECT_ID = 0xffff_ffff;
 const PATH = '/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -81,6 +85,24 @@ export function parsePasswdHome(out: string, name: string): string | { error: st
   return f[5]!;
 }
 
+/**
+ * NAME's home from the passwd file, when getpwnam() would answer with that entry: nsswitch.conf's
+ * passwd line names `files` first with no action after it, the file has no compat ("+", "-") lines
+ * and no line glibc would read differently (leading blanks, comments), and NAME is in it (its first
+ * entry, as glibc reads). Otherwise undefined: `getent passwd NAME` asks NSS.
+ */
+export function homeFromFiles(name: string, nsswitch: string, passwd: string): string | undefined {
+  const m = /^passwd:[ \t]*(\S+)(?:[ \t]+(\S+))?/m.exec(nsswitch);
+  if (m?.[1] !== 'files' || m[2]?.startsWith('[') || nsswitch.match(/^passwd:/gm)!.length > 1) return undefined;
+  let entry: string | undefined;
+  for (const line of passwd.split('\n')) {
+    if (/^[-+#\s]/.test(line)) return undefined;
+    if (entry === undefined && line.startsWith(`${name}:`)) entry = line;
+  }
+  const home = entry === undefined ? undefined : parsePasswdHome(entry, name);
+  return typeof home === 'string' ? home : undefined; // a malformed entry: getent's answer, and its error
+}
+
 /** The project id from `lsattr -p -d DIR`'s line "ID FLAGS DIR". */
 export function parseLsattrProject(out: string, dir: string): number | { error: string } {
   const m = /^\s*(\d{1,10})\s+\S+\s+(.*)$/.exec(out.split('\n')[0] ?? '');
@@ -94,6 +116,9 @@ export interface ProjectLookupOptions {
   runAs?: { uid: number; gid: number } | undefined;
   getent?: string;
   lsattr?: string;
+  /** Read before getent (homeFromFiles); default /etc/nsswitch.conf and /etc/passwd. */
+  nsswitch?: string;
+  passwd?: string;
   timeoutMs?: number;
   /** Devices enforcing project quotas, and their mount points (default: from /proc/self/mountinfo). */
   mounts?: () => ReadonlyMap<string, ReadonlySet<string>>;
@@ -113,7 +138,9 @@ export class ProjectLookup {
     try {
       const enforced = (this.o.mounts ?? projectQuotaMounts)();
       if (enforced.size === 0) return { none: 'no file system enforces project quotas' };
-      const home = parsePasswdHome(await this.run(this.o.getent ?? 'getent', ['passwd', '--', name]), name);
+      const home =
+        (await this.homeFromFiles(name)) ??
+        parsePasswdHome(await this.run(this.o.getent ?? 'getent', ['passwd', '--', name]), name);
       if (typeof home !== 'string') return home;
       const mounts = enforced.get(devName((await stat(home)).dev));
       if (mounts === undefined) return { none: `${home} is on a file system without project quotas` };
@@ -121,6 +148,21 @@ export class ProjectLookup {
       return typeof id === 'number' ? { id, mounts } : id;
     } catch (e) {
       return { error: (e as Error).message.split('\n')[0]! };
+    }
+  }
+
+  /** homeFromFiles() on this host's files; undefined when they cannot be read or the passwd file is too large. */
+  private async homeFromFiles(name: string): Promise<string | undefined> {
+    try {
+      const passwd = this.o.passwd ?? '/etc/passwd';
+      if ((await stat(passwd)).size > PASSWD_FILE_MAX_BYTES) return undefined;
+      const [nss, pw] = await Promise.all([
+        readFile(this.o.nsswitch ?? '/etc/nsswitch.conf', 'utf8'),
+        readFile(passwd, 'utf8'),
+      ]);
+      return homeFromFiles(name, nss, pw.length > PASSWD_FILE_MAX_BYTES ? '' : pw);
+    } catch {
+      return undefined;
     }
   }
 

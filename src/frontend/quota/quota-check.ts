@@ -265,19 +265,25 @@ export class QuotaCheck {
     const lookup = this.deps.mailboxProject;
     if (!kinds.includes('project') || lookup === undefined)
       return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
+    // Project 0 is every file's without a project of its own: no limit of one mailbox.
+    const hasProject = (p: MailboxProject): p is { id: number; mounts: ReadonlySet<string> } =>
+      !('error' in p) && !('none' in p) && p.id !== 0;
     const known = this.projects.get(name, nowMs);
-    const withProject = (p: MailboxProject): CheckResult | Promise<CheckResult> => {
-      if ('error' in p) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs, p.error);
-      // Project 0 is every file's without a project of its own: no limit of one mailbox.
-      if ('none' in p || p.id === 0) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
+    if (known !== undefined) {
+      if (!hasProject(known)) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
       asks.push(QuotaKind.Project);
-      ids.push(p.id);
-      return this.quotasFor(asks, ids, p.mounts, name, msg, nowMs);
-    };
-    if (known !== undefined) return withProject(known);
-    return lookup(name).then((p) => {
+      ids.push(known.id);
+      return this.quotasFor(asks, ids, known.mounts, name, msg, nowMs);
+    }
+    // The user's and the group's quotas are asked for now, while the project is looked up: the
+    // lookup's processes and quota(1) run side by side, not one after the other.
+    const others = this.fetch(asks, ids, NO_MOUNTS, nowMs);
+    return lookup(name).then(async (p) => {
       if (!('error' in p)) this.projects.set(name, p, nowMs);
-      return withProject(p);
+      if (!hasProject(p)) return this.judge(asks, await others, name, msg, nowMs, 'error' in p ? p.error : undefined);
+      const project = this.fetch([QuotaKind.Project], [p.id], p.mounts, nowMs);
+      const [qs, pq] = await Promise.all([others, project]);
+      return this.judge([...asks, QuotaKind.Project], [...qs, ...pq], name, msg, nowMs);
     });
   }
 
@@ -289,16 +295,25 @@ export class QuotaCheck {
     name: string,
     msg: Msg,
     nowMs: number,
-    projectError?: string,
   ): CheckResult | Promise<CheckResult> {
+    const qs = this.fetch(asks, ids, projectMounts, nowMs);
+    if (qs instanceof Promise) return qs.then((got) => this.judge(asks, got, name, msg, nowMs));
+    return this.judge(asks, qs, name, msg, nowMs);
+  }
+
+  /** The quotas of these kinds and ids, from the cache or the helper: synchronous when all are cached. */
+  private fetch(
+    asks: QuotaKind[],
+    ids: number[],
+    projectMounts: ReadonlySet<string>,
+    nowMs: number,
+  ): UserQuota[] | Promise<UserQuota[]> {
     const keys = asks.map((kind, i) =>
       kind === QuotaKind.Project ? `${kind}:${ids[i]!}@${Array.from(projectMounts).join(',')}` : `${kind}:${ids[i]!}`,
     );
     const got = keys.map((key) => this.cachedQuota(key, nowMs));
-    if (got.every((q) => q !== undefined)) return this.judge(asks, got, name, msg, nowMs, projectError);
-    return Promise.all(got.map(async (q, i) => q ?? this.ask(asks[i]!, ids[i]!, keys[i]!, projectMounts, nowMs))).then(
-      (qs) => this.judge(asks, qs, name, msg, nowMs, projectError),
-    );
+    if (got.every((q) => q !== undefined)) return got;
+    return Promise.all(got.map(async (q, i) => q ?? this.ask(asks[i]!, ids[i]!, keys[i]!, projectMounts, nowMs)));
   }
 
   private cachedQuota(key: string, nowMs: number): UserQuota | undefined {
