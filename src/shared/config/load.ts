@@ -5,6 +5,7 @@ import { LineCounter, parseDocument, isMap, isScalar, type Node, type Pair } fro
 import { FIELDS, ACTION_FIELDS, WARNING_FIELDS, type Config } from './schema.js';
 import type { Field, FieldsOf } from './checks.js';
 import { RATE_FIELDS } from './rate-schema.js';
+import { parseSentinelUrl } from './redis-sentinel.js';
 import { addressKey } from '../address.js';
 import { QpError } from '../errors.js';
 
@@ -194,6 +195,12 @@ function crossCheck(c: Config, source: string): void {
     throw new ConfigError(
       `rate_limit.url${at}: a ${r.backend} URL must start with ${r.backend === 'postgresql' ? 'postgresql://' : `${r.backend}://`}`,
     );
+  }
+  if (r.redis_sentinels !== null) {
+    if (r.backend !== 'redis')
+      throw new ConfigError(`rate_limit.redis_sentinels${at}: needs backend redis (backend is ${r.backend})`);
+    const master = parseSentinelUrl(r.url!);
+    if ('bad' in master) throw new ConfigError(`rate_limit.url${at}: ${master.bad}`);
   }
   if (r.sql_limits_by_id !== '' && r.backend === 'redis')
     throw new ConfigError(`rate_limit.sql_limits_by_id${at}: needs an SQL backend`);
