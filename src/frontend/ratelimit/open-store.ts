@@ -5,6 +5,8 @@ export interface StoreConfig {
   backend: 'sqlite' | 'postgresql' | 'mysql' | 'redis';
   sqlite_path: string;
   url: string | null;
+  /** Backend redis through these sentinels (rate_limit.redis_sentinels); url then names the master. */
+  redis_sentinels?: readonly string[] | null;
   timeout_ms: number;
   sql_limits_by_id: string;
 }
@@ -18,7 +20,7 @@ export async function openStore(c: StoreConfig): Promise<RateStore> {
     case 'mysql':
       return (await import('./stores/mysql.js')).openMysql(c.url!, c.sql_limits_by_id, c.timeout_ms);
     case 'redis':
-      return (await import('./stores/redis.js')).openRedis(c.url!, c.timeout_ms);
+      return (await import('./stores/redis.js')).openRedis(c.url!, c.timeout_ms, c.redis_sentinels ?? null);
   }
 }
 
@@ -32,6 +34,6 @@ export async function probeStore(c: StoreConfig): Promise<void> {
     case 'mysql':
       return (await import('./stores/mysql.js')).probeMysql(c.url!, c.timeout_ms);
     case 'redis':
-      return (await import('./stores/redis.js')).probeRedis(c.url!, c.timeout_ms);
+      return (await import('./stores/redis.js')).probeRedis(c.url!, c.timeout_ms, c.redis_sentinels ?? null);
   }
 }

@@ -7,11 +7,15 @@
 // costs the seconds elapsed since the key's last check, not the seconds of
 // history it holds (a key with a day of busy seconds costs what a fresh one
 // does). Seconds behind every start are dropped as they are passed, and keys
-// expire after their longest window, so nothing needs cleaning.
+// expire after their longest window, so nothing needs cleaning. Scripts go
+// as EVAL with their text on every call (no EVALSHA and script cache), so a
+// new master after a Sentinel failover needs nothing loaded first.
 import type { RateStore, ConsumeResult, EventRow } from '../store.js';
 import { StoreError, storedKey } from '../store.js';
 import { storeCall } from './wrap.js';
 import { redactUrl } from '../../redact.js';
+import { parseSentinelAddress, parseSentinelUrl, type SentinelMaster } from '../../../shared/config/redis-sentinel.js';
+import { MAX_REDIS_SENTINELS } from '../../../shared/config/rate-schema.js';
 
 /** The driver calls this backend makes. */
 interface Redis {
@@ -20,7 +24,7 @@ interface Redis {
   hgetall(key: string): Promise<Record<string, string>>;
   del(key: string): Promise<number>;
   quit(): Promise<unknown>;
-  on(ev: 'error', f: (e: Error) => void): void;
+  on(ev: 'error' | 'sentinelError', f: (e: Error) => void): void;
   once(ev: 'ready' | 'error', f: (e?: Error) => void): void;
   disconnect(): void;
   ping(): Promise<string>;
@@ -227,9 +231,25 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return n
 `;
 
+/**
+ * Longest wait between two attempts to reconnect (ioredis backs off 50 ms
+ * more per attempt, up to this): its default, 2 s, would answer
+ * db_error_action up to 2 s longer once the server, or with Sentinel the new
+ * master, is back.
+ */
+const RECONNECT_MAX_MS = 500;
+/** The same when no sentinel answered: how long before all are asked again (10 ms more per round). */
+const SENTINEL_RETRY_MAX_MS = 500;
+/**
+ * How soon a lost subscription to a sentinel's +switch-master (how a
+ * failover is heard of while the old master still answers) is made again;
+ * ioredis's default is a minute.
+ */
+const SENTINEL_RESUBSCRIBE_MS = 5000;
+
 /** Connects and answers PING: what check-config and the start-up warning try (see startup/store-probe.ts). */
-export async function probeRedis(url: string, timeoutMs: number): Promise<void> {
-  const r = await connect(url, timeoutMs);
+export async function probeRedis(url: string, timeoutMs: number, sentinels: readonly string[] | null): Promise<void> {
+  const r = await connect(url, timeoutMs, sentinels);
   try {
     await r.ping();
   } catch (e) {
@@ -239,27 +259,63 @@ export async function probeRedis(url: string, timeoutMs: number): Promise<void> 
   }
 }
 
-async function connect(url: string, timeoutMs: number): Promise<Redis> {
+async function connect(url: string, timeoutMs: number, sentinels: readonly string[] | null): Promise<Redis> {
   const { default: ioredis } = await import('ioredis');
-  // Typed as the calls this file makes; tsc checks ioredis's own types fit them.
-  // No offline queue: while Redis is down, calls fail at once and db_error_action applies.
-  const r: Redis = new ioredis.Redis(url, {
+  // No offline queue and no retry: while no server (or no master) is connected, calls fail at
+  // once and db_error_action applies; nothing waits in a queue, and a call sent waits
+  // commandTimeout at most. Reconnects by itself, at most RECONNECT_MAX_MS apart.
+  const common = {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     connectTimeout: timeoutMs,
     commandTimeout: timeoutMs,
     lazyConnect: false,
-  });
-  // Reconnects by itself; failed calls say why, and a failed first connection says the last error.
+    retryStrategy: (attempt: number) => Math.min(attempt * 50, RECONNECT_MAX_MS),
+  };
+  let r: Redis;
+  let target: string;
+  if (sentinels === null) {
+    r = new ioredis.Redis(url, common);
+    target = redactUrl(url);
+  } else {
+    // load.ts refused any other url and address: these parse.
+    const master = parseSentinelUrl(url) as SentinelMaster;
+    target = `master ${master.name} via sentinels ${sentinels.join(', ')}`;
+    // Every (re)connection asks the sentinels where the master is, and the ready check refuses
+    // a server that is no master (a failover in between): a failover is followed by reconnecting.
+    // The failover detector also hears +switch-master from the sentinels, for a demoted master
+    // that still answers; a write refused as READONLY reconnects too.
+    r = new ioredis.Redis({
+      ...common,
+      sentinels: sentinels.map((s) => parseSentinelAddress(s)!),
+      name: master.name,
+      role: 'master',
+      username: master.username,
+      password: master.password,
+      db: master.db,
+      // Only the listed sentinels are asked: the list an admin wrote is the whole list.
+      updateSentinels: false,
+      sentinelMaxConnections: MAX_REDIS_SENTINELS,
+      sentinelCommandTimeout: timeoutMs,
+      sentinelRetryStrategy: (round: number) => Math.min(round * 10, SENTINEL_RETRY_MAX_MS),
+      sentinelReconnectStrategy: () => SENTINEL_RESUBSCRIBE_MS,
+      failoverDetector: true,
+      reconnectOnError: (e: Error) => e.message.startsWith('READONLY'),
+    });
+  }
+  // Failed calls say why, and a failed first connection says the last error.
   let last: Error | undefined;
   r.on('error', (e) => {
+    last = e;
+  });
+  r.on('sentinelError', (e) => {
     last = e;
   });
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => {
       r.disconnect();
       const why = last === undefined ? '' : `: ${last.message}`;
-      reject(new StoreError(`redis: no connection to ${redactUrl(url)} in ${timeoutMs} ms${why}`));
+      reject(new StoreError(`redis: no connection to ${target} in ${timeoutMs} ms${why}`));
     }, timeoutMs);
     r.once('ready', () => {
       clearTimeout(t);
@@ -269,8 +325,12 @@ async function connect(url: string, timeoutMs: number): Promise<Redis> {
   return r;
 }
 
-export async function openRedis(url: string, timeoutMs: number): Promise<RateStore> {
-  const r = await connect(url, timeoutMs);
+export async function openRedis(
+  url: string,
+  timeoutMs: number,
+  sentinels: readonly string[] | null,
+): Promise<RateStore> {
+  const r = await connect(url, timeoutMs, sentinels);
   const wrap = storeCall('redis');
   return {
     name: 'redis',
@@ -322,6 +382,8 @@ export async function openRedis(url: string, timeoutMs: number): Promise<RateSto
     clean: async () => 0,
     close: async () => {
       await r.quit().catch(() => {});
+      // quit() leaves the failover detector's connections to the sentinels open.
+      r.disconnect();
     },
   };
 }
