@@ -25,7 +25,7 @@ interface Redis {
   del(key: string): Promise<number>;
   quit(): Promise<unknown>;
   on(ev: 'error' | 'sentinelError', f: (e: Error) => void): void;
-  once(ev: 'ready' | 'error', f: (e?: Error) => void): void;
+  once(ev: 'ready' | 'error' | 'end', f: (e?: Error) => void): void;
   disconnect(): void;
   ping(): Promise<string>;
 }
@@ -249,17 +249,24 @@ const SENTINEL_RESUBSCRIBE_MS = 5000;
 
 /** Connects and answers PING: what check-config and the start-up warning try (see startup/store-probe.ts). */
 export async function probeRedis(url: string, timeoutMs: number, sentinels: readonly string[] | null): Promise<void> {
-  const r = await connect(url, timeoutMs, sentinels);
+  const c = await connection(url, timeoutMs, sentinels);
+  const r = c.make();
   try {
+    await ready(r, c.target, timeoutMs);
     await r.ping();
   } catch (e) {
-    throw new StoreError(`redis: ${(e as Error).message}`);
+    throw e instanceof StoreError ? e : new StoreError(`redis: ${(e as Error).message}`);
   } finally {
     r.disconnect();
   }
 }
 
-async function connect(url: string, timeoutMs: number, sentinels: readonly string[] | null): Promise<Redis> {
+/** How to make a client (it connects at once, and reconnects by itself), and what it connects to, for messages. */
+async function connection(
+  url: string,
+  timeoutMs: number,
+  sentinels: readonly string[] | null,
+): Promise<{ make: () => Redis; target: string }> {
   const { default: ioredis } = await import('ioredis');
   // No offline queue and no retry: while no server (or no master) is connected, calls fail at
   // once and db_error_action applies; nothing waits in a queue, and a call sent waits
@@ -272,48 +279,54 @@ async function connect(url: string, timeoutMs: number, sentinels: readonly strin
     lazyConnect: false,
     retryStrategy: (attempt: number) => Math.min(attempt * 50, RECONNECT_MAX_MS),
   };
-  let r: Redis;
-  let target: string;
-  if (sentinels === null) {
-    r = new ioredis.Redis(url, common);
-    target = redactUrl(url);
-  } else {
-    // load.ts refused any other url and address: these parse.
-    const master = parseSentinelUrl(url) as SentinelMaster;
-    target = `master ${master.name} via sentinels ${sentinels.join(', ')}`;
-    // Every (re)connection asks the sentinels where the master is, and the ready check refuses
-    // a server that is no master (a failover in between): a failover is followed by reconnecting.
-    // The failover detector also hears +switch-master from the sentinels, for a demoted master
-    // that still answers; a write refused as READONLY reconnects too.
-    r = new ioredis.Redis({
-      ...common,
-      sentinels: sentinels.map((s) => parseSentinelAddress(s)!),
-      name: master.name,
-      role: 'master',
-      username: master.username,
-      password: master.password,
-      db: master.db,
-      // Only the listed sentinels are asked: the list an admin wrote is the whole list.
-      updateSentinels: false,
-      sentinelMaxConnections: MAX_REDIS_SENTINELS,
-      sentinelCommandTimeout: timeoutMs,
-      sentinelRetryStrategy: (round: number) => Math.min(round * 10, SENTINEL_RETRY_MAX_MS),
-      sentinelReconnectStrategy: () => SENTINEL_RESUBSCRIBE_MS,
-      failoverDetector: true,
-      reconnectOnError: (e: Error) => e.message.startsWith('READONLY'),
-    });
-  }
-  // Failed calls say why, and a failed first connection says the last error.
-  let last: Error | undefined;
-  r.on('error', (e) => {
-    last = e;
-  });
-  r.on('sentinelError', (e) => {
-    last = e;
-  });
-  await new Promise<void>((resolve, reject) => {
+  const listen = (r: Redis): Redis => {
+    // Failed calls say why, and a failed first connection says the last error (see ready()).
+    const keep = (e: Error): void => {
+      lastError.set(r, e);
+    };
+    r.on('error', keep);
+    r.on('sentinelError', keep);
+    return r;
+  };
+  if (sentinels === null) return { make: () => listen(new ioredis.Redis(url, common)), target: redactUrl(url) };
+  // load.ts refused any other url and address: these parse.
+  const master = parseSentinelUrl(url) as SentinelMaster;
+  // Every (re)connection asks the sentinels where the master is, and the ready check refuses
+  // a server that is no master (a failover in between): a failover is followed by reconnecting.
+  // The failover detector also hears +switch-master from the sentinels, for a demoted master
+  // that still answers; a write refused as READONLY reconnects too.
+  const options = {
+    ...common,
+    name: master.name,
+    role: 'master' as const,
+    username: master.username,
+    password: master.password,
+    db: master.db,
+    // Only the listed sentinels are asked: the list an admin wrote is the whole list.
+    updateSentinels: false,
+    sentinelMaxConnections: MAX_REDIS_SENTINELS,
+    sentinelCommandTimeout: timeoutMs,
+    sentinelRetryStrategy: (round: number) => Math.min(round * 10, SENTINEL_RETRY_MAX_MS),
+    sentinelReconnectStrategy: () => SENTINEL_RESUBSCRIBE_MS,
+    failoverDetector: true,
+    reconnectOnError: (e: Error) => e.message.startsWith('READONLY'),
+  };
+  return {
+    // A list of its own each time: ioredis keeps the one it is given.
+    make: () => listen(new ioredis.Redis({ ...options, sentinels: sentinels.map((s) => parseSentinelAddress(s)!) })),
+    target: `master ${master.name} via sentinels ${sentinels.join(', ')}`,
+  };
+}
+
+/** The last error a client reported, for the message when it does not connect. */
+const lastError = new WeakMap<Redis, Error>();
+
+/** Waits until r is ready, timeoutMs at most (then disconnects it and says why). */
+function ready(r: Redis, target: string, timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => {
       r.disconnect();
+      const last = lastError.get(r);
       const why = last === undefined ? '' : `: ${last.message}`;
       reject(new StoreError(`redis: no connection to ${target} in ${timeoutMs} ms${why}`));
     }, timeoutMs);
@@ -322,7 +335,6 @@ async function connect(url: string, timeoutMs: number, sentinels: readonly strin
       resolve();
     });
   });
-  return r;
 }
 
 export async function openRedis(
@@ -330,7 +342,26 @@ export async function openRedis(
   timeoutMs: number,
   sentinels: readonly string[] | null,
 ): Promise<RateStore> {
-  const r = await connect(url, timeoutMs, sentinels);
+  const c = await connection(url, timeoutMs, sentinels);
+  let r = c.make();
+  await ready(r, c.target, timeoutMs);
+  // ioredis stops for good ('end') when a reconnection is cut short, as when its failover
+  // detector hears +switch-master while it is still asking a sentinel where the master is:
+  // then a new client takes its place, RECONNECT_MAX_MS later (calls fail meanwhile).
+  let closed = false;
+  let renewal: NodeJS.Timeout | undefined;
+  const renewOnEnd = (client: Redis): void => {
+    client.once('end', () => {
+      if (closed) return;
+      renewal = setTimeout(() => {
+        client.disconnect();
+        if (closed) return;
+        r = c.make();
+        renewOnEnd(r);
+      }, RECONNECT_MAX_MS);
+    });
+  };
+  renewOnEnd(r);
   const wrap = storeCall('redis');
   return {
     name: 'redis',
@@ -381,6 +412,8 @@ export async function openRedis(
       }),
     clean: async () => 0,
     close: async () => {
+      closed = true;
+      clearTimeout(renewal);
       await r.quit().catch(() => {});
       // quit() leaves the failover detector's connections to the sentinels open.
       r.disconnect();
