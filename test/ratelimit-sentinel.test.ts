@@ -574,7 +574,18 @@ test('redis_sentinels: each wrong setting is refused with its reason', () => {
     err(`${ok}  redis_sentinels: []\n`),
     /^rate_limit\.redis_sentinels \(f\.yaml line 4\): must list at least one sentinel "host:port" \(or be null: no Sentinel\)$/,
   );
-  for (const bad of ['"127.0.0.1"', '"h:0"', '"h:65536"', '":26379"', '"::1:26379"', '"h :1"', '26379', '"h:port"'])
+  for (const bad of [
+    '"127.0.0.1"',
+    '"h:0"',
+    '"h:65536"',
+    '":26379"',
+    '"::1:26379"',
+    '"h :1"',
+    '26379',
+    '"h:port"',
+    '"[1.2.3.4]:1"',
+    '"[:]:1"',
+  ])
     assert.match(
       err(`${ok}  redis_sentinels: [${bad}]\n`),
       /^rate_limit\.redis_sentinels \(f\.yaml line 4\): entry 1 must be "host:port" \(an IPv6 address in brackets: "\[::1\]:26379"\)$/,

@@ -1,6 +1,7 @@
 // Redis Sentinel settings as the config check and the Redis store read them:
 // one parser each for a sentinel's "host:port" and for the url that names
 // the master, so what check-config passes is exactly what the store uses.
+import { isIP } from 'node:net';
 
 /** A sentinel's address: host name, IPv4, or [IPv6], and its port. */
 export interface SentinelAddress {
@@ -22,7 +23,7 @@ const MAX_DB = 1_000_000;
 /** "host:port", "[v6]:port"; undefined when it is not one. */
 export function parseSentinelAddress(v: string): SentinelAddress | undefined {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)):([0-9]{1,5})$/.exec(v);
-  if (!m) return undefined;
+  if (!m || (m[1] !== undefined && isIP(m[1]) !== 6)) return undefined;
   const port = Number(m[3]);
   if (port < 1 || port > 65535) return undefined;
   return { host: (m[1] ?? m[2])!, port };
