@@ -12,7 +12,8 @@
 #                             PostgreSQL, MariaDB, Redis (rate-limit store tests,
 #                             started by scripts/start-test-services.sh),
 #                             pgbouncer (the store through it: the test starts
-#                             its own on port 6437) and
+#                             its own on port 6437), redis-sentinel (the
+#                             failover test starts its own) and
 #                             policyd-rate-limit (the differential test),
 #                             dovecot-core and postfwd (benchmark comparators),
 #                             lintian, man-db and groff-base (the package and
@@ -27,7 +28,7 @@ SERVICE_USER=quotapolicy
 pkgs="quota postfix ca-certificates make g++ python3 dpkg-dev"
 [ "${1:-}" = "--test" ] && pkgs="$pkgs user-mode-linux gcc kmod iproute2 e2fsprogs util-linux sudo systemd \
   strace procps bsdutils \
-  postgresql pgbouncer mariadb-server redis-server redis-tools policyd-rate-limit openssl \
+  postgresql pgbouncer mariadb-server redis-server redis-tools redis-sentinel policyd-rate-limit openssl \
   dovecot-core postfwd lintian man-db groff-base"
 # Debian 13 ships Node 20.19; an existing node (>= 20.19) is kept as it is.
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs npm"

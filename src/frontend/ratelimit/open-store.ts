@@ -8,6 +8,8 @@ export interface StoreConfig extends StoreTlsConfig {
   backend: 'sqlite' | 'postgresql' | 'mysql' | 'redis';
   sqlite_path: string;
   url: string | null;
+  /** Backend redis through these sentinels (rate_limit.redis_sentinels); url then names the master. */
+  redis_sentinels?: readonly string[] | null;
   timeout_ms: number;
   sql_limits_by_id: string;
 }
@@ -26,7 +28,12 @@ export async function openStore(c: StoreConfig): Promise<RateStore> {
     case 'mysql':
       return (await import('./stores/mysql.js')).openMysql(c.url!, c.sql_limits_by_id, c.timeout_ms, readStoreTls(c));
     case 'redis':
-      return (await import('./stores/redis.js')).openRedis(c.url!, c.timeout_ms, readStoreTls(c));
+      return (await import('./stores/redis.js')).openRedis(
+        c.url!,
+        c.timeout_ms,
+        readStoreTls(c),
+        c.redis_sentinels ?? null,
+      );
   }
 }
 
@@ -40,6 +47,11 @@ export async function probeStore(c: StoreConfig): Promise<void> {
     case 'mysql':
       return (await import('./stores/mysql.js')).probeMysql(c.url!, c.timeout_ms, readStoreTls(c));
     case 'redis':
-      return (await import('./stores/redis.js')).probeRedis(c.url!, c.timeout_ms, readStoreTls(c));
+      return (await import('./stores/redis.js')).probeRedis(
+        c.url!,
+        c.timeout_ms,
+        readStoreTls(c),
+        c.redis_sentinels ?? null,
+      );
   }
 }

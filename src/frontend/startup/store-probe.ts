@@ -32,7 +32,9 @@ export function maskSecrets(text: string, url: string | null): string {
 
 /** Where the store is, as the warning names it (a URL with its password masked). */
 export function storeAddress(rl: Config['rate_limit']): string {
-  return rl.backend === 'sqlite' ? rl.sqlite_path : redactUrl(rl.url ?? '');
+  if (rl.backend === 'sqlite') return rl.sqlite_path;
+  const url = redactUrl(rl.url ?? '');
+  return rl.redis_sentinels === null ? url : `${url} via sentinels ${rl.redis_sentinels.join(', ')}`;
 }
 
 function serviceUid(user: string): number | undefined {

@@ -6,6 +6,7 @@ import { FIELDS, ACTION_FIELDS, WARNING_FIELDS, type Config } from './schema.js'
 import type { Field, FieldsOf } from './checks.js';
 import { RATE_FIELDS } from './rate-schema.js';
 import { storeTlsProblem } from './store-tls.js';
+import { parseSentinelUrl } from './redis-sentinel.js';
 import { addressKey } from '../address.js';
 import { QpError } from '../errors.js';
 
@@ -197,6 +198,16 @@ function crossCheck(c: Config, source: string): void {
     throw new ConfigError(
       `rate_limit.url${at}: a ${r.backend} URL must start with ${r.backend === 'postgresql' ? 'postgresql://' : `${r.backend}://`}`,
     );
+  }
+  if (r.redis_sentinels !== null) {
+    if (r.backend !== 'redis')
+      throw new ConfigError(`rate_limit.redis_sentinels${at}: needs backend redis (backend is ${r.backend})`);
+    const master = parseSentinelUrl(r.url!);
+    if ('bad' in master) throw new ConfigError(`rate_limit.url${at}: ${master.bad}`);
+    if (r.store_tls)
+      throw new ConfigError(
+        `rate_limit.store_tls${at}: not available with redis_sentinels (TLS to the sentinels is not built); use a TLS tunnel, or a plain server url`,
+      );
   }
   if (r.sql_limits_by_id !== '' && r.backend === 'redis')
     throw new ConfigError(`rate_limit.sql_limits_by_id${at}: needs an SQL backend`);

@@ -2,6 +2,7 @@
 // meaning) plus quotapolicy's own, with their checks and defaults. RateConfig
 // is derived from the table, as Config is in schema.ts.
 import { parseNetwork } from '../network.js';
+import { parseSentinelAddress } from './redis-sentinel.js';
 import {
   CONTROL,
   absPath,
@@ -12,6 +13,7 @@ import {
   listOf,
   nullable,
   oneOf,
+  refine,
   str,
   type Check,
   type ValuesOf,
@@ -88,6 +90,23 @@ const oneOrMany =
   <T>(c: Check<T>): Check<T | T[]> =>
   (v) =>
     Array.isArray(v) ? listOf(c, 100)(v) : c(v);
+
+/**
+ * Sentinels listed for one master: Redis' docs deploy three or five; 16 is
+ * plenty. It also caps the connections the Redis store keeps to them (one
+ * each, to hear of a failover at once).
+ */
+export const MAX_REDIS_SENTINELS = 16;
+const sentinelList: Check<string[]> = refine(
+  listOf(
+    (v) =>
+      typeof v === 'string' && parseSentinelAddress(v) !== undefined
+        ? undefined
+        : 'must be "host:port" (an IPv6 address in brackets: "[::1]:26379")',
+    MAX_REDIS_SENTINELS,
+  ),
+  (l) => (l.length === 0 ? 'must list at least one sentinel "host:port" (or be null: no Sentinel)' : undefined),
+);
 
 const COUNT_MODES = ['rcpt', 'data_recipients', 'data_messages'] as const;
 export type CountModeName = (typeof COUNT_MODES)[number];
@@ -259,6 +278,11 @@ export const RATE_FIELDS = fieldTable({
     default: null,
     check: nullable(absPath),
     doc: "With store_tls_cert_file: the client certificate's private key (PEM, unencrypted), readable by the service user (and no one else).",
+  },
+  redis_sentinels: {
+    default: null,
+    check: nullable(sentinelList),
+    doc: 'Backend redis through Redis Sentinel: the sentinels, ["host:port", ...] (every one of them: no other is learnt). url then names the master as they know it (sentinel monitor NAME), with no port: redis://[[user]:password@]NAME[/db]. The store asks them where the master is, and again after a failover; until a new master is known, calls answer db_error_action. null = url is the server itself.',
   },
   store_timeout_ms: {
     default: 1000,

@@ -7,7 +7,9 @@
 // costs the seconds elapsed since the key's last check, not the seconds of
 // history it holds (a key with a day of busy seconds costs what a fresh one
 // does). Seconds behind every start are dropped as they are passed, and keys
-// expire after their longest window, so nothing needs cleaning.
+// expire after their longest window, so nothing needs cleaning. Scripts go
+// as EVAL with their text on every call (no EVALSHA and script cache), so a
+// new master after a Sentinel failover needs nothing loaded first.
 import { isIP } from 'node:net';
 import type { RateStore, ConsumeResult, EventRow } from '../store.js';
 import { StoreError, storedKey } from '../store.js';
@@ -15,6 +17,8 @@ import { storeCall } from './wrap.js';
 import { redactUrl } from '../../redact.js';
 import { certificateFailure, type StoreTls } from '../store-tls.js';
 import { storeHost } from '../../../shared/config/store-tls.js';
+import { parseSentinelAddress, parseSentinelUrl, type SentinelMaster } from '../../../shared/config/redis-sentinel.js';
+import { MAX_REDIS_SENTINELS } from '../../../shared/config/rate-schema.js';
 
 /** The driver calls this backend makes. */
 interface Redis {
@@ -23,8 +27,9 @@ interface Redis {
   hgetall(key: string): Promise<Record<string, string>>;
   del(key: string): Promise<number>;
   quit(): Promise<unknown>;
-  on(ev: 'error', f: (e: Error) => void): void;
-  once(ev: 'ready' | 'error', f: (e?: Error) => void): void;
+  on(ev: 'error' | 'sentinelError', f: (e: Error) => void): void;
+  removeListener(ev: 'error', f: (e: Error) => void): void;
+  once(ev: 'ready' | 'error' | 'end', f: (e?: Error) => void): void;
   disconnect(): void;
   ping(): Promise<string>;
 }
@@ -230,13 +235,36 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return n
 `;
 
+/**
+ * Longest wait between two attempts to reconnect (ioredis backs off 50 ms
+ * more per attempt, up to this): its default, 2 s, would answer
+ * db_error_action up to 2 s longer once the server, or with Sentinel the new
+ * master, is back.
+ */
+const RECONNECT_MAX_MS = 500;
+/** The same when no sentinel answered: how long before all are asked again (10 ms more per round). */
+const SENTINEL_RETRY_MAX_MS = 500;
+/**
+ * How soon a lost subscription to a sentinel's +switch-master (how a
+ * failover is heard of while the old master still answers) is made again;
+ * ioredis's default is a minute.
+ */
+const SENTINEL_RESUBSCRIBE_MS = 5000;
+
 /** Connects and answers PING: what check-config and the start-up warning try (see startup/store-probe.ts). */
-export async function probeRedis(url: string, timeoutMs: number, tls?: StoreTls): Promise<void> {
-  const r = await connect(url, timeoutMs, tls);
+export async function probeRedis(
+  url: string,
+  timeoutMs: number,
+  tls: StoreTls | undefined,
+  sentinels: readonly string[] | null,
+): Promise<void> {
+  const c = await connection(url, timeoutMs, tls, sentinels);
+  const r = c.make();
   try {
+    await ready(r, c.target, timeoutMs);
     await r.ping();
   } catch (e) {
-    throw new StoreError(`redis: ${(e as Error).message}`);
+    throw e instanceof StoreError ? e : new StoreError(`redis: ${(e as Error).message}`);
   } finally {
     r.disconnect();
   }
@@ -258,50 +286,131 @@ function redisTls(
   return { tls: { ...tls, rejectUnauthorized: true, ...(isIP(h.host) === 0 ? { servername: h.host } : {}) } };
 }
 
-async function connect(url: string, timeoutMs: number, tls: StoreTls | undefined): Promise<Redis> {
+/** How to make a client (it connects at once, and reconnects by itself), and what it connects to, for messages. */
+async function connection(
+  url: string,
+  timeoutMs: number,
+  tls: StoreTls | undefined,
+  sentinels: readonly string[] | null,
+): Promise<{ make: () => Redis; target: string }> {
+  // load.ts refuses store_tls with redis_sentinels: TLS to the sentinels is not built.
+  if (tls !== undefined && sentinels !== null)
+    throw new StoreError('redis: store_tls does not work with redis_sentinels');
   const { default: ioredis } = await import('ioredis');
-  // Typed as the calls this file makes; tsc checks ioredis's own types fit them.
-  // No offline queue: while Redis is down, calls fail at once and db_error_action applies.
-  const r: Redis = new ioredis.Redis(url, {
+  // No offline queue and no retry: while no server (or no master) is connected, calls fail at
+  // once and db_error_action applies; nothing waits in a queue, and a call sent waits
+  // commandTimeout at most. Reconnects by itself, at most RECONNECT_MAX_MS apart.
+  const common = {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     connectTimeout: timeoutMs,
     commandTimeout: timeoutMs,
     lazyConnect: false,
-    ...redisTls(url, tls),
-  });
-  // Reconnects by itself; failed calls say why, and a failed first connection says the last error.
-  let last: Error | undefined;
-  let refused: (e: Error) => void = () => {};
-  r.on('error', (e) => {
-    last = e;
-    // A certificate store_tls refuses is refused again on every retry: said at once, not after the timeout.
-    const cert = certificateFailure(e);
-    if (cert !== undefined) refused(new StoreError(`redis: ${cert}`));
-  });
-  await new Promise<void>((resolve, reject) => {
-    refused = (e) => {
-      clearTimeout(t);
-      r.disconnect();
-      reject(e);
+    retryStrategy: (attempt: number) => Math.min(attempt * 50, RECONNECT_MAX_MS),
+  };
+  const listen = (r: Redis): Redis => {
+    // Failed calls say why, and a failed first connection says the last error (see ready()).
+    const keep = (e: Error): void => {
+      lastError.set(r, e);
     };
-    const t = setTimeout(() => {
+    r.on('error', keep);
+    r.on('sentinelError', keep);
+    return r;
+  };
+  if (sentinels === null) {
+    const withTls = { ...common, ...redisTls(url, tls) };
+    return { make: () => listen(new ioredis.Redis(url, withTls)), target: redactUrl(url) };
+  }
+  // load.ts refused any other url and address: these parse.
+  const master = parseSentinelUrl(url) as SentinelMaster;
+  // Every (re)connection asks the sentinels where the master is, and the ready check refuses
+  // a server that is no master (a failover in between): a failover is followed by reconnecting.
+  // The failover detector also hears +switch-master from the sentinels, for a demoted master
+  // that still answers; a write refused as READONLY reconnects too.
+  const options = {
+    ...common,
+    name: master.name,
+    role: 'master' as const,
+    username: master.username,
+    password: master.password,
+    db: master.db,
+    // Only the listed sentinels are asked: the list an admin wrote is the whole list.
+    updateSentinels: false,
+    sentinelMaxConnections: MAX_REDIS_SENTINELS,
+    sentinelCommandTimeout: timeoutMs,
+    sentinelRetryStrategy: (round: number) => Math.min(round * 10, SENTINEL_RETRY_MAX_MS),
+    sentinelReconnectStrategy: () => SENTINEL_RESUBSCRIBE_MS,
+    failoverDetector: true,
+    reconnectOnError: (e: Error) => e.message.startsWith('READONLY'),
+  };
+  return {
+    // A list of its own each time: ioredis keeps the one it is given.
+    make: () => listen(new ioredis.Redis({ ...options, sentinels: sentinels.map((s) => parseSentinelAddress(s)!) })),
+    target: `master ${master.name} via sentinels ${sentinels.join(', ')}`,
+  };
+}
+
+/** The last error a client reported, for the message when it does not connect. */
+const lastError = new WeakMap<Redis, Error>();
+
+/**
+ * Waits until r is ready, timeoutMs at most (then disconnects it and says
+ * why). A certificate store_tls refuses is refused again on every retry: said
+ * at once, not after the timeout.
+ */
+function ready(r: Redis, target: string, timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const refused = (e: Error): void => {
+      const cert = certificateFailure(e);
+      if (cert === undefined) return;
+      clearTimeout(t);
+      r.removeListener('error', refused);
       r.disconnect();
+      reject(new StoreError(`redis: ${cert}`));
+    };
+    r.on('error', refused);
+    const t = setTimeout(() => {
+      r.removeListener('error', refused);
+      r.disconnect();
+      const last = lastError.get(r);
       const why = last === undefined ? '' : `: ${last.message}`;
-      reject(new StoreError(`redis: no connection to ${redactUrl(url)} in ${timeoutMs} ms${why}`));
+      reject(new StoreError(`redis: no connection to ${target} in ${timeoutMs} ms${why}`));
     }, timeoutMs);
     r.once('ready', () => {
       clearTimeout(t);
       // Connected: a later failure is a reconnection's, which ioredis keeps trying (calls fail meanwhile).
-      refused = () => {};
+      r.removeListener('error', refused);
       resolve();
     });
   });
-  return r;
 }
 
-export async function openRedis(url: string, timeoutMs: number, tls?: StoreTls): Promise<RateStore> {
-  const r = await connect(url, timeoutMs, tls);
+export async function openRedis(
+  url: string,
+  timeoutMs: number,
+  tls: StoreTls | undefined,
+  sentinels: readonly string[] | null,
+): Promise<RateStore> {
+  const c = await connection(url, timeoutMs, tls, sentinels);
+  let r = c.make();
+  await ready(r, c.target, timeoutMs);
+  // ioredis stops for good ('end') when a reconnection is cut short, as when its failover
+  // detector hears +switch-master while it is still asking a sentinel where the master is:
+  // then a new client takes its place, RECONNECT_MAX_MS later (calls fail meanwhile).
+  let closed = false;
+  let renewal: NodeJS.Timeout | undefined;
+  const renewOnEnd = (client: Redis): void => {
+    client.once('end', () => {
+      if (closed) return;
+      renewal = setTimeout(() => {
+        client.disconnect();
+        if (closed) return;
+        r = c.make();
+        renewOnEnd(r);
+      }, RECONNECT_MAX_MS);
+    });
+  };
+  renewOnEnd(r);
   const wrap = storeCall('redis');
   return {
     name: 'redis',
@@ -352,7 +461,11 @@ export async function openRedis(url: string, timeoutMs: number, tls?: StoreTls):
       }),
     clean: async () => 0,
     close: async () => {
+      closed = true;
+      clearTimeout(renewal);
       await r.quit().catch(() => {});
+      // quit() leaves the failover detector's connections to the sentinels open.
+      r.disconnect();
     },
   };
 }
