@@ -107,8 +107,8 @@ export class QuotaCheck {
   /** Expansions under way: a burst for one recipient shares one. */
   private readonly expanding = new Map<string, Promise<Expansion>>();
   private readonly expandRules: ExpandRules;
-  /** Keyed "kind:id"; a project's "2:id@mount,mount" (its rows are those of the mailbox's file system). */
-  private readonly quotas: TtlCache<string, UserQuota>;
+  /** Keyed quotaKey(kind, id); a project's "2:id@mount,mount" (its rows are those of the mailbox's file system). */
+  private readonly quotas: TtlCache<number | string, UserQuota>;
   /** By user name: its mailbox's project, for cache_ttl_ms (errors are not kept). */
   private readonly projects: TtlCache<string, MailboxProject>;
   private readonly rules: RecipientRules;
@@ -256,29 +256,42 @@ export class QuotaCheck {
     const kinds = this.cfg.quota_kinds;
     const asks: QuotaKind[] = [];
     const ids: number[] = [];
-    // Id 0 (root's group) is never asked for: the helper refuses it for every kind.
-    for (const k of kinds)
-      if (k !== 'project' && (k === 'user' || gid !== 0)) {
+    let project = false;
+    // Id 0 (root's group) is never asked for: the helper refuses it for every kind. Indexed loops on
+    // this path: a cache hit runs it for every request.
+    for (let i = 0; i < kinds.length; i++) {
+      const k = kinds[i]!;
+      if (k === 'project') project = true;
+      else if (k === 'user' || gid !== 0) {
         asks.push(k === 'user' ? QuotaKind.User : QuotaKind.Group);
         ids.push(k === 'user' ? uid : gid);
       }
+    }
     const lookup = this.deps.mailboxProject;
-    if (!kinds.includes('project') || lookup === undefined)
-      return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
+    if (!project || lookup === undefined) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
     const known = this.projects.get(name, nowMs);
-    const withProject = (p: MailboxProject): CheckResult | Promise<CheckResult> => {
-      if ('error' in p) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs, p.error);
-      // Project 0 is every file's without a project of its own: no limit of one mailbox.
-      if ('none' in p || p.id === 0) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
-      asks.push(QuotaKind.Project);
-      ids.push(p.id);
-      return this.quotasFor(asks, ids, p.mounts, name, msg, nowMs);
-    };
-    if (known !== undefined) return withProject(known);
+    if (known !== undefined) return this.withProject(known, asks, ids, name, msg, nowMs);
     return lookup(name).then((p) => {
       if (!('error' in p)) this.projects.set(name, p, nowMs);
-      return withProject(p);
+      return this.withProject(p, asks, ids, name, msg, nowMs);
     });
+  }
+
+  /** The user's and group's quotas with its mailbox's project's, if it has one. */
+  private withProject(
+    p: MailboxProject,
+    asks: QuotaKind[],
+    ids: number[],
+    name: string,
+    msg: Msg,
+    nowMs: number,
+  ): CheckResult | Promise<CheckResult> {
+    if ('error' in p) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs, p.error);
+    // Project 0 is every file's without a project of its own: no limit of one mailbox.
+    if ('none' in p || p.id === 0) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
+    asks.push(QuotaKind.Project);
+    ids.push(p.id);
+    return this.quotasFor(asks, ids, p.mounts, name, msg, nowMs);
   }
 
   /** The quotas of these kinds and ids (a project's rows only on `projectMounts`), judged together. */
@@ -291,17 +304,28 @@ export class QuotaCheck {
     nowMs: number,
     projectError?: string,
   ): CheckResult | Promise<CheckResult> {
-    const keys = asks.map((kind, i) =>
-      kind === QuotaKind.Project ? `${kind}:${ids[i]!}@${Array.from(projectMounts).join(',')}` : `${kind}:${ids[i]!}`,
-    );
-    const got = keys.map((key) => this.cachedQuota(key, nowMs));
-    if (got.every((q) => q !== undefined)) return this.judge(asks, got, name, msg, nowMs, projectError);
+    // The hot path (a cache hit runs it for every request): indexed loops, keys built only for a project.
+    const keys = new Array<number | string>(asks.length);
+    const got = new Array<UserQuota | undefined>(asks.length);
+    let missing = false;
+    for (let i = 0; i < asks.length; i++) {
+      const kind = asks[i]!;
+      const key =
+        kind === QuotaKind.Project
+          ? `${kind}:${ids[i]!}@${Array.from(projectMounts).join(',')}`
+          : quotaKey(kind, ids[i]!);
+      const q = this.cachedQuota(key, nowMs);
+      keys[i] = key;
+      got[i] = q;
+      if (q === undefined) missing = true;
+    }
+    if (!missing) return this.judge(asks, got as UserQuota[], name, msg, nowMs, projectError);
     return Promise.all(got.map(async (q, i) => q ?? this.ask(asks[i]!, ids[i]!, keys[i]!, projectMounts, nowMs))).then(
       (qs) => this.judge(asks, qs, name, msg, nowMs, projectError),
     );
   }
 
-  private cachedQuota(key: string, nowMs: number): UserQuota | undefined {
+  private cachedQuota(key: number | string, nowMs: number): UserQuota | undefined {
     const cached = this.quotas.get(key, nowMs);
     this.deps.onCacheLookup?.('quota', cached !== undefined);
     return cached;
@@ -310,7 +334,7 @@ export class QuotaCheck {
   private async ask(
     kind: QuotaKind,
     id: number,
-    key: string,
+    key: number | string,
     projectMounts: ReadonlySet<string>,
     nowMs: number,
   ): Promise<UserQuota> {
@@ -391,13 +415,7 @@ export class QuotaCheck {
 
   private result(d: QuotaDecision, dKind: QuotaKind, name: string, msg: Msg, qs: UserQuota[]): CheckResult {
     const a = this.cfg.actions;
-    const action = {
-      pass: a.success,
-      grace: a.grace ?? a.success,
-      over_quota: a.over_quota,
-      too_large: a.too_large,
-      does_not_fit: a.does_not_fit,
-    }[d.verdict];
+    const action = actionFor(a, d.verdict);
     const kind = QUOTA_KIND_NAMES[dKind];
     const reason = dKind === QuotaKind.User ? d.reason : `${kind} quota: ${d.reason}`;
     const w = this.cfg.quota_warnings;
@@ -427,6 +445,25 @@ export class QuotaCheck {
   }
 }
 const NO_MOUNTS: ReadonlySet<string> = new Set();
+
+/** A user or group quota's cache key, a number: no string is built for it on every request. Ids are 32-bit. */
+const quotaKey = (kind: QuotaKind.User | QuotaKind.Group, id: number): number => kind * 2 ** 32 + id;
+
+/** The configured action for a verdict (a switch: this runs for every request). */
+function actionFor(a: Config['actions'], verdict: QuotaVerdict): string {
+  switch (verdict) {
+    case 'pass':
+      return a.success;
+    case 'grace':
+      return a.grace ?? a.success;
+    case 'over_quota':
+      return a.over_quota;
+    case 'too_large':
+      return a.too_large;
+    case 'does_not_fit':
+      return a.does_not_fit;
+  }
+}
 const REFUSED: ReadonlySet<QuotaVerdict> = new Set(['too_large', 'over_quota', 'does_not_fit']);
 
 /** Mount options that make the kernel enforce group quotas (ext4, XFS; "gqnoenforce" only counts). */
