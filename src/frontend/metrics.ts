@@ -21,17 +21,20 @@ const escape = (v: string): string => v.replace(/["\\\n]/g, '_');
 
 /** A counter with one or two fixed label names, counted per value tuple without building keys (this runs for every request). */
 class Counter {
-  private readonly values = new Map<string, Map<string, number>>();
+  /** Each series' count in a cell of its own: counting is two lookups, no store into a Map. */
+  private readonly values = new Map<string, Map<string, { n: number }>>();
   constructor(private readonly names: readonly [string] | readonly [string, string]) {}
   inc(a: string, b = ''): void {
     let inner = this.values.get(a);
-    if (inner === undefined) this.values.set(a, (inner = new Map<string, number>()));
-    inner.set(b, (inner.get(b) ?? 0) + 1);
+    if (inner === undefined) this.values.set(a, (inner = new Map<string, { n: number }>()));
+    const cell = inner.get(b);
+    if (cell === undefined) inner.set(b, { n: 1 });
+    else cell.n++;
   }
   *series(): Iterable<[string, number]> {
     const [first, second] = this.names;
     for (const [a, inner] of this.values) {
-      for (const [b, n] of inner)
+      for (const [b, { n }] of inner)
         yield [`${first}="${escape(a)}"${second === undefined ? '' : `,${second}="${escape(b)}"`}`, n];
     }
   }

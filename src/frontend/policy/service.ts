@@ -32,7 +32,16 @@ export function lookupUnixUser(name: string): UserEntry | undefined {
 
 /** Actions that refuse the mail now or later: a refused request is never counted. */
 const REFUSING = /^(REJECT|DEFER|DEFER_IF_PERMIT|DEFER_IF_REJECT|[45]\d\d)(\s|$)/i;
-export const refuses = (action: string): boolean => REFUSING.test(action);
+/** The last action asked about and its answer: a request asks two or three times, mostly of the same few actions. */
+let lastAction = '';
+let lastRefuses = false;
+export const refuses = (action: string): boolean => {
+  if (action !== lastAction) {
+    lastRefuses = REFUSING.test(action);
+    lastAction = action;
+  }
+  return lastRefuses;
+};
 
 export type CheckName = 'quota' | 'rate_limit';
 export interface Outcome {
@@ -163,10 +172,14 @@ export class PolicyService {
    * quota cache hit, no rate limit): the hot path then costs no promise at all.
    */
   decide(req: PolicyRequest): Decision | Promise<Decision> {
+    return this.decideAs(req, queryKind(req));
+  }
+
+  /** decide(), with the request's query kind already read (answer() reads it once for both). */
+  private decideAs(req: PolicyRequest, kind: ReturnType<typeof queryKind>): Decision | Promise<Decision> {
     const now = (this.deps.now ?? Date.now)();
     const results: Partial<Record<CheckName, Outcome>> = {};
     // Only mail is counted (answer() refuses a query of an unknown kind before deciding anything).
-    const kind = queryKind(req);
     const count = kind === 'no' || kind === 'forged';
     try {
       if (!this.cfg.checks.includes('quota')) return this.rated(req, now, results, count);
@@ -221,8 +234,10 @@ export class PolicyService {
 
   private settle(results: Partial<Record<CheckName, Outcome>>): Decision {
     const checks = this.cfg.checks;
-    for (const c of checks) {
-      const r = results[c];
+    // Indexed loops: this runs for every request.
+    for (let i = 0; i < checks.length; i++) {
+      const c = checks[i]!;
+      const r = c === 'quota' ? results.quota : results.rate_limit;
       if (r && refuses(r.action)) return decision(c, r, results);
     }
     // hold_action (HOLD) does not refuse, but it must not give way to another check's pass.
@@ -231,8 +246,9 @@ export class PolicyService {
     const q = results.quota;
     // A warning header (PREPEND, which Postfix takes as DUNNO after adding the header) wins over a plain DUNNO.
     const warns = q?.warning !== undefined && /^PREPEND /.test(q.action);
-    for (const c of checks) {
-      const r = results[c];
+    for (let i = 0; i < checks.length; i++) {
+      const c = checks[i]!;
+      const r = c === 'quota' ? results.quota : results.rate_limit;
       if (r && r.verdict !== 'skip')
         return warns && /^DUNNO$/i.test(r.action) ? decision('quota', q, results) : decision(c, r, results);
     }
@@ -276,7 +292,7 @@ export class PolicyService {
         `${QUERY_ATTRIBUTE} in a request from Postfix: ignored, counted as mail`,
       );
     const started = performance.now();
-    const d = this.decide(req);
+    const d = this.decideAs(req, kind);
     if (kind !== 'dry')
       return d instanceof Promise ? d.then((x) => this.record(req, x, started)) : this.record(req, d, started);
     return d instanceof Promise
@@ -331,12 +347,14 @@ export class PolicyService {
       });
     if (q) m?.decision('quota', q.verdict, q.kind);
     if (rl) m?.decision('rate_limit', rl.verdict);
-    const faults: Fault[] = [];
-    for (const o of [q, rl, d.check === 'none' ? d : undefined])
-      if (o?.verdict === 'error') faults.push(o.fault ?? 'internal');
-    for (const f of faults) m?.error(f);
+    // No array for the faults unless there is one: this runs for every request.
+    let faults: Fault[] | undefined;
+    if (q?.verdict === 'error') (faults ??= []).push(q.fault ?? 'internal');
+    if (rl?.verdict === 'error') (faults ??= []).push(rl.fault ?? 'internal');
+    if (d.check === 'none' && d.verdict === 'error') (faults ??= []).push(d.fault ?? 'internal');
+    if (faults !== undefined) for (const f of faults) m?.error(f);
     if (rl?.alert !== undefined && !query) this.alert(req, rl.id, rl.alert);
-    const warn = faults.length > 0 || rl?.verdict === 'would_limit';
+    const warn = faults !== undefined || rl?.verdict === 'would_limit';
     // The log line is built only when it will be written: this runs for every request.
     if (warn || this.log.isLevelEnabled('info')) {
       const line = {
@@ -353,7 +371,7 @@ export class PolicyService {
         quota_warning: q?.warning?.threshold,
         rate_verdict: rl?.verdict,
         rate_id: rl?.id,
-        error_kind: faults.length > 0 ? faults : undefined,
+        error_kind: faults,
         query: query ? QUERY_DRY : undefined,
         latency_ms: Math.round((performance.now() - started) * 1000) / 1000,
       };

@@ -29,7 +29,17 @@ export function decodeReplyValue(v: string): string {
 
 const oneLine = (action: string): string => (/[\r\n]/.test(action) ? action.replace(/[\r\n]+/g, ' ') : action);
 
+/** The last plain action formatted and its reply: most replies repeat the one before (DUNNO). */
+let lastAction: string | undefined;
+let lastReply = '';
+
 export function formatReply(r: Reply): string {
-  if (typeof r === 'string') return `action=${oneLine(r)}\n\n`;
+  if (typeof r === 'string') {
+    if (r !== lastAction) {
+      lastReply = `action=${oneLine(r)}\n\n`;
+      lastAction = r;
+    }
+    return lastReply;
+  }
   return `action=${oneLine(r.action)}\n${r.attrs.map(([k, v]) => `${k}=${replyValue(v)}\n`).join('')}\n`;
 }

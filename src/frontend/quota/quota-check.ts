@@ -107,8 +107,8 @@ export class QuotaCheck {
   /** Expansions under way: a burst for one recipient shares one. */
   private readonly expanding = new Map<string, Promise<Expansion>>();
   private readonly expandRules: ExpandRules;
-  /** Keyed "kind:id"; a project's "2:id@mount,mount" (its rows are those of the mailbox's file system). */
-  private readonly quotas: TtlCache<string, UserQuota>;
+  /** Keyed quotaKey(kind, id); a project's "2:id@mount,mount" (its rows are those of the mailbox's file system). */
+  private readonly quotas: TtlCache<number | string, UserQuota>;
   /** By user name: its mailbox's project, for cache_ttl_ms (errors are not kept). */
   private readonly projects: TtlCache<string, MailboxProject>;
   private readonly rules: RecipientRules;
@@ -256,18 +256,19 @@ export class QuotaCheck {
     const kinds = this.cfg.quota_kinds;
     const asks: QuotaKind[] = [];
     const ids: number[] = [];
-    // Id 0 (root's group) is never asked for: the helper refuses it for every kind.
-    for (const k of kinds)
-      if (k !== 'project' && (k === 'user' || gid !== 0)) {
+    let project = false;
+    // Id 0 (root's group) is never asked for: the helper refuses it for every kind. Indexed loops on
+    // this path: a cache hit runs it for every request.
+    for (let i = 0; i < kinds.length; i++) {
+      const k = kinds[i]!;
+      if (k === 'project') project = true;
+      else if (k === 'user' || gid !== 0) {
         asks.push(k === 'user' ? QuotaKind.User : QuotaKind.Group);
         ids.push(k === 'user' ? uid : gid);
       }
+    }
     const lookup = this.deps.mailboxProject;
-    if (!kinds.includes('project') || lookup === undefined)
-      return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
-    // Project 0 is every file's without a project of its own: no limit of one mailbox.
-    const hasProject = (p: MailboxProject): p is { id: number; mounts: ReadonlySet<string> } =>
-      !('error' in p) && !('none' in p) && p.id !== 0;
+    if (!project || lookup === undefined) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
     const known = this.projects.get(name, nowMs);
     if (known !== undefined) {
       if (!hasProject(known)) return this.quotasFor(asks, ids, NO_MOUNTS, name, msg, nowMs);
@@ -308,15 +309,26 @@ export class QuotaCheck {
     projectMounts: ReadonlySet<string>,
     nowMs: number,
   ): UserQuota[] | Promise<UserQuota[]> {
-    const keys = asks.map((kind, i) =>
-      kind === QuotaKind.Project ? `${kind}:${ids[i]!}@${Array.from(projectMounts).join(',')}` : `${kind}:${ids[i]!}`,
-    );
-    const got = keys.map((key) => this.cachedQuota(key, nowMs));
-    if (got.every((q) => q !== undefined)) return got;
+    // The hot path (a cache hit runs it for every request): indexed loops, keys built only for a project.
+    const keys = new Array<number | string>(asks.length);
+    const got = new Array<UserQuota | undefined>(asks.length);
+    let missing = false;
+    for (let i = 0; i < asks.length; i++) {
+      const kind = asks[i]!;
+      const key =
+        kind === QuotaKind.Project
+          ? `${kind}:${ids[i]!}@${Array.from(projectMounts).join(',')}`
+          : quotaKey(kind, ids[i]!);
+      const q = this.cachedQuota(key, nowMs);
+      keys[i] = key;
+      got[i] = q;
+      if (q === undefined) missing = true;
+    }
+    if (!missing) return got as UserQuota[];
     return Promise.all(got.map(async (q, i) => q ?? this.ask(asks[i]!, ids[i]!, keys[i]!, projectMounts, nowMs)));
   }
 
-  private cachedQuota(key: string, nowMs: number): UserQuota | undefined {
+  private cachedQuota(key: number | string, nowMs: number): UserQuota | undefined {
     const cached = this.quotas.get(key, nowMs);
     this.deps.onCacheLookup?.('quota', cached !== undefined);
     return cached;
@@ -325,7 +337,7 @@ export class QuotaCheck {
   private async ask(
     kind: QuotaKind,
     id: number,
-    key: string,
+    key: number | string,
     projectMounts: ReadonlySet<string>,
     nowMs: number,
   ): Promise<UserQuota> {
@@ -406,13 +418,7 @@ export class QuotaCheck {
 
   private result(d: QuotaDecision, dKind: QuotaKind, name: string, msg: Msg, qs: UserQuota[]): CheckResult {
     const a = this.cfg.actions;
-    const action = {
-      pass: a.success,
-      grace: a.grace ?? a.success,
-      over_quota: a.over_quota,
-      too_large: a.too_large,
-      does_not_fit: a.does_not_fit,
-    }[d.verdict];
+    const action = actionFor(a, d.verdict);
     const kind = QUOTA_KIND_NAMES[dKind];
     const reason = dKind === QuotaKind.User ? d.reason : `${kind} quota: ${d.reason}`;
     const w = this.cfg.quota_warnings;
@@ -442,6 +448,29 @@ export class QuotaCheck {
   }
 }
 const NO_MOUNTS: ReadonlySet<string> = new Set();
+
+/** A user or group quota's cache key, a number: no string is built for it on every request. Ids are 32-bit. */
+/** Project 0 is every file's without a project of its own: no limit of one mailbox. */
+const hasProject = (p: MailboxProject): p is { id: number; mounts: ReadonlySet<string> } =>
+  !('error' in p) && !('none' in p) && p.id !== 0;
+
+const quotaKey = (kind: QuotaKind.User | QuotaKind.Group, id: number): number => kind * 2 ** 32 + id;
+
+/** The configured action for a verdict (a switch: this runs for every request). */
+function actionFor(a: Config['actions'], verdict: QuotaVerdict): string {
+  switch (verdict) {
+    case 'pass':
+      return a.success;
+    case 'grace':
+      return a.grace ?? a.success;
+    case 'over_quota':
+      return a.over_quota;
+    case 'too_large':
+      return a.too_large;
+    case 'does_not_fit':
+      return a.does_not_fit;
+  }
+}
 const REFUSED: ReadonlySet<QuotaVerdict> = new Set(['too_large', 'over_quota', 'does_not_fit']);
 
 /** Mount options that make the kernel enforce group quotas (ext4, XFS; "gqnoenforce" only counts). */

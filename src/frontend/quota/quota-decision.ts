@@ -59,7 +59,8 @@ export function decideQuota(
 ): QuotaDecision | undefined {
   const needKiB = Math.ceil(sizeBytes / BLOCK_BYTES);
   let worst: QuotaDecision | undefined;
-  for (const r of rows) {
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i]!;
     if (only.length > 0 && !only.includes(r.mount)) continue;
     if (!(r.blockSoft || r.blockHard || r.fileSoft || r.fileHard)) continue;
     const d = judgeFs(r, needKiB, nowSec);

@@ -92,8 +92,11 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
   const pump = (): void => {
     if (socket.destroyed) return;
     let budget = MAX_REQUESTS_PER_TURN;
-    // Replies at hand are gathered and written once per turn, as one Buffer: one entry in Node's write queue,
-    // not a rope of strings (a peer that does not read would hold ~5 times their bytes).
+    // Replies at hand are gathered and written once per turn. With nothing queued on the socket (the usual
+    // case) the string goes straight to the socket, whose native side copies whatever bytes the kernel does
+    // not take at once: no Buffer is made for it. Behind earlier writes it would wait in Node's write queue
+    // as a JS string, a rope of the replies joined (a peer that does not read would hold ~5 times their
+    // bytes), so there it goes as one Buffer.
     let out = '';
     try {
       // Counted against the cap with what the socket has not sent yet (replies are ASCII: a character is a byte).
@@ -128,7 +131,7 @@ export function serveConnection(socket: Socket, opts: ConnectionOptions): Connec
       socket.destroy();
       return;
     } finally {
-      if (out !== '' && !socket.destroyed) socket.write(Buffer.from(out));
+      if (out !== '' && !socket.destroyed) socket.write(socket.writableLength === 0 ? out : Buffer.from(out));
     }
     // A slow sender (1 byte/s) resets the idle timer forever; this deadline does not move.
     if (parser.midRequest && requestTimer === undefined) {
