@@ -144,7 +144,7 @@ export function renderReport(r: Results): string {
     ),
     times('(c) SQLite vs policyd-rate-limit', sqlite, prl, 20, 1, `${num(peak(sqlite))} vs ${num(peak(prl))} req/s`),
     times('(c) SQLite vs postfwd', sqlite, pf, 3, 1, `${num(peak(pf))} req/s`),
-    times('(c) Redis vs policyd-rate-limit', redis, prl, 10, 1, `${num(peak(redis))} req/s`),
+    times('(c) Redis vs policyd-rate-limit', redis, prl, 20, 1, `${num(peak(redis))} req/s`),
     times('(c) MariaDB vs policyd-rate-limit', mariadb, prl, 10, 1, `${num(peak(mariadb))} req/s`),
     times('(c) MariaDB vs postfwd', mariadb, pf, 3, 1, `${num(peak(mariadb))} req/s`),
     times(
