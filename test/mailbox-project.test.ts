@@ -3,7 +3,7 @@
 // getent and lsattr programs that record how they were run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync, statSync, mkdirSync, chmodSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, statSync, mkdirSync, chmodSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -146,6 +146,15 @@ test('the home from the passwd file only where getpwnam() would answer with it',
   for (const odd of ['+@staff::::::\n', '-eve::::::\n', ' eve:x:1:1::/e:/bin/sh\n', '#c\n'])
     assert.equal(homeFromFiles('bob', 'passwd: files\n', odd + pw), undefined, odd);
   assert.equal(homeFromFiles('bob', 'passwd: files\n', 'bob:x:2001:100::home:/bin/sh\n'), undefined, 'getent says why');
+  // glibc reads an indented passwd line too, and skips an entry whose uid or gid is not a number.
+  assert.equal(homeFromFiles('bob', '  passwd: files\n', pw), '/home/bob', 'an indented line is read');
+  assert.equal(homeFromFiles('bob', 'passwd: files\n  passwd: sss\n', pw), undefined, 'two passwd lines');
+  assert.equal(
+    homeFromFiles('bob', 'passwd: files\n', 'bob:x:20O1:100::/home/evil:/bin/sh\n' + pw),
+    undefined,
+    'a first entry glibc would skip: getent decides',
+  );
+  assert.equal(homeFromFiles('bob', 'passwd: files\n', 'bob:x:2001:1OO::/home/evil:/bin/sh\n' + pw), undefined);
 });
 
 test('the lookup reads the passwd file first: no process for a user in it', async () => {
@@ -171,6 +180,31 @@ test('the lookup reads the passwd file first: no process for a user in it', asyn
     await ldapFirst.mailboxProject('alice'),
     { error: `${s.getent} passwd -- alice: no such user` },
     'unreadable nsswitch.conf: getent decides',
+  );
+});
+
+test('the passwd file is read again only when it changes', async () => {
+  const s = standIns('   7 ----P-- HOME\n');
+  const l = new ProjectLookup({
+    runAs: me,
+    ...s.files,
+    getent: s.getent,
+    lsattr: s.lsattr,
+    mounts: () => new Map([[s.dev, new Set(['/m'])]]),
+  });
+  assert.deepEqual(await l.mailboxProject('alice'), { id: 7, mounts: new Set(['/m']) });
+  // Another home for alice, same size: the file's new version (mtime, inode) is seen.
+  const before = readFileSync(s.files.passwd, 'utf8');
+  const elsewhere = mkdtempSync(join(tmpdir(), 'qp-home2-'));
+  writeFileSync(s.files.passwd + '.new', `root:x:0:0:root:/root:/bin/bash\nalice:x:2002:100::${elsewhere}:/bin/sh\n`);
+  renameSync(s.files.passwd + '.new', s.files.passwd);
+  assert.notEqual(readFileSync(s.files.passwd, 'utf8'), before);
+  // (The stand-in lsattr answers for the first home only: the new one's line is not understood.)
+  assert.deepEqual(await l.mailboxProject('alice'), { error: `lsattr -p -d ${elsewhere}: output not understood` });
+  assert.deepEqual(
+    s.calls(),
+    [`lsattr -p -d -- ${s.home}`, `lsattr -p -d -- ${elsewhere}`],
+    'no getent: both homes came from the file',
   );
 });
 

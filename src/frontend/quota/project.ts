@@ -86,22 +86,42 @@ export function parsePasswdHome(out: string, name: string): string | { error: st
 }
 
 /**
- * NAME's home from the passwd file, when getpwnam() would answer with that entry: nsswitch.conf's
- * passwd line names `files` first with no action after it, the file has no compat ("+", "-") lines
- * and no line glibc would read differently (leading blanks, comments), and NAME is in it (its first
- * entry, as glibc reads). Otherwise undefined: `getent passwd NAME` asks NSS.
+ * The passwd file's first line for each name, when getpwnam() answers from that file first:
+ * nsswitch.conf's only passwd line (leading blanks allowed, as glibc reads it) names `files` first
+ * with no action after it, and the file has no compat ("+", "-") lines and no line glibc would
+ * read differently (leading blanks, comments). Otherwise undefined: `getent passwd NAME` asks NSS.
+ * Built once per version of the two files (ProjectLookup keeps it), then a lookup is a Map read.
  */
-export function homeFromFiles(name: string, nsswitch: string, passwd: string): string | undefined {
-  const m = /^passwd:[ \t]*(\S+)(?:[ \t]+(\S+))?/m.exec(nsswitch);
-  if (m?.[1] !== 'files' || m[2]?.startsWith('[') || nsswitch.match(/^passwd:/gm)!.length > 1) return undefined;
-  let entry: string | undefined;
+export function passwdIndex(nsswitch: string, passwd: string): ReadonlyMap<string, string> | undefined {
+  const lines = nsswitch.match(/^[ \t]*passwd:.*$/gm) ?? [];
+  const m = /^[ \t]*passwd:[ \t]*(\S+)(?:[ \t]+(\S+))?/.exec(lines[0] ?? '');
+  if (lines.length !== 1 || m?.[1] !== 'files' || m[2]?.startsWith('[')) return undefined;
+  const index = new Map<string, string>();
   for (const line of passwd.split('\n')) {
     if (/^[-+#\s]/.test(line)) return undefined;
-    if (entry === undefined && line.startsWith(`${name}:`)) entry = line;
+    const name = line.slice(0, line.indexOf(':'));
+    if (name !== '' && !index.has(name)) index.set(name, line);
   }
-  const home = entry === undefined ? undefined : parsePasswdHome(entry, name);
-  return typeof home === 'string' ? home : undefined; // a malformed entry: getent's answer, and its error
+  return index;
 }
+
+/**
+ * NAME's home from the index, or undefined (getent asks NSS, and says why when the entry is
+ * malformed). glibc skips a line whose uid or gid is not a number and reads on; rather than
+ * guess which line it would take then, such a first line sends the lookup to getent.
+ */
+export function homeFromIndex(index: ReadonlyMap<string, string> | undefined, name: string): string | undefined {
+  const entry = index?.get(name);
+  if (entry === undefined) return undefined;
+  const f = entry.split(':');
+  if (!/^\d+$/.test(f[2] ?? '') || !/^\d+$/.test(f[3] ?? '')) return undefined;
+  const home = parsePasswdHome(entry, name);
+  return typeof home === 'string' ? home : undefined;
+}
+
+/** NAME's home from the passwd file, when getpwnam() would answer with that entry (passwdIndex, homeFromIndex). */
+export const homeFromFiles = (name: string, nsswitch: string, passwd: string): string | undefined =>
+  homeFromIndex(passwdIndex(nsswitch, passwd), name);
 
 /** The project id from `lsattr -p -d DIR`'s line "ID FLAGS DIR". */
 export function parseLsattrProject(out: string, dir: string): number | { error: string } {
@@ -151,16 +171,29 @@ export class ProjectLookup {
     }
   }
 
-  /** homeFromFiles() on this host's files; undefined when they cannot be read or the passwd file is too large. */
+  /** The index of this host's files, and which versions of them it was built from. */
+  private files: { version: string; index: ReadonlyMap<string, string> | undefined } | undefined;
+
+  /**
+   * homeFromIndex() on this host's files; undefined when they cannot be read or the passwd file is
+   * too large. The index is rebuilt only when either file changes (inode, size or mtime): a
+   * lookup costs two stat calls, not a scan of the file (a Postfix client can make lookups
+   * repeat: errors are not cached).
+   */
   private async homeFromFiles(name: string): Promise<string | undefined> {
     try {
       const passwd = this.o.passwd ?? '/etc/passwd';
-      if ((await stat(passwd)).size > PASSWD_FILE_MAX_BYTES) return undefined;
-      const [nss, pw] = await Promise.all([
-        readFile(this.o.nsswitch ?? '/etc/nsswitch.conf', 'utf8'),
-        readFile(passwd, 'utf8'),
-      ]);
-      return homeFromFiles(name, nss, pw.length > PASSWD_FILE_MAX_BYTES ? '' : pw);
+      const nsswitch = this.o.nsswitch ?? '/etc/nsswitch.conf';
+      const [ps, ns] = await Promise.all([stat(passwd), stat(nsswitch)]);
+      if (!ps.isFile() || !ns.isFile() || ps.size > PASSWD_FILE_MAX_BYTES || ns.size > PASSWD_FILE_MAX_BYTES)
+        return undefined;
+      const version = [ps.ino, ps.size, ps.mtimeMs, ns.ino, ns.size, ns.mtimeMs].join(':');
+      if (this.files?.version !== version) {
+        const [nss, pw] = await Promise.all([readFile(nsswitch, 'utf8'), readFile(passwd, 'utf8')]);
+        const index = pw.length > PASSWD_FILE_MAX_BYTES ? undefined : passwdIndex(nss, pw);
+        this.files = { version, index };
+      }
+      return homeFromIndex(this.files.index, name);
     } catch {
       return undefined;
     }
