@@ -299,3 +299,25 @@ test("quota_kinds: project: the user's and group's quotas are asked for while th
   });
   assert.deepEqual((await failing.check(req, 0)).fault, 'project');
 });
+
+test("quota_kinds: project: a quota read that fails while the project is looked up is that request's error", async () => {
+  const unhandled: unknown[] = [];
+  const note = (e: unknown): void => {
+    unhandled.push(e);
+  };
+  process.on('unhandledRejection', note);
+  try {
+    const c = new QuotaCheck(parseConfig('', 't'), '+', 1000, {
+      lookupUser: () => ({ uid: 2001, gid: 100 }),
+      queryQuota: () => Promise.reject(new Error('helper gone')),
+      groupQuotaMounts: () => new Set(['/home']),
+      mailboxProject: () => new Promise((r) => setTimeout(() => r({ none: 'no project quotas' }), 50)),
+    });
+    const req = new Map(Object.entries({ request: 'smtpd_access_policy', protocol_state: 'RCPT', recipient: 'bob@x' }));
+    await assert.rejects(Promise.resolve(c.check(req, 0)), /helper gone/);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(unhandled, [], 'no unhandled rejection while the lookup ran');
+  } finally {
+    process.removeListener('unhandledRejection', note);
+  }
+});

@@ -279,6 +279,9 @@ export class QuotaCheck {
     // The user's and the group's quotas are asked for now, while the project is looked up: the
     // lookup's processes and quota(1) run side by side, not one after the other.
     const others = this.fetch(asks, ids, NO_MOUNTS, nowMs);
+    // Awaited below, once the lookup ends; a failure before that is this request's error then, not an
+    // unhandled rejection meanwhile (which would end the process).
+    if (others instanceof Promise) others.catch(() => {});
     return lookup(name).then(async (p) => {
       if (!('error' in p)) this.projects.set(name, p, nowMs);
       if (!hasProject(p)) return this.judge(asks, await others, name, msg, nowMs, 'error' in p ? p.error : undefined);
