@@ -228,3 +228,28 @@ test('the Config type is derived from the checks; a default of another type does
   const level: Config['log_level'] = 'verbose';
   assert.match(FIELDS.log_level.check(level) ?? '', /must be one of debug, info, warn, error/);
 });
+
+test('a redis url carries no query parameter ioredis would take as an option of its own', () => {
+  const refused = (url: string): string => {
+    try {
+      parseConfig(`rate_limit:\n  backend: redis\n  url: "${url}"\n`, 'f.yaml');
+    } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      return e.message;
+    }
+    assert.fail(`accepted: ${url}`);
+  };
+  // ?sentinels= would make ioredis find a master through sentinels on localhost:26379, without TLS.
+  for (const [url, key] of [
+    ['redis://:pw@redis.example.com/0?sentinels=xy&name=mymaster', 'sentinels'],
+    ['redis://127.0.0.1:6379/0?family=4&Connector=x', 'Connector'],
+    ['redis://127.0.0.1:6379/0?commandTimeout=1', 'commandTimeout'],
+  ])
+    assert.match(
+      refused(url!),
+      new RegExp(`^rate_limit\\.url \\(f\\.yaml\\): "${key!}" is not taken in a redis url .*use family, password`),
+    );
+  assert.doesNotMatch(refused('redis://:pw@h/0?retryStrategy=1&password=hunter2'), /hunter2/);
+  for (const url of ['redis://127.0.0.1:6379/0', 'redis://127.0.0.1:6379/0?family=6', 'redis://h/0?password=x&db=2'])
+    assert.equal(parseConfig(`rate_limit:\n  backend: redis\n  url: "${url}"\n`, 'f.yaml').rate_limit.url, url);
+});

@@ -199,6 +199,13 @@ function crossCheck(c: Config, source: string): void {
       `rate_limit.url${at}: a ${r.backend} URL must start with ${r.backend === 'postgresql' ? 'postgresql://' : `${r.backend}://`}`,
     );
   }
+  if (r.backend === 'redis' && r.url !== null) {
+    const bad = redisUrlParam(r.url);
+    if (bad !== undefined)
+      throw new ConfigError(
+        `rate_limit.url${at}: "${bad}" is not taken in a redis url (ioredis would read it as an option of its own); use ${REDIS_URL_PARAMS.join(', ')} only`,
+      );
+  }
   if (r.redis_sentinels !== null) {
     if (r.backend !== 'redis')
       throw new ConfigError(`rate_limit.redis_sentinels${at}: needs backend redis (backend is ${r.backend})`);
@@ -293,4 +300,23 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
   let config = text === undefined ? defaultConfig() : parseConfig(text, path);
   if (opts.overrides) config = applyOverrides(config, opts.overrides, opts.flagOf ?? ((k) => k));
   return { config: deepFreeze(config), source: text === undefined ? 'built-in defaults' : path };
+}
+
+/**
+ * Query parameters a redis url may carry. ioredis copies every one into its options, over the
+ * store's own (sentinels, name, Connector, retryStrategy, commandTimeout...), which could turn
+ * off what the store relies on, TLS to a master found through sentinels included.
+ */
+const REDIS_URL_PARAMS: readonly string[] = ['family', 'password', 'username', 'db', 'path'];
+
+/** The first query parameter of a redis url that is not in REDIS_URL_PARAMS (a url that does not parse: none). */
+function redisUrlParam(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
+  for (const k of u.searchParams.keys()) if (!REDIS_URL_PARAMS.includes(k)) return k.slice(0, 64);
+  return undefined;
 }

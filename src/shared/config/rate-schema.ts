@@ -257,7 +257,7 @@ export const RATE_FIELDS = fieldTable({
   url: {
     default: null,
     check: nullable(str),
-    doc: 'postgresql://..., mysql://... or redis://... for the other backends.',
+    doc: 'postgresql://..., mysql://... or redis://... for the other backends. A redis url takes only the query parameters family, password, username, db and path (ioredis would read any other as an option of its own).',
   },
   store_tls: {
     default: false,
