@@ -32,7 +32,7 @@ before(() => {
   version = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
   build(version, 'old.deb');
   build(`${version}+upgrade1`, 'new.deb');
-  bootGuest(out, 'deb.sh', { overlayUsr: true, timeoutS: 380 });
+  bootGuest(out, 'deb.sh', { overlayUsr: true, timeoutS: 700 });
 });
 
 test('dpkg -i: installs, creates the system user with adduser, sets the config and state groups', () => {

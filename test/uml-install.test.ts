@@ -15,7 +15,7 @@ const rc = (f: string): number => Number(read(`${f}.rc`).trim());
 
 before(() => {
   out = mkdtempSync(join(tmpdir(), 'qp-uml-install-'));
-  bootGuest(out, 'install.sh', { overlayUsr: true, timeoutS: 280 });
+  bootGuest(out, 'install.sh', { overlayUsr: true, timeoutS: 600 });
 });
 
 test('make install: root-owned code nobody else can write, config 0640 root:quotapolicy, sudoers 0440', () => {

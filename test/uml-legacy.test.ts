@@ -24,7 +24,7 @@ const said = (f: string): string =>
 
 before(() => {
   out = mkdtempSync(join(tmpdir(), 'qp-uml-legacy-'));
-  bootGuest(out, 'legacy.sh', { overlayUsr: true, timeoutS: 280 });
+  bootGuest(out, 'legacy.sh', { overlayUsr: true, timeoutS: 600 });
 });
 
 test('without the sudoers drop-in: one line naming the file, status 78, nothing left but the log', () => {

@@ -22,7 +22,7 @@ export interface GuestOptions {
  */
 export function bootGuest(out: string, script: string, o: GuestOptions = {}): void {
   const repo = o.repo ?? REPO;
-  const timeoutS = o.timeoutS ?? 220;
+  const timeoutS = o.timeoutS ?? 480;
   const args = [out, join(repo, 'test/uml', script), `REPO=${repo}`, ...(o.overlayUsr ? ['OVERLAY_USR=1'] : [])];
   const r = spawnSync(join(repo, 'test/uml/boot.sh'), args, {
     encoding: 'utf8',

@@ -36,7 +36,9 @@ systemd-socket-activate -l /run/qp-caps.sock --fdname=policy \
   setpriv --bounding-set=-all,+setuid,+setgid,+sys_admin,+kill --inh-caps=-all --no-new-privs \
   /usr/sbin/quotapolicy serve > $R/caps-mode.log 2>&1 &
 CAPSPID=$!
-sleep 0.3
+# Wait for the front (bounded): on a slow host a cold start in the guest takes
+# several seconds, and query gives up after 15 s.
+for _ in $(seq 1 600); do grep -q '"front ready"' $R/caps-mode.log 2>/dev/null && break; sleep 0.1; done
 /usr/sbin/quotapolicy query --count --to unix:/run/qp-caps.sock hard@example.test > $R/caps-query.txt 2>&1
 grep -E '^Cap(Eff|Bnd)' /proc/$CAPSPID/status > $R/caps-status.txt
 # Reload (the unit's ExecReload) and stop reach the front through the helper.
