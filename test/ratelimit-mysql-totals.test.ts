@@ -10,10 +10,10 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
 import { STORE_URLS } from './support/stores.js';
-import { rng, modelUsed } from './support/window-model.js';
+import { rng, modelUsed, modelConsume } from './support/window-model.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
 import { NO_STORE_TLS } from '../src/frontend/ratelimit/store-tls.js';
-import type { RateStore, ConsumeRequest, ConsumeResult } from '../src/frontend/ratelimit/store.js';
+import type { RateStore, ConsumeRequest } from '../src/frontend/ratelimit/store.js';
 import type { Limit } from '../src/frontend/ratelimit/decide.js';
 import { MYSQL_SCHEMA_VERSION, MYSQL_GROUP_MAX } from '../src/frontend/ratelimit/stores/mysql.js';
 
@@ -37,24 +37,6 @@ async function database(name: string): Promise<string> {
 }
 const open = (url: string, timeoutMs = 5000): Promise<RateStore> =>
   openStore({ ...NO_STORE_TLS, backend: 'mysql', url, sqlite_path: '', timeout_ms: timeoutMs, sql_limits_by_id: '' });
-
-/** What the exact window answers, and records, for one request. */
-function modelConsume(events: Map<string, Map<number, number>>, req: ConsumeRequest): ConsumeResult {
-  for (const b of req.buckets) {
-    const ev = events.get(b.key) ?? new Map<number, number>();
-    for (const limit of b.limits) {
-      const used = modelUsed(ev, req.nowSec, limit[1]);
-      if (used + req.n > limit[0]) return { ok: false, key: b.key, limit, used };
-    }
-  }
-  if (req.commit)
-    for (const b of req.buckets) {
-      if (!events.has(b.key)) events.set(b.key, new Map());
-      const ev = events.get(b.key)!;
-      ev.set(req.nowSec, (ev.get(req.nowSec) ?? 0) + req.n);
-    }
-  return { ok: true };
-}
 
 test('groups of requests that arrive together, clocks apart, several keys and windows, clean and reset: every answer is the exact window', async () => {
   const s = await open(await database(`${scratch}_model`));

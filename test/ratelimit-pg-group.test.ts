@@ -8,7 +8,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { STORE_URLS, uniq } from './support/stores.js';
-import { rng, modelUsed } from './support/window-model.js';
+import { rng, modelConsume } from './support/window-model.js';
 import { openStore } from '../src/frontend/ratelimit/open-store.js';
 import { NO_STORE_TLS } from '../src/frontend/ratelimit/store-tls.js';
 import { StoreError, storedKey, type ConsumeRequest, type ConsumeResult } from '../src/frontend/ratelimit/store.js';
@@ -25,24 +25,6 @@ const store = await openStore({
   sql_limits_by_id: '',
 });
 after(() => store.close());
-
-/** The model: each request against the events recorded before it, all-or-nothing over its buckets. */
-function modelConsume(events: Map<string, Map<number, number>>, req: ConsumeRequest): ConsumeResult {
-  for (const b of req.buckets) {
-    const ev = events.get(b.key) ?? new Map<number, number>();
-    for (const limit of b.limits) {
-      const used = modelUsed(ev, req.nowSec, limit[1]);
-      if (used + req.n > limit[0]) return { ok: false, key: b.key, limit, used };
-    }
-  }
-  if (req.commit)
-    for (const b of req.buckets) {
-      const ev = events.get(b.key) ?? new Map<number, number>();
-      ev.set(req.nowSec, (ev.get(req.nowSec) ?? 0) + req.n);
-      events.set(b.key, ev);
-    }
-  return { ok: true };
-}
 
 test('planGroup: keys locked in lockOrder over the whole group, one slot per key, window and start, events add to the windows that hold them', () => {
   const a: Limit[] = [

@@ -1,3 +1,5 @@
+import type { ConsumeRequest, ConsumeResult } from '../../src/frontend/ratelimit/store.js';
+
 // The exact sliding window, as a model to check the stores' running totals
 // against, and a small seeded PRNG so that random sequences repeat exactly.
 
@@ -16,4 +18,22 @@ export function modelUsed(events: ReadonlyMap<number, number>, now: number, seco
   let c = 0;
   for (const [at, n] of events) if (at >= now - seconds) c += n;
   return c;
+}
+
+/** The model of one consume(): each request against the events recorded before it, all-or-nothing over its buckets. */
+export function modelConsume(events: Map<string, Map<number, number>>, req: ConsumeRequest): ConsumeResult {
+  for (const b of req.buckets) {
+    const ev = events.get(b.key) ?? new Map<number, number>();
+    for (const limit of b.limits) {
+      const used = modelUsed(ev, req.nowSec, limit[1]);
+      if (used + req.n > limit[0]) return { ok: false, key: b.key, limit, used };
+    }
+  }
+  if (req.commit)
+    for (const b of req.buckets) {
+      const ev = events.get(b.key) ?? new Map<number, number>();
+      ev.set(req.nowSec, (ev.get(req.nowSec) ?? 0) + req.n);
+      events.set(b.key, ev);
+    }
+  return { ok: true };
 }
